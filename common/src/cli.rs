@@ -1,0 +1,237 @@
+//! What every binary shares: the `--home` flag, `-` for stdin/stdout, refusing to
+//! clobber files, and one way to report errors (`tool: message`, then `hint: ...`,
+//! exit 1; usage errors exit 2 through clap; a closed stdout pipe exits quietly).
+
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::group::GroupError;
+use crate::home::{self, Home, HomeError};
+use crate::identity::IdentityError;
+use crate::invitation::InvitationError;
+use crate::membership::MembershipError;
+use crate::xml::MAX_DOCUMENT_BYTES;
+
+/// The `--home` option every tool takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HomeArgs {
+    /// Home directory [default: $PEERGROUP_HOME, else $XDG_DATA_HOME/peergroup, else ~/.local/share/peergroup]
+    #[arg(long, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+}
+
+impl HomeArgs {
+    /// Resolves the home directory.
+    pub fn home(&self) -> Result<Home, HomeError> {
+        Home::resolve(self.home.as_deref())
+    }
+}
+
+/// Parses a duration argument (`30s`, `10m`, `2h`, `15d`) for clap.
+pub fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    crate::clock::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// Reads a whole input document: a file, or stdin for `-` or no argument. Returns the
+/// name to use in messages and the bytes (at most one byte over the document cap, so
+/// the parser reports the size without reading an endless stream).
+pub fn read_input(arg: Option<&str>, what: &str) -> anyhow::Result<(String, Vec<u8>)> {
+    let limit = (MAX_DOCUMENT_BYTES + 1) as u64;
+    let mut bytes = Vec::new();
+    match arg {
+        None | Some("-") => {
+            let stdin = io::stdin();
+            if stdin.is_terminal() {
+                anyhow::bail!("no {what} given: pass a file, or pipe one into stdin");
+            }
+            stdin
+                .lock()
+                .take(limit)
+                .read_to_end(&mut bytes)
+                .map_err(|e| anyhow::anyhow!("cannot read {what} from stdin: {e}"))?;
+            Ok(("<stdin>".to_string(), bytes))
+        }
+        Some(path) => {
+            let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("cannot open {what} {path}: {e}"))?;
+            file.take(limit)
+                .read_to_end(&mut bytes)
+                .map_err(|e| anyhow::anyhow!("cannot read {what} {path}: {e}"))?;
+            Ok((path.to_string(), bytes))
+        }
+    }
+}
+
+/// Writes `data` to stdout (`None` or `-`), or to a new file that must not exist yet
+/// (written under a temporary name, then moved into place).
+pub fn write_output(arg: Option<&Path>, data: &[u8]) -> anyhow::Result<()> {
+    match arg {
+        None => write_stdout(data),
+        Some(p) if p == Path::new("-") => write_stdout(data),
+        Some(path) => {
+            if path.exists() {
+                anyhow::bail!(
+                    "{} already exists; not overwriting it (remove it or choose another name)",
+                    path.display()
+                );
+            }
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let tmp = dir.join(format!(
+                ".{}.tmp-{}",
+                path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
+                std::process::id()
+            ));
+            home::write_new_file(&tmp, data, false).map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                anyhow::anyhow!(e)
+            })?;
+            // hard_link fails if the target appeared meanwhile: never clobber.
+            let linked = std::fs::hard_link(&tmp, path);
+            let _ = std::fs::remove_file(&tmp);
+            linked.map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))
+        }
+    }
+}
+
+/// Writes to stdout and flushes.
+pub fn write_stdout(data: &[u8]) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(data)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Writes a diagnostic line to stderr.
+pub fn note(tool: &str, message: &str) {
+    let _ = writeln!(io::stderr(), "{tool}: {message}");
+}
+
+/// Runs a tool's body and turns its result into an exit code, printing an error as
+/// `tool: message: cause` on one line plus a `hint:` line where the user can act.
+pub fn run(tool: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    match body() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            let message = e.chain().map(|c| c.to_string()).collect::<Vec<_>>();
+            // Skip causes already spelled out by the message before them.
+            let mut line = String::new();
+            for m in message {
+                if !line.contains(&m) {
+                    if !line.is_empty() {
+                        line.push_str(": ");
+                    }
+                    line.push_str(&m);
+                }
+            }
+            let line = line.replace('\n', " ");
+            let mut err = io::stderr().lock();
+            let _ = writeln!(err, "{tool}: {line}");
+            if let Some(hint) = hint(&e) {
+                let _ = writeln!(err, "hint: {hint}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The first hint any error in the chain offers.
+pub fn hint(e: &anyhow::Error) -> Option<String> {
+    for cause in e.chain() {
+        if let Some(h) = cause.downcast_ref::<InvitationError>().and_then(hint_invitation) {
+            return Some(h);
+        }
+        if let Some(h) = cause.downcast_ref::<GroupError>().and_then(hint_group) {
+            return Some(h);
+        }
+        if let Some(h) = cause.downcast_ref::<IdentityError>().and_then(hint_identity) {
+            return Some(h);
+        }
+        if let Some(h) = cause.downcast_ref::<MembershipError>().and_then(hint_membership) {
+            return Some(h);
+        }
+        if let Some(h) = cause.downcast_ref::<HomeError>().and_then(hint_home) {
+            return Some(h);
+        }
+    }
+    None
+}
+
+fn hint_invitation(e: &InvitationError) -> Option<String> {
+    match e {
+        InvitationError::Membership(m) => hint_membership(m),
+        InvitationError::Home(h) => hint_home(h),
+        InvitationError::Group(g) => hint_group(g),
+        other => other.hint().map(str::to_string),
+    }
+}
+
+fn hint_group(e: &GroupError) -> Option<String> {
+    match e {
+        GroupError::NameTaken { .. } => Some("choose another friendly name".into()),
+        GroupError::Home(h) => hint_home(h),
+        GroupError::Identity(i) => hint_identity(i),
+        GroupError::Membership(m) => hint_membership(m),
+        _ => None,
+    }
+}
+
+fn hint_identity(e: &IdentityError) -> Option<String> {
+    match e {
+        IdentityError::Unknown(name) => Some(format!(
+            "create it with: identity-export {name} (identity-export --list shows what exists)"
+        )),
+        IdentityError::Home(h) => hint_home(h),
+        IdentityError::Xml(_) | IdentityError::BadField { .. } => {
+            Some("pass the file identity-export printed, unchanged".into())
+        }
+        _ => None,
+    }
+}
+
+fn hint_membership(e: &MembershipError) -> Option<String> {
+    match e {
+        MembershipError::Ambiguous { .. } => Some("name the group by its id or a unique id prefix".into()),
+        MembershipError::UnknownGroup { .. } => {
+            Some("create a group with group-create, or join one with group-join".into())
+        }
+        MembershipError::Home(h) => hint_home(h),
+        _ => None,
+    }
+}
+
+fn hint_home(e: &HomeError) -> Option<String> {
+    match e {
+        HomeError::Io { source, path, .. } if source.kind() == io::ErrorKind::PermissionDenied => Some(format!(
+            "make {} writable, or choose another home with --home",
+            path.display()
+        )),
+        HomeError::Io { source, .. } if source.raw_os_error() == Some(30) => {
+            Some("the filesystem is read-only: choose another home with --home".into())
+        }
+        _ => None,
+    }
+}
+
+/// Sets up diagnostics on stderr (`PEERGROUP_LOG` filters, e.g. `debug`); colours only
+/// on a terminal and never with `NO_COLOR`.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PEERGROUP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let ansi = io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+}

@@ -1,0 +1,612 @@
+//! Invitations: an admin's signed offer of membership to one identity, carried as XML.
+//!
+//! What is trusted travels in signed bytes only: the certificates (signed by their
+//! issuers) and one JSON *body* signed by the inviter's identity key, which holds the
+//! group, role, validity, the invitation's own expiry, the addresses and the SHA-256 of
+//! every certificate. Both are base64 in the XML and verified as they are, so there is no
+//! XML canonicalisation; the readable copies in the XML must equal the signed values.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use time::OffsetDateTime;
+
+use crate::clock;
+use crate::group::{GroupError, identity_lock};
+use crate::home::{self, Home, HomeError, Staging};
+use crate::identity::{Identity, PublicIdentity, decode_base64};
+use crate::membership::{self, GroupInfo, MEMBERSHIP_FILE, Membership, MembershipError};
+use crate::pki::{self, Cert, CertSpec, Claim, PkiError, Role};
+use crate::store::{Durability, STORE_FILE, Store};
+use crate::xml::{self, Occurs, Schema, XmlError};
+
+/// Root element of the invitation XML.
+pub const INVITATION_ROOT: &str = "peergroup-invitation";
+/// Default time an invitation can be used to join.
+pub const DEFAULT_EXPIRES: Duration = Duration::from_secs(15 * 86_400);
+
+const INVITATION_SCHEMA: Schema = Schema {
+    root: INVITATION_ROOT,
+    version: "1",
+    fields: &[
+        ("group-id", Occurs::Once),
+        ("group-name", Occurs::Once),
+        ("role", Occurs::Once),
+        ("member-id", Occurs::Once),
+        ("issuer-id", Occurs::Once),
+        ("expires", Occurs::Once),
+        ("root-certificate", Occurs::Once),
+        ("membership-certificate", Occurs::Once),
+        ("issuing-certificate", Occurs::Optional),
+        ("chain-certificate", Occurs::Many(pki::MAX_ISSUING_LINKS)),
+        ("signed-body", Occurs::Once),
+        ("signature", Occurs::Once),
+    ],
+};
+
+/// Errors about invitations. Each renders as one line.
+#[derive(Debug, Error)]
+pub enum InvitationError {
+    /// The XML is malformed or breaks the format.
+    #[error(transparent)]
+    Xml(#[from] XmlError),
+    /// A field does not decode.
+    #[error("{source_name}:{line}: {message}")]
+    BadField {
+        /// Where the invitation came from.
+        source_name: String,
+        /// Line of the field.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A signature, digest, chain or copy does not hold.
+    #[error("{source_name}: invitation not trusted: {reason}")]
+    NotTrusted {
+        /// Where the invitation came from.
+        source_name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The invitation can no longer be used.
+    #[error("{source_name}: invitation expired on {expires} (issued {issued})")]
+    Expired {
+        /// Where the invitation came from.
+        source_name: String,
+        /// Its expiry.
+        expires: String,
+        /// When it was issued.
+        issued: String,
+    },
+    /// The membership it grants is outside its validity.
+    #[error("{source_name}: {reason}")]
+    OutsideValidity {
+        /// Where the invitation came from.
+        source_name: String,
+        /// Which certificate and which dates.
+        reason: String,
+    },
+    /// Issued for another identity.
+    #[error(
+        "{source_name}: invitation is for {for_name:?} (member {for_id}), not for identity {identity:?} (member {identity_id})"
+    )]
+    WrongIdentity {
+        /// Where the invitation came from.
+        source_name: String,
+        /// Invitee's friendly name.
+        for_name: String,
+        /// Invitee's member id.
+        for_id: String,
+        /// The local identity.
+        identity: String,
+        /// Its member id.
+        identity_id: String,
+    },
+    /// Already a member.
+    #[error("identity {identity:?} already belongs to group {name:?} ({id})")]
+    AlreadyJoined {
+        /// The local identity.
+        identity: String,
+        /// Group name.
+        name: String,
+        /// Group id.
+        id: String,
+    },
+    /// The inviter may not issue this invitation.
+    #[error("{0}")]
+    NotAllowed(String),
+    /// Membership problem.
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
+    /// Certificate problem while issuing.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// Filesystem problem.
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    /// Group or store problem while joining.
+    #[error(transparent)]
+    Group(#[from] GroupError),
+}
+
+impl InvitationError {
+    /// What the user can do about it, when there is something.
+    pub fn hint(&self) -> Option<&'static str> {
+        Some(match self {
+            InvitationError::NotTrusted { .. } => "the file was changed or forged; ask the inviter to send it again",
+            InvitationError::Expired { .. } => {
+                "ask the inviter for a new invitation (invite-create --expires sets how long one lasts)"
+            }
+            InvitationError::OutsideValidity { .. } => {
+                "check this machine's clock, or ask the inviter for a new invitation"
+            }
+            InvitationError::WrongIdentity { .. } => {
+                "join with the identity it was made for (--identity), or send the inviter this identity's XML"
+            }
+            InvitationError::AlreadyJoined { .. } => {
+                "use group-chat to go online; to join again, remove the membership first"
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// The signed body of an invitation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Body {
+    /// Body format version (1).
+    pub format: u32,
+    /// The group.
+    pub group: GroupInfo,
+    /// Role granted.
+    pub role: Role,
+    /// Invitee member id.
+    pub member_id: String,
+    /// Invitee friendly name.
+    pub member_name: String,
+    /// Membership validity start (RFC 3339).
+    pub valid_from: String,
+    /// Membership validity end (RFC 3339).
+    pub valid_until: String,
+    /// Last moment the invitation can be used to join (RFC 3339).
+    pub expires: String,
+    /// When it was issued (RFC 3339).
+    pub issued: String,
+    /// Inviter member id.
+    pub issuer_id: String,
+    /// Inviter friendly name.
+    pub issuer_name: String,
+    /// Where the inviter and other members listen.
+    pub addresses: Vec<String>,
+    /// SHA-256 (hex) of the root certificate.
+    pub root_sha256: String,
+    /// SHA-256 (hex) of the invitee's membership certificate.
+    pub membership_sha256: String,
+    /// SHA-256 (hex) of the invitee's issuing certificate (admins).
+    pub issuing_sha256: Option<String>,
+    /// SHA-256 (hex) of each chain certificate, nearest first.
+    pub chain_sha256: Vec<String>,
+}
+
+/// A parsed invitation (see [`Invitation::verify`] before trusting it).
+#[derive(Debug, Clone)]
+pub struct Invitation {
+    /// Where it came from, for messages.
+    pub source_name: String,
+    /// The signed body.
+    pub body: Body,
+    body_bytes: Vec<u8>,
+    signature: Vec<u8>,
+    /// The group root.
+    pub root: Cert,
+    /// The invitee's membership certificate.
+    pub membership: Cert,
+    /// The invitee's issuing certificate (admins).
+    pub issuing: Option<Cert>,
+    /// The inviter's issuing chain, nearest first (chain[0] signed the invitee's
+    /// certificates and its key signed the body).
+    pub chain: Vec<Cert>,
+}
+
+/// What `invite-create` asks for.
+#[derive(Debug, Clone)]
+pub struct InviteSpec {
+    /// Role to grant.
+    pub role: Role,
+    /// How long the membership lasts.
+    pub valid_for: Duration,
+    /// How long the invitation can be used.
+    pub expires: Duration,
+    /// Extra bootstrap addresses, first in the list.
+    pub addresses: Vec<String>,
+}
+
+impl Invitation {
+    /// Issues an invitation for `invitee` from `inviter`'s membership `m`.
+    pub fn create(
+        inviter: &Identity,
+        m: &Membership,
+        invitee: &PublicIdentity,
+        spec: &InviteSpec,
+    ) -> Result<Invitation, InvitationError> {
+        let now = clock::now();
+        let group = m.group.id;
+        let Some(own_issuing) = m.issuing.as_ref().filter(|_| m.role == Role::Admin) else {
+            return Err(InvitationError::NotAllowed(format!(
+                "identity {:?} is a {} of group {:?}, not an admin: only admins can invite",
+                m.identity, m.role, m.group.name
+            )));
+        };
+        if spec.role > m.role {
+            return Err(InvitationError::NotAllowed(format!(
+                "identity {:?} cannot grant role {} above its own ({})",
+                m.identity, spec.role, m.role
+            )));
+        }
+        // The inviter's own credentials must be sound now, or its invitations are not.
+        pki::verify_chain(&m.root, &m.chain, own_issuing, group, now)?;
+        pki::verify_chain(&m.root, &m.chain, &m.membership, group, now)?;
+        if spec.role == Role::Admin && m.issuing_depth() >= pki::MAX_ISSUING_LINKS {
+            return Err(InvitationError::NotAllowed(format!(
+                "an admin invited by {:?} would be issuing link {} of the chain; at most {} are allowed: invite as member, or ask an admin nearer the creator",
+                m.identity,
+                m.issuing_depth() + 1,
+                pki::MAX_ISSUING_LINKS
+            )));
+        }
+        let until = clock::add(now, spec.valid_for);
+        if until > own_issuing.not_after {
+            let max_days = (own_issuing.not_after - now).whole_days();
+            return Err(InvitationError::NotAllowed(format!(
+                "the membership would last until {}, beyond the inviter's own ({}): use --valid-for {}d or less",
+                clock::format_rfc3339(until),
+                clock::format_rfc3339(own_issuing.not_after),
+                max_days.max(0)
+            )));
+        }
+        let start = clock::from_unix(now.unix_timestamp() - pki::BACKDATE.as_secs() as i64).max(own_issuing.not_before);
+        let expires = clock::add(now, spec.expires);
+        let member_id = invitee.member_id().to_string();
+        let name = invitee.friendly_name().to_string();
+        let spec_for = |claim| CertSpec {
+            common_name: name.clone(),
+            claim,
+            not_before: start,
+            not_after: until,
+        };
+        let membership_der = pki::issue(
+            &spec_for(Claim::Membership {
+                group,
+                member: member_id.clone(),
+                role: spec.role,
+            }),
+            &invitee.cert.spki,
+            &own_issuing.der,
+            &inviter.key,
+        )?;
+        let membership = Cert::parse(&membership_der, "the membership certificate")?;
+        let issuing = match spec.role {
+            Role::Admin => {
+                let der = pki::issue(
+                    &spec_for(Claim::Issuing {
+                        group,
+                        member: member_id.clone(),
+                    }),
+                    &invitee.cert.spki,
+                    &own_issuing.der,
+                    &inviter.key,
+                )?;
+                Some(Cert::parse(&der, "the issuing certificate")?)
+            }
+            Role::Member => None,
+        };
+        let mut chain = vec![own_issuing.clone()];
+        chain.extend(m.chain.iter().cloned());
+        let addresses = membership::merge_addresses(
+            spec.addresses
+                .iter()
+                .chain(&m.advertised_addresses())
+                .chain(&m.bootstrap),
+        );
+        let body = Body {
+            format: 1,
+            group: m.group.clone(),
+            role: spec.role,
+            member_id,
+            member_name: name,
+            valid_from: clock::format_rfc3339(start),
+            valid_until: clock::format_rfc3339(until),
+            expires: clock::format_rfc3339(expires),
+            issued: clock::format_rfc3339(now),
+            issuer_id: inviter.member_id().to_string(),
+            issuer_name: inviter.friendly_name().to_string(),
+            addresses,
+            root_sha256: pki::sha256_hex(&m.root.der),
+            membership_sha256: pki::sha256_hex(&membership.der),
+            issuing_sha256: issuing.as_ref().map(|c| pki::sha256_hex(&c.der)),
+            chain_sha256: chain.iter().map(|c| pki::sha256_hex(&c.der)).collect(),
+        };
+        let body_bytes =
+            serde_json::to_vec(&body).map_err(|e| PkiError::Crypto(format!("encode the invitation: {e}")))?;
+        let signature = pki::sign(&inviter.key, &body_bytes)?;
+        Ok(Invitation {
+            source_name: "invitation".into(),
+            body,
+            body_bytes,
+            signature,
+            root: m.root.clone(),
+            membership,
+            issuing,
+            chain,
+        })
+    }
+
+    /// The invitation XML.
+    pub fn to_xml(&self) -> String {
+        let b = &self.body;
+        let mut w = xml::Writer::new(INVITATION_ROOT, "1");
+        w.field("group-id", &b.group.id.to_string())
+            .field("group-name", &b.group.name)
+            .field("role", b.role.name())
+            .field("member-id", &b.member_id)
+            .field("issuer-id", &b.issuer_id)
+            .field("expires", &b.expires)
+            .base64_field("root-certificate", &B64.encode(&self.root.der))
+            .base64_field("membership-certificate", &B64.encode(&self.membership.der));
+        if let Some(c) = &self.issuing {
+            w.base64_field("issuing-certificate", &B64.encode(&c.der));
+        }
+        for c in &self.chain {
+            w.base64_field("chain-certificate", &B64.encode(&c.der));
+        }
+        w.base64_field("signed-body", &B64.encode(&self.body_bytes))
+            .base64_field("signature", &B64.encode(&self.signature));
+        w.finish()
+    }
+
+    /// Parses invitation XML and checks everything that does not depend on the clock or
+    /// on who reads it: certificate encodings, the body's signature by the inviter,
+    /// certificate digests, readable copies. Use [`Invitation::verify`] next.
+    pub fn parse(source_name: &str, bytes: &[u8]) -> Result<Invitation, InvitationError> {
+        let doc = xml::parse(source_name, bytes, &INVITATION_SCHEMA)?;
+        let src = source_name.to_string();
+        let bad = |field: &str, message: String| InvitationError::BadField {
+            source_name: src.clone(),
+            line: doc.line_of(field),
+            message,
+        };
+        let untrusted = |reason: String| InvitationError::NotTrusted {
+            source_name: src.clone(),
+            reason,
+        };
+        let decode = |field: &str, text: &str| {
+            decode_base64(text).ok_or_else(|| bad(field, format!("<{field}> is not valid base64")))
+        };
+        let cert = |field: &str, text: &str, what: &str| -> Result<Cert, InvitationError> {
+            Cert::parse(&decode(field, text)?, what).map_err(|e| bad(field, e.to_string()))
+        };
+        let root = cert(
+            "root-certificate",
+            doc.required("root-certificate"),
+            "the root certificate",
+        )?;
+        let membership = cert(
+            "membership-certificate",
+            doc.required("membership-certificate"),
+            "the membership certificate",
+        )?;
+        let issuing = doc
+            .get("issuing-certificate")
+            .map(|t| cert("issuing-certificate", t, "the issuing certificate"))
+            .transpose()?;
+        let chain = doc
+            .all("chain-certificate")
+            .into_iter()
+            .map(|t| cert("chain-certificate", t, "a chain certificate"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let body_bytes = decode("signed-body", doc.required("signed-body"))?;
+        let signature = decode("signature", doc.required("signature"))?;
+        let signer = chain
+            .first()
+            .ok_or_else(|| untrusted("it has no chain certificate, so no admin signed it".into()))?;
+        if !signer.verify(&body_bytes, &signature) {
+            return Err(untrusted(
+                "the signature does not verify with the inviter's certificate".into(),
+            ));
+        }
+        let body: Body = serde_json::from_slice(&body_bytes)
+            .map_err(|e| untrusted(format!("the signed body does not parse: {e}")))?;
+        if body.format != 1 {
+            return Err(untrusted(format!(
+                "signed body format {} is not supported",
+                body.format
+            )));
+        }
+        body.group.check().map_err(|e| untrusted(e.to_string()))?;
+        let digests_match = body.root_sha256 == pki::sha256_hex(&root.der)
+            && body.membership_sha256 == pki::sha256_hex(&membership.der)
+            && body.issuing_sha256 == issuing.as_ref().map(|c| pki::sha256_hex(&c.der))
+            && body.chain_sha256 == chain.iter().map(|c| pki::sha256_hex(&c.der)).collect::<Vec<_>>();
+        if !digests_match {
+            return Err(untrusted("its certificates are not the ones the inviter signed".into()));
+        }
+        if body.issuer_id != signer.member_id {
+            return Err(untrusted("the signer is not the inviter named in the body".into()));
+        }
+        for (field, value) in [
+            ("group-id", body.group.id.to_string()),
+            ("group-name", body.group.name.clone()),
+            ("role", body.role.name().to_string()),
+            ("member-id", body.member_id.clone()),
+            ("issuer-id", body.issuer_id.clone()),
+            ("expires", body.expires.clone()),
+        ] {
+            if doc.required(field).trim() != value {
+                return Err(untrusted(format!(
+                    "<{field}> (line {}) differs from the signed value {value:?}",
+                    doc.line_of(field)
+                )));
+            }
+        }
+        for address in &body.addresses {
+            membership::parse_address(address).map_err(|e| untrusted(e.to_string()))?;
+        }
+        Ok(Invitation {
+            source_name: src,
+            body,
+            body_bytes,
+            signature,
+            root,
+            membership,
+            issuing,
+            chain,
+        })
+    }
+
+    /// Checks the invitation at `now`: chains to the group root, role and ids consistent,
+    /// the invitation unexpired and the membership it grants valid.
+    pub fn verify(&self, now: OffsetDateTime) -> Result<(), InvitationError> {
+        let src = &self.source_name;
+        let untrusted = |reason: String| InvitationError::NotTrusted {
+            source_name: src.clone(),
+            reason,
+        };
+        let b = &self.body;
+        let group = b.group.id;
+        let expires = clock::parse_rfc3339(&b.expires).map_err(|e| untrusted(e.to_string()))?;
+        if now > expires {
+            return Err(InvitationError::Expired {
+                source_name: src.clone(),
+                expires: b.expires.clone(),
+                issued: b.issued.clone(),
+            });
+        }
+        let check = |leaf: &Cert| match pki::verify_chain(&self.root, &self.chain, leaf, group, now) {
+            Ok(claim) => Ok(claim),
+            Err(e @ (PkiError::Expired { .. } | PkiError::NotYetValid { .. })) => {
+                Err(InvitationError::OutsideValidity {
+                    source_name: src.clone(),
+                    reason: e.to_string(),
+                })
+            }
+            Err(e) => Err(untrusted(e.to_string())),
+        };
+        match check(&self.membership)? {
+            Claim::Membership { member, role, .. } if member == b.member_id && role == b.role => {}
+            _ => {
+                return Err(untrusted(
+                    "the membership certificate does not match the signed body".into(),
+                ));
+            }
+        }
+        match (&self.issuing, b.role) {
+            (None, Role::Member) => {}
+            (Some(issuing), Role::Admin) => match check(issuing)? {
+                Claim::Issuing { member, .. } if member == b.member_id => {}
+                _ => {
+                    return Err(untrusted(
+                        "the issuing certificate does not match the signed body".into(),
+                    ));
+                }
+            },
+            _ => return Err(untrusted("the role does not match the certificates".into())),
+        }
+        if b.valid_from != clock::format_rfc3339(self.membership.not_before)
+            || b.valid_until != clock::format_rfc3339(self.membership.not_after)
+        {
+            return Err(untrusted(
+                "the validity in the body differs from the certificate's".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that the invitation was issued for `identity`'s key.
+    pub fn check_for(&self, identity: &Identity) -> Result<(), InvitationError> {
+        if self.membership.spki != identity.cert.spki {
+            return Err(InvitationError::WrongIdentity {
+                source_name: self.source_name.clone(),
+                for_name: self.body.member_name.clone(),
+                for_id: self.body.member_id.clone(),
+                identity: identity.name.clone(),
+                identity_id: identity.member_id().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Readable summary for `group-join --inspect`: `key: value` lines.
+    pub fn describe(&self) -> String {
+        let b = &self.body;
+        let mut out = String::new();
+        let mut line = |k: &str, v: &str| out.push_str(&format!("{k}: {v}\n"));
+        line("group", &format!("{} ({})", b.group.name, b.group.id));
+        if !b.group.classifier.is_empty() {
+            line("classifier", &b.group.classifier);
+        }
+        line("issuer", &format!("{} ({})", b.issuer_name, b.issuer_id));
+        line("subject", &format!("{} ({})", b.member_name, b.member_id));
+        line("role", b.role.name());
+        line("valid-from", &b.valid_from);
+        line("valid-until", &b.valid_until);
+        line("expires", &b.expires);
+        line("issued", &b.issued);
+        line(
+            "chain",
+            &format!("{} issuing link(s) to the group root", self.chain.len()),
+        );
+        line(
+            "message-lifetime",
+            &clock::format_duration(Duration::from_secs(b.group.message_lifetime_secs)),
+        );
+        for a in &b.addresses {
+            line("address", a);
+        }
+        out
+    }
+}
+
+/// Joins the group of a verified invitation as `identity`; `listen` is where this member
+/// will accept peers. Nothing is left behind on failure.
+pub fn join(
+    home: &Home,
+    identity: &Identity,
+    invitation: &Invitation,
+    listen: std::net::SocketAddr,
+) -> Result<Membership, InvitationError> {
+    let _lock = identity_lock(home, &identity.name)?;
+    invitation.check_for(identity)?;
+    invitation.verify(clock::now())?;
+    let b = &invitation.body;
+    let target = home.membership_dir(&identity.name, &b.group.id);
+    if target.exists() {
+        return Err(InvitationError::AlreadyJoined {
+            identity: identity.name.clone(),
+            name: b.group.name.clone(),
+            id: b.group.id.to_string(),
+        });
+    }
+    let membership = Membership {
+        identity: identity.name.clone(),
+        group: b.group.clone(),
+        role: b.role,
+        root: invitation.root.clone(),
+        membership: invitation.membership.clone(),
+        issuing: invitation.issuing.clone(),
+        chain: invitation.chain.clone(),
+        listen,
+        bootstrap: b.addresses.clone(),
+        joined: clock::now(),
+        creator: false,
+        dir: target.clone(),
+    };
+    let staging = Staging::new(&target)?;
+    home::write_new_file(&staging.join(MEMBERSHIP_FILE), membership.to_json().as_bytes(), false)?;
+    drop(Store::open(&staging.join(STORE_FILE), Durability::Normal).map_err(GroupError::from)?);
+    staging.commit(&target)?;
+    Ok(membership)
+}

@@ -1,0 +1,87 @@
+//! invite-create: an admin signs an invitation for someone's identity.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use common::cli::{self, HomeArgs, parse_duration_arg};
+use common::identity::{Identity, PublicIdentity};
+use common::invitation::{Invitation, InviteSpec};
+use common::membership;
+use common::pki::Role;
+
+/// Issue an invitation to GROUP for the identity in IDENTITY_XML, signed by NAME (an admin).
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    after_help = "Examples:\n  invite-create --identity alice --group Friends bob.xml > bob.invite\n  ssh bob identity-export bob | invite-create --identity alice --group Friends --role admin -o bob.invite"
+)]
+struct Args {
+    #[command(flatten)]
+    home: HomeArgs,
+    /// Local identity of the inviter (must be an admin of GROUP)
+    #[arg(long, value_name = "NAME")]
+    identity: String,
+    /// Group: friendly name, id, or unique id prefix
+    #[arg(long, value_name = "GROUP")]
+    group: String,
+    /// Role to grant: member or admin (not above the inviter's)
+    #[arg(long, default_value = "member")]
+    role: Role,
+    /// How long the invitation can be used to join
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "15d")]
+    expires: Duration,
+    /// How long the membership lasts [default: the group's member lifetime]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    valid_for: Option<Duration>,
+    /// Bootstrap address to put first in the invitation, IP:PORT (repeatable)
+    #[arg(long, value_name = "IP:PORT")]
+    address: Vec<String>,
+    /// Write the invitation to FILE (never overwrites) instead of stdout
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// The invitee's identity XML (from identity-export); - or nothing for stdin
+    identity_xml: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    cli::run("invite-create", || run(args))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let home = args.home.home()?;
+    for a in &args.address {
+        membership::parse_address(a)?;
+    }
+    let (source, bytes) = cli::read_input(args.identity_xml.as_deref(), "identity XML")?;
+    let invitee = PublicIdentity::from_xml(&source, &bytes)?;
+    let inviter = Identity::load(&home, &args.identity)?;
+    let m = membership::find(&home, &args.identity, &args.group)?;
+    let spec = InviteSpec {
+        role: args.role,
+        valid_for: args
+            .valid_for
+            .unwrap_or(Duration::from_secs(m.group.member_lifetime_secs)),
+        expires: args.expires,
+        addresses: args.address,
+    };
+    let invitation = Invitation::create(&inviter, &m, &invitee, &spec)
+        .with_context(|| format!("cannot invite {} to {}", invitee.friendly_name(), m.group.name))?;
+    cli::write_output(args.output.as_deref(), invitation.to_xml().as_bytes())?;
+    cli::note(
+        "invite-create",
+        &format!(
+            "invited {} ({}) to {} as {}, valid until {}; the invitation expires {}",
+            invitee.friendly_name(),
+            invitee.member_id(),
+            m.group.name,
+            spec.role,
+            invitation.body.valid_until,
+            invitation.body.expires
+        ),
+    );
+    Ok(())
+}

@@ -218,7 +218,9 @@ pub struct InviteSpec {
     /// Role to grant.
     pub role: Role,
     /// How long the membership lasts.
-    pub valid_for: Duration,
+    /// How long the membership lasts; `None`: the group's member lifetime, shortened
+    /// to the inviter's own remaining validity.
+    pub valid_for: Option<Duration>,
     /// How long the invitation can be used.
     pub expires: Duration,
     /// Extra bootstrap addresses, first in the list.
@@ -258,7 +260,10 @@ impl Invitation {
                 pki::MAX_ISSUING_LINKS
             )));
         }
-        let until = clock::add(now, spec.valid_for);
+        let until = match spec.valid_for {
+            Some(d) => clock::add(now, d),
+            None => clock::add(now, Duration::from_secs(m.group.member_lifetime_secs)).min(own_issuing.not_after),
+        };
         if until > own_issuing.not_after {
             let max_days = (own_issuing.not_after - now).whole_days();
             return Err(InvitationError::NotAllowed(format!(
@@ -269,7 +274,8 @@ impl Invitation {
             )));
         }
         let start = clock::from_unix(now.unix_timestamp() - pki::BACKDATE.as_secs() as i64).max(own_issuing.not_before);
-        let expires = clock::add(now, spec.expires);
+        // An invitation is of no use once the membership it grants has ended.
+        let expires = clock::add(now, spec.expires).min(until);
         let member_id = invitee.member_id().to_string();
         let name = invitee.friendly_name().to_string();
         let spec_for = |claim| CertSpec {
@@ -330,15 +336,30 @@ impl Invitation {
             issuing_sha256: issuing.as_ref().map(|c| pki::sha256_hex(&c.der)),
             chain_sha256: chain.iter().map(|c| pki::sha256_hex(&c.der)).collect(),
         };
+        Invitation::sign(body, m.root.clone(), membership, issuing, chain, &inviter.key)
+    }
+
+    /// Signs `body` with `key` and bundles it with its certificates. This trusts its
+    /// input: [`Invitation::create`] is the checked way to issue one; tests use this to
+    /// build forged invitations, which [`Invitation::parse`] and [`Invitation::verify`]
+    /// must refuse.
+    pub fn sign(
+        body: Body,
+        root: Cert,
+        membership: Cert,
+        issuing: Option<Cert>,
+        chain: Vec<Cert>,
+        key: &rcgen::KeyPair,
+    ) -> Result<Invitation, InvitationError> {
         let body_bytes =
             serde_json::to_vec(&body).map_err(|e| PkiError::Crypto(format!("encode the invitation: {e}")))?;
-        let signature = pki::sign(&inviter.key, &body_bytes)?;
+        let signature = pki::sign(key, &body_bytes)?;
         Ok(Invitation {
             source_name: "invitation".into(),
             body,
             body_bytes,
             signature,
-            root: m.root.clone(),
+            root,
             membership,
             issuing,
             chain,
@@ -386,33 +407,41 @@ impl Invitation {
         let decode = |field: &str, text: &str| {
             decode_base64(text).ok_or_else(|| bad(field, format!("<{field}> is not valid base64")))
         };
-        let cert = |field: &str, text: &str, what: &str| -> Result<Cert, InvitationError> {
-            Cert::parse(&decode(field, text)?, what).map_err(|e| bad(field, e.to_string()))
+        // Stage 1, shape: every certificate decodes and is DER X.509 at all.
+        let der = |field: &str, text: &str, what: &str| -> Result<Vec<u8>, InvitationError> {
+            let bytes = decode(field, text)?;
+            if !pki::is_der_certificate(&bytes) {
+                return Err(bad(field, format!("{what} is not a DER X.509 certificate")));
+            }
+            Ok(bytes)
         };
-        let root = cert(
+        let root_der = der(
             "root-certificate",
             doc.required("root-certificate"),
             "the root certificate",
         )?;
-        let membership = cert(
+        let membership_der = der(
             "membership-certificate",
             doc.required("membership-certificate"),
             "the membership certificate",
         )?;
-        let issuing = doc
+        let issuing_der = doc
             .get("issuing-certificate")
-            .map(|t| cert("issuing-certificate", t, "the issuing certificate"))
+            .map(|t| der("issuing-certificate", t, "the issuing certificate"))
             .transpose()?;
-        let chain = doc
+        let chain_der = doc
             .all("chain-certificate")
             .into_iter()
-            .map(|t| cert("chain-certificate", t, "a chain certificate"))
+            .map(|t| der("chain-certificate", t, "a chain certificate"))
             .collect::<Result<Vec<_>, _>>()?;
         let body_bytes = decode("signed-body", doc.required("signed-body"))?;
         let signature = decode("signature", doc.required("signature"))?;
-        let signer = chain
+        // Stage 2, signature: the inviter (chain[0]) signed the body. From here on any
+        // changed byte is "not trusted".
+        let signer_der = chain_der
             .first()
             .ok_or_else(|| untrusted("it has no chain certificate, so no admin signed it".into()))?;
+        let signer = Cert::parse(signer_der, "the inviter's certificate").map_err(|e| untrusted(e.to_string()))?;
         if !signer.verify(&body_bytes, &signature) {
             return Err(untrusted(
                 "the signature does not verify with the inviter's certificate".into(),
@@ -427,13 +456,25 @@ impl Invitation {
             )));
         }
         body.group.check().map_err(|e| untrusted(e.to_string()))?;
-        let digests_match = body.root_sha256 == pki::sha256_hex(&root.der)
-            && body.membership_sha256 == pki::sha256_hex(&membership.der)
-            && body.issuing_sha256 == issuing.as_ref().map(|c| pki::sha256_hex(&c.der))
-            && body.chain_sha256 == chain.iter().map(|c| pki::sha256_hex(&c.der)).collect::<Vec<_>>();
+        // Stage 3, digests: the certificates are exactly those the inviter signed.
+        let digests_match = body.root_sha256 == pki::sha256_hex(&root_der)
+            && body.membership_sha256 == pki::sha256_hex(&membership_der)
+            && body.issuing_sha256 == issuing_der.as_deref().map(pki::sha256_hex)
+            && body.chain_sha256 == chain_der.iter().map(|c| pki::sha256_hex(c)).collect::<Vec<_>>();
         if !digests_match {
             return Err(untrusted("its certificates are not the ones the inviter signed".into()));
         }
+        let cert = |bytes: &[u8], what: &str| Cert::parse(bytes, what).map_err(|e| untrusted(e.to_string()));
+        let root = cert(&root_der, "the root certificate")?;
+        let membership = cert(&membership_der, "the membership certificate")?;
+        let issuing = issuing_der
+            .as_deref()
+            .map(|d| cert(d, "the issuing certificate"))
+            .transpose()?;
+        let chain = chain_der
+            .iter()
+            .map(|d| cert(d, "a chain certificate"))
+            .collect::<Result<Vec<_>, _>>()?;
         if body.issuer_id != signer.member_id {
             return Err(untrusted("the signer is not the inviter named in the body".into()));
         }

@@ -505,6 +505,11 @@ impl Cert {
     }
 }
 
+/// Whether `bytes` are one DER X.509 certificate (of any origin), nothing more.
+pub fn is_der_certificate(bytes: &[u8]) -> bool {
+    matches!(X509Certificate::from_der(bytes), Ok((rest, _)) if rest.is_empty())
+}
+
 /// Signs `message` with `key`.
 pub fn sign(key: &KeyPair, message: &[u8]) -> Result<Vec<u8>, PkiError> {
     rcgen::SigningKey::sign(key, message).map_err(|e| PkiError::Crypto(format!("sign: {e}")))

@@ -33,7 +33,7 @@ struct Args {
     /// How long the invitation can be used to join
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "15d")]
     expires: Duration,
-    /// How long the membership lasts [default: the group's member lifetime]
+    /// How long the membership lasts [default: the group's member lifetime, capped at the inviter's own]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     valid_for: Option<Duration>,
     /// Bootstrap address to put first in the invitation, IP:PORT (repeatable)
@@ -62,9 +62,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let m = membership::find(&home, &args.identity, &args.group)?;
     let spec = InviteSpec {
         role: args.role,
-        valid_for: args
-            .valid_for
-            .unwrap_or(Duration::from_secs(m.group.member_lifetime_secs)),
+        valid_for: args.valid_for,
         expires: args.expires,
         addresses: args.address,
     };

@@ -42,6 +42,16 @@ pub fn now() -> OffsetDateTime {
     t.replace_nanosecond(0).unwrap_or(t)
 }
 
+/// The current time with full precision (for arrival stamps and record times);
+/// honours `PEERGROUP_FAKE_NOW` like [`now`], plus the real time elapsed since start.
+pub fn now_precise() -> OffsetDateTime {
+    let real = OffsetDateTime::now_utc();
+    match std::env::var(FAKE_NOW_ENV).ok().and_then(|v| parse_rfc3339(&v).ok()) {
+        Some(fake) => fake,
+        None => real,
+    }
+}
+
 /// Parses a duration such as `30s`, `10m`, `2h`, `15d` or `2w`.
 pub fn parse_duration(text: &str) -> Result<Duration, ClockError> {
     let t = text.trim();

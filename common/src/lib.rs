@@ -9,9 +9,16 @@
 //! - [`membership`]: an identity's membership of a group, group lookup, addresses.
 //! - [`group`]: creating a group.
 //! - [`invitation`]: issuing, parsing, verifying invitations, and joining.
+//! - [`record`]: records, their encoding, signatures and the conflict rule.
 //! - [`store`]: the per-membership SQLite record store.
+//! - [`wire`]: frames and messages between peers.
+//! - [`tls`]: TLS 1.3 configurations and the group's certificate verifier.
+//! - [`node`]: the online peer (an actor over connections, store and sync).
+//! - [`sync`]: range-based set reconciliation over record summaries.
+//! - [`chat`]: group-chat's input commands and output lines (human and JSON).
 //! - [`cli`]: what the binaries share: home flag, input/output, error reporting.
 
+pub mod chat;
 pub mod cli;
 pub mod clock;
 pub mod group;
@@ -19,6 +26,11 @@ pub mod home;
 pub mod identity;
 pub mod invitation;
 pub mod membership;
+pub mod node;
 pub mod pki;
+pub mod record;
 pub mod store;
+pub mod sync;
+pub mod tls;
+pub mod wire;
 pub mod xml;

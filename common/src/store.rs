@@ -1,13 +1,16 @@
 //! The record store: one SQLite database (WAL) per membership.
 //!
-//! This module owns the schema and how the database is opened; the record logic that
-//! reads and writes it arrives with `group-chat`. Durability: WAL with
+//! This module owns the schema and the queries; the node decides what to store.
+//! Writes come in batches (one transaction for many records: group commit). Durability: WAL with
 //! `synchronous=NORMAL` survives a crash of the process; `Durability::Full` adds an
 //! fsync per commit for power loss.
 
 use std::path::Path;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use uuid::Uuid;
+
+use crate::record::Record;
 use thiserror::Error;
 
 /// File name of the record store inside a membership directory.
@@ -51,6 +54,8 @@ pub enum Durability {
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,
+    path: String,
+    next_seq: i64,
 }
 
 const SCHEMA: &str = "
@@ -58,19 +63,51 @@ CREATE TABLE IF NOT EXISTS records (
     id          BLOB PRIMARY KEY,   -- record UUID, 16 bytes
     type        BLOB NOT NULL,      -- record type UUID
     version     INTEGER NOT NULL,
-    creator     TEXT NOT NULL,      -- member id
-    modifier    TEXT NOT NULL,      -- member id of the last modifier
+    creator     BLOB NOT NULL,      -- member id, 20 bytes
+    modifier    BLOB NOT NULL,      -- member id of the last modifier
     created     INTEGER NOT NULL,   -- unix ms
     modified    INTEGER NOT NULL,   -- unix ms
     expires     INTEGER NOT NULL,   -- unix ms
-    deleted     INTEGER NOT NULL DEFAULT 0,
+    deleted     INTEGER NOT NULL,
+    digest      BLOB NOT NULL,      -- 16-byte digest of the signature (sync compares it)
     body        BLOB NOT NULL,      -- the signed encoding, as received
-    seq         INTEGER NOT NULL    -- local arrival order, for front ends to follow
+    seq         INTEGER NOT NULL,   -- local arrival order of the id, for front ends to follow
+    received_ns INTEGER NOT NULL,   -- unix ns when this node first stored the id
+    via_sync    INTEGER NOT NULL    -- 1 when it arrived by sync (history), 0 when flooded live
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS records_type_seq ON records(type, seq);
+CREATE INDEX IF NOT EXISTS records_seq ON records(seq);
 CREATE INDEX IF NOT EXISTS records_expires ON records(expires);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 ";
+
+/// A record as stored, with what this node knows about its arrival.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    /// The record.
+    pub record: Record,
+    /// Arrival order of its id on this node.
+    pub seq: i64,
+    /// Unix ns when this node first stored it.
+    pub received_ns: i64,
+    /// Whether it arrived by sync rather than a live flood.
+    pub via_sync: bool,
+}
+
+/// One record to write.
+#[derive(Debug, Clone)]
+pub struct Put {
+    /// The record (already verified).
+    pub record: Record,
+    /// Its encoding.
+    pub body: Vec<u8>,
+    /// Whether it arrived by sync.
+    pub via_sync: bool,
+    /// Unix ns of arrival.
+    pub received_ns: i64,
+}
+
+/// Summary of a stored record: what sync compares.
+pub type Summary = (Uuid, u64, [u8; 16]);
 
 impl Store {
     /// Opens (creating if needed) the store at `path`.
@@ -101,17 +138,280 @@ impl Store {
         }
         conn.execute_batch(SCHEMA).map_err(err)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(err)?;
-        Ok(Store { conn })
+        let next_seq: i64 = conn
+            .query_row("SELECT coalesce(max(seq), 0) + 1 FROM records", [], |r| r.get(0))
+            .map_err(err)?;
+        Ok(Store {
+            conn,
+            path: name,
+            next_seq,
+        })
+    }
+
+    /// Opens an existing store for reading beside a running node (WAL allows it).
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        let name = path.display().to_string();
+        let err = |source| StoreError::Sqlite {
+            path: name.clone(),
+            source,
+        };
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        Ok(Store {
+            conn,
+            path: name,
+            next_seq: 0,
+        })
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Writes records in one transaction (group commit): inserts new ids, replaces
+    /// existing ones keeping their arrival order. Durable when this returns.
+    pub fn put_batch(&mut self, batch: &[Put]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO records (id, type, version, creator, modifier, created, modified, expires, deleted,
+                                          digest, body, seq, received_ns, via_sync)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                     ON CONFLICT(id) DO UPDATE SET type = excluded.type, version = excluded.version,
+                        creator = excluded.creator, modifier = excluded.modifier, created = excluded.created,
+                        modified = excluded.modified, expires = excluded.expires, deleted = excluded.deleted,
+                        digest = excluded.digest, body = excluded.body",
+                )
+                .map_err(err)?;
+            for p in batch {
+                let r = &p.record;
+                stmt.execute(params![
+                    r.id.as_bytes().as_slice(),
+                    r.rtype.as_bytes().as_slice(),
+                    r.version as i64,
+                    r.creator.as_slice(),
+                    r.modifier.as_slice(),
+                    r.created_ms,
+                    r.modified_ms,
+                    r.expires_ms,
+                    r.deleted,
+                    r.digest().as_slice(),
+                    p.body,
+                    self.next_seq,
+                    p.received_ns,
+                    p.via_sync,
+                ])
+                .map_err(err)?;
+                self.next_seq += 1;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// One record by id.
+    pub fn get(&self, id: &Uuid) -> Result<Option<Record>, StoreError> {
+        let body: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT body FROM records WHERE id = ?1",
+                [id.as_bytes().as_slice()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())?;
+        Ok(body.and_then(|b| Record::decode(&b).ok()))
+    }
+
+    /// Encoded bodies of the given ids that are held (unknown ids are skipped).
+    pub fn bodies(&self, ids: &[Uuid]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT body FROM records WHERE id = ?1")
+            .map_err(self.err())?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(b) = stmt
+                .query_row([id.as_bytes().as_slice()], |r| r.get::<_, Vec<u8>>(0))
+                .optional()
+                .map_err(self.err())?
+            {
+                out.push(b);
+            }
+        }
+        Ok(out)
+    }
+
+    /// (id, version, digest) of every record, for the sync index.
+    pub fn summaries(&self) -> Result<Vec<Summary>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, version, digest FROM records")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                let id: Vec<u8> = r.get(0)?;
+                let version: i64 = r.get(1)?;
+                let digest: Vec<u8> = r.get(2)?;
+                Ok((id, version, digest))
+            })
+            .map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, version, digest) = row.map_err(self.err())?;
+            if let (Ok(id), Ok(digest)) = (
+                <[u8; 16]>::try_from(id.as_slice()),
+                <[u8; 16]>::try_from(digest.as_slice()),
+            ) {
+                out.push((Uuid::from_bytes(id), version as u64, digest));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every record of one type.
+    pub fn of_type(&self, rtype: &Uuid) -> Result<Vec<Record>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT body FROM records WHERE type = ?1")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([rtype.as_bytes().as_slice()], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            if let Ok(r) = Record::decode(&row.map_err(self.err())?) {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes records expired at `now_ms`; returns (id, type, creator) of each.
+    pub fn purge_expired(&mut self, now_ms: i64) -> Result<Vec<(Uuid, Uuid, [u8; 20])>, StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        let mut out = Vec::new();
+        {
+            let mut stmt = tx
+                .prepare("SELECT id, type, creator FROM records WHERE expires <= ?1")
+                .map_err(err)?;
+            let rows = stmt
+                .query_map([now_ms], |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                    ))
+                })
+                .map_err(err)?;
+            for row in rows {
+                let (id, t, c) = row.map_err(err)?;
+                if let (Ok(id), Ok(t), Ok(c)) = (
+                    <[u8; 16]>::try_from(id.as_slice()),
+                    <[u8; 16]>::try_from(t.as_slice()),
+                    <[u8; 20]>::try_from(c.as_slice()),
+                ) {
+                    out.push((Uuid::from_bytes(id), Uuid::from_bytes(t), c));
+                }
+            }
+        }
+        if !out.is_empty() {
+            tx.execute("DELETE FROM records WHERE expires <= ?1", [now_ms])
+                .map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(out)
+    }
+
+    /// Up to `limit` records of `rtype` stored after arrival number `seq`, in order.
+    pub fn after(&self, rtype: &Uuid, seq: i64, limit: usize) -> Result<Vec<StoredRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT body, seq, received_ns, via_sync FROM records WHERE seq > ?1 AND type = ?2 ORDER BY seq LIMIT ?3")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![seq, rtype.as_bytes().as_slice(), limit as i64], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, bool>(3)?,
+                ))
+            })
+            .map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (body, seq, received_ns, via_sync) = row.map_err(self.err())?;
+            if let Ok(record) = Record::decode(&body) {
+                out.push(StoredRecord {
+                    record,
+                    seq,
+                    received_ns,
+                    via_sync,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Highest arrival number stored (0 when empty).
+    pub fn max_seq(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("SELECT coalesce(max(seq), 0) FROM records", [], |r| r.get(0))
+            .map_err(self.err())
+    }
+
+    /// The front end's cursor: the last arrival number it showed.
+    pub fn cursor(&self) -> Result<i64, StoreError> {
+        let v: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'frontend_cursor'", [], |r| r.get(0))
+            .optional()
+            .map_err(self.err())?;
+        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// Saves the front end's cursor.
+    pub fn set_cursor(&self, seq: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('frontend_cursor', ?1)",
+                [seq.to_string()],
+            )
+            .map_err(self.err())?;
+        Ok(())
     }
 
     /// Number of records held.
-    pub fn record_count(&self) -> Result<i64, rusqlite::Error> {
-        self.conn.query_row("SELECT count(*) FROM records", [], |r| r.get(0))
+    pub fn record_count(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("SELECT count(*) FROM records", [], |r| r.get(0))
+            .map_err(self.err())
     }
 
     /// Result of SQLite's `PRAGMA integrity_check` ("ok" when sound).
-    pub fn integrity_check(&self) -> Result<String, rusqlite::Error> {
-        self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        self.conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .map_err(self.err())
     }
 }
 

@@ -258,6 +258,15 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Finds a program on `PATH`.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
 /// Skips a test that cannot run here, or fails it under `CI=true`, where every test must run.
 #[track_caller]
 pub fn skip_or_fail(reason: &str) {

@@ -253,17 +253,35 @@ fn an_unwritable_home_is_reported() {
     let out = base.run("identity-export", &["--home", home_arg.to_str().unwrap(), "alice"]);
     let out = out.fails_with("cannot create");
     assert!(out.stderr.contains("Not a directory"), "{}", out.stderr);
-    if is_root() {
-        eprintln!("note: running as root, so the read-only-directory half of this test cannot apply");
-        return;
-    }
+    // A read-only directory: root ignores permissions, so as root run the tool as
+    // nobody through setpriv (util-linux).
     use std::os::unix::fs::PermissionsExt;
     let ro = base.path().join("ro");
     std::fs::create_dir(&ro).unwrap();
-    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o500)).unwrap();
-    base.run("identity-export", &["--home", ro.to_str().unwrap(), "alice"])
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tool = peergroup_tests::bin("identity-export");
+    let mut cmd = if is_root() {
+        let Some(setpriv) = peergroup_tests::find_program("setpriv") else {
+            peergroup_tests::skip_or_fail("setpriv (util-linux) is missing, so root cannot test a read-only home");
+            return;
+        };
+        let mut c = std::process::Command::new(setpriv);
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&tool);
+        c
+    } else {
+        std::process::Command::new(&tool)
+    };
+    cmd.args(["--home", ro.to_str().unwrap(), "alice"]);
+    peergroup_tests::run_command(cmd, None)
         .fails_with("Permission denied")
         .hints("writable");
+    assert_eq!(
+        std::fs::read_dir(&ro).unwrap().count(),
+        0,
+        "something was written to a read-only home"
+    );
 }
 
 #[test]

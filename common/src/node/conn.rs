@@ -1,0 +1,314 @@
+//! Connection I/O: dialling, accepting, the TLS handshake and Hello exchange, then one
+//! reader and one writer task per connection. The tasks only move frames; every
+//! decision is the node actor's.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncWriteExt, BufWriter, ReadHalf, WriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::AbortHandle;
+use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
+
+use crate::pki::Cert;
+use crate::tls::{self, TlsConfigs};
+use crate::wire::{self, Message, Purpose};
+
+/// How long a TCP connect may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a TLS handshake plus Hello exchange may take; slow or silent clients are cut.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most handshakes in progress at once; more wait in the kernel's accept queue.
+pub const MAX_PENDING_HANDSHAKES: usize = 64;
+
+/// Identifies one connection for the node's lifetime.
+pub type ConnId = u64;
+
+/// What a connection task tells the node.
+#[derive(Debug)]
+pub enum ConnEvent {
+    /// A connection finished its handshake and Hello exchange.
+    Up(Box<ConnUp>),
+    /// A frame arrived (already decoded).
+    Frame(ConnId, Message),
+    /// The connection ended.
+    Down(ConnId, String),
+    /// A dial failed before the connection was up.
+    DialFailed {
+        /// Where.
+        addr: SocketAddr,
+        /// Why we dialled.
+        purpose: Purpose,
+        /// The member expected there, if any.
+        expected: Option<String>,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// A connection ready for frames.
+#[derive(Debug)]
+pub struct ConnUp {
+    /// Its id.
+    pub id: ConnId,
+    /// The peer's member id (from its verified certificate).
+    pub member: String,
+    /// The peer's membership certificate.
+    pub cert: Cert,
+    /// Remote socket address.
+    pub addr: SocketAddr,
+    /// Whether we dialled.
+    pub outbound: bool,
+    /// Why the dialler connected.
+    pub purpose: Purpose,
+    /// Where the peer says it listens.
+    pub peer_addresses: Vec<String>,
+    /// Send side of the writer's queue.
+    pub writer: Writer,
+    /// Stops the reader task.
+    pub reader: AbortHandle,
+}
+
+/// The sending side of one connection: an unbounded queue whose byte count the node
+/// watches, so it can stop flooding to a slow neighbour (and catch it up by sync later)
+/// without ever dropping a frame it queued.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    tx: mpsc::UnboundedSender<Arc<Vec<u8>>>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Writer {
+    /// Queues one encoded frame; false if the connection is gone.
+    pub fn send(&self, frame: Arc<Vec<u8>>) -> bool {
+        self.queued.fetch_add(frame.len(), Ordering::Relaxed);
+        if self.tx.send(frame.clone()).is_err() {
+            self.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Queues a message.
+    pub fn send_message(&self, msg: &Message) -> bool {
+        self.send(Arc::new(msg.encode()))
+    }
+
+    /// Bytes queued and not yet written to the socket.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+}
+
+/// Dials `addr`, authenticates, exchanges Hello, and reports through `events`.
+#[allow(clippy::too_many_arguments)]
+pub async fn dial(
+    id: ConnId,
+    addr: SocketAddr,
+    expected: Option<String>,
+    purpose: Purpose,
+    tls: TlsConfigs,
+    hello: Message,
+    events: mpsc::Sender<ConnEvent>,
+) {
+    let result = async {
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| format!("connect: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let name = tls::server_name(expected.as_deref()).map_err(|e| e.to_string())?;
+        let connector = TlsConnector::from(tls.client.clone());
+        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+            let stream = connector.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+            let stream = TlsStream::Client(stream);
+            finish(stream, hello, true).await
+        })
+        .await
+        .map_err(|_| "handshake timed out".to_string())??;
+        Ok::<_, String>(stream)
+    }
+    .await;
+    match result {
+        Ok((stream, cert, peer_purpose, peer_addresses)) => {
+            let _ = peer_purpose;
+            start(id, stream, cert, addr, true, purpose, peer_addresses, events).await;
+        }
+        Err(reason) => {
+            let _ = events
+                .send(ConnEvent::DialFailed {
+                    addr,
+                    purpose,
+                    expected,
+                    reason,
+                })
+                .await;
+        }
+    }
+}
+
+/// Accepts connections until the listener fails; ids come from `next_id`.
+pub async fn accept_loop(
+    listener: TcpListener,
+    tls: TlsConfigs,
+    hello: Message,
+    events: mpsc::Sender<ConnEvent>,
+    next_id: Arc<AtomicUsize>,
+) {
+    let acceptor = TlsAcceptor::from(tls.server.clone());
+    let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    loop {
+        let Ok(permit) = pending.clone().acquire_owned().await else {
+            return;
+        };
+        let (tcp, addr) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let hello = hello.clone();
+        let events = events.clone();
+        let id = next_id.fetch_add(1, Ordering::Relaxed) as ConnId;
+        tokio::spawn(async move {
+            let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+                let stream = acceptor.accept(tcp).await.map_err(|e| format!("TLS: {e}"))?;
+                finish(TlsStream::Server(stream), hello, false).await
+            })
+            .await;
+            drop(permit);
+            match result {
+                Ok(Ok((stream, cert, purpose, peer_addresses))) => {
+                    start(id, stream, cert, addr, false, purpose, peer_addresses, events).await;
+                }
+                Ok(Err(reason)) => tracing::info!("refused connection from {addr}: {reason}"),
+                Err(_) => tracing::info!("refused connection from {addr}: handshake timed out"),
+            }
+        });
+    }
+}
+
+type Handshaken = (TlsStream<TcpStream>, Cert, Purpose, Vec<String>);
+
+/// After TLS: read the peer's certificate, send our Hello, read theirs.
+async fn finish(mut stream: TlsStream<TcpStream>, hello: Message, outbound: bool) -> Result<Handshaken, String> {
+    let certs = match &stream {
+        TlsStream::Client(s) => s.get_ref().1.peer_certificates(),
+        TlsStream::Server(s) => s.get_ref().1.peer_certificates(),
+    };
+    let cert = tls::peer_certificate(certs).ok_or("the peer presented no membership certificate")?;
+    stream
+        .write_all(&hello.encode())
+        .await
+        .map_err(|e| format!("send hello: {e}"))?;
+    stream.flush().await.map_err(|e| format!("send hello: {e}"))?;
+    // With TLS 1.3 a server that refuses our certificate says so on this first read.
+    let payload = wire::read_frame(&mut stream)
+        .await
+        .map_err(|e| {
+            if outbound {
+                format!("refused by the peer: {e}")
+            } else {
+                format!("hello: {e}")
+            }
+        })?
+        .ok_or("the peer closed the connection during the handshake")?;
+    match Message::decode(&payload).map_err(|e| e.to_string())? {
+        Message::Hello {
+            version,
+            purpose,
+            addresses,
+        } if version == wire::PROTOCOL_VERSION => Ok((stream, cert, purpose, addresses)),
+        Message::Hello { version, .. } => Err(format!("peer speaks protocol version {version}")),
+        _ => Err("the peer did not start with hello".into()),
+    }
+}
+
+/// Spawns the reader and writer tasks and tells the node the connection is up.
+#[allow(clippy::too_many_arguments)]
+async fn start(
+    id: ConnId,
+    stream: TlsStream<TcpStream>,
+    cert: Cert,
+    addr: SocketAddr,
+    outbound: bool,
+    purpose: Purpose,
+    peer_addresses: Vec<String>,
+    events: mpsc::Sender<ConnEvent>,
+) {
+    let (read_half, write_half) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let writer = Writer {
+        tx,
+        queued: queued.clone(),
+    };
+    tokio::spawn(write_loop(write_half, rx, queued));
+    let reader = tokio::spawn(read_loop(id, read_half, events.clone())).abort_handle();
+    let up = ConnUp {
+        id,
+        member: cert.member_id.clone(),
+        cert,
+        addr,
+        outbound,
+        purpose,
+        peer_addresses,
+        writer,
+        reader,
+    };
+    let _ = events.send(ConnEvent::Up(Box::new(up))).await;
+}
+
+async fn read_loop(id: ConnId, mut read: ReadHalf<TlsStream<TcpStream>>, events: mpsc::Sender<ConnEvent>) {
+    let reason = loop {
+        match wire::read_frame(&mut read).await {
+            Ok(Some(payload)) => match Message::decode(&payload) {
+                // A full node queue makes us wait here: back-pressure onto the sender.
+                Ok(msg) => {
+                    if events.send(ConnEvent::Frame(id, msg)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => break format!("bad frame: {e}"),
+            },
+            Ok(None) => break "closed by peer".to_string(),
+            Err(e) => break format!("bad frame: {e}"),
+        }
+    };
+    let _ = events.send(ConnEvent::Down(id, reason)).await;
+}
+
+async fn write_loop(
+    write: WriteHalf<TlsStream<TcpStream>>,
+    mut rx: mpsc::UnboundedReceiver<Arc<Vec<u8>>>,
+    queued: Arc<AtomicUsize>,
+) {
+    let mut out = BufWriter::with_capacity(64 * 1024, write);
+    while let Some(frame) = rx.recv().await {
+        let mut n = frame.len();
+        if out.write_all(&frame).await.is_err() {
+            break;
+        }
+        // Flushing per frame costs ~10x: write what is queued, flush when empty.
+        while let Ok(more) = rx.try_recv() {
+            n += more.len();
+            if out.write_all(&more).await.is_err() {
+                queued.fetch_sub(n, Ordering::Relaxed);
+                return;
+            }
+        }
+        let flushed = out.flush().await;
+        queued.fetch_sub(n, Ordering::Relaxed);
+        if flushed.is_err() {
+            break;
+        }
+    }
+    let _ = out.shutdown().await;
+}

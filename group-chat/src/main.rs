@@ -1,0 +1,330 @@
+//! group-chat: go online with a membership and chat; a front end over common::node.
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use common::chat::{self, Input, Line, Mode};
+use common::cli::{self, HomeArgs, parse_duration_arg};
+use common::identity::Identity;
+use common::membership::{self, Membership};
+use common::node::{self, Event, NodeConfig, PeerSpec};
+use common::store::{Durability, STORE_FILE, Store};
+use time::UtcOffset;
+
+/// Go online in GROUP as NAME: chat lines from stdin, messages and events out.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    after_help = "Input: a plain line is a chat message; /msg MEMBER TEXT whispers; /who lists present members; /quit or end of input leaves.\n\nExamples:\n  group-chat --identity alice --group Friends\n  group-chat --identity bob --group Friends --json --peer 192.0.2.7:7400\n  group-chat --identity ci --group Builds --send 'build 42 passed'\n  group-chat --identity bob --group Friends --history"
+)]
+struct Args {
+    #[command(flatten)]
+    home: HomeArgs,
+    /// Local identity
+    #[arg(long, value_name = "NAME")]
+    identity: String,
+    /// Group: friendly name, id, or unique id prefix
+    #[arg(long, value_name = "GROUP")]
+    group: String,
+    /// Listen on IP:PORT instead of the membership's stored address
+    #[arg(long, value_name = "IP:PORT")]
+    listen: Option<String>,
+    /// Advertise IP:PORT to others instead of the bound addresses (repeatable; behind port forwarding)
+    #[arg(long, value_name = "IP:PORT")]
+    advertise: Vec<String>,
+    /// Also dial [MEMBER_ID@]IP:PORT (repeatable); with an id, the peer must be that member
+    #[arg(long, value_name = "[ID@]IP:PORT")]
+    peer: Vec<PeerSpec>,
+    /// One JSON object per line on stdout for every event (see README)
+    #[arg(long)]
+    json: bool,
+    /// Print the stored chat messages and exit, without going online
+    #[arg(long, conflicts_with_all = ["send", "json", "listen", "peer", "advertise"])]
+    history: bool,
+    /// Publish TEXT, wait until a neighbour has it, leave; exit 1 if none is reached in time
+    #[arg(long, value_name = "TEXT")]
+    send: Option<String>,
+    /// How long --send waits for a neighbour
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "10s")]
+    timeout: Duration,
+    /// Most neighbour connections
+    #[arg(long, value_name = "N", default_value_t = node::DEFAULT_MAX_NEIGHBOURS as u16, value_parser = clap::value_parser!(u16).range(1..=64))]
+    max_neighbours: u16,
+    /// normal: survive a crash of the process; full: also survive power loss (fsync per commit)
+    #[arg(long, value_name = "MODE", default_value = "normal", value_parser = ["normal", "full"])]
+    durability: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    // Read the local offset while single-threaded: the time crate refuses later.
+    let offset = UtcOffset::current_local_offset().unwrap_or(UtcOffset::UTC);
+    cli::init_logging();
+    cli::run("group-chat", || run(args, offset))
+}
+
+fn run(args: Args, offset: UtcOffset) -> anyhow::Result<()> {
+    let home = args.home.home()?;
+    let identity = Identity::load(&home, &args.identity)?;
+    let m = membership::find(&home, &args.identity, &args.group)?;
+    if args.history {
+        return print_history(&identity, &m, offset);
+    }
+    for a in &args.advertise {
+        membership::parse_address(a)?;
+    }
+    let listen = match &args.listen {
+        Some(l) => membership::parse_address(l)?,
+        None => m.listen,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let sent = runtime.block_on(online(args, identity, m, listen, offset))?;
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    sent
+}
+
+fn print_history(identity: &Identity, m: &Membership, offset: UtcOffset) -> anyhow::Result<()> {
+    let store = Store::open_read_only(&m.dir.join(STORE_FILE))?;
+    let mut names = chat::Names::new(identity.member_id(), identity.friendly_name());
+    let mut all = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let batch = store.after(&common::record::CHAT_TYPE, cursor, 1024)?;
+        let Some(last) = batch.last() else { break };
+        cursor = last.seq;
+        all.extend(batch.into_iter().filter(|r| !r.record.deleted));
+    }
+    all.sort_by_key(|r| (r.record.created_ms, r.record.id));
+    let mut out = String::new();
+    for r in &all {
+        let name = names.name(&store, &r.record.creator);
+        if let Line::Out(l) = chat::message_line(Mode::Human, r, &name, offset) {
+            out.push_str(&l);
+            out.push('\n');
+        }
+    }
+    cli::write_stdout(out.as_bytes())
+}
+
+enum Out {
+    Line(Line),
+    Records,
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+async fn online(
+    args: Args,
+    identity: Identity,
+    m: Membership,
+    listen: std::net::SocketAddr,
+    offset: UtcOffset,
+) -> anyhow::Result<anyhow::Result<()>> {
+    let mode = if args.json { Mode::Json } else { Mode::Human };
+    let me = identity.member_id().to_string();
+    let my_name = identity.friendly_name().to_string();
+    let store_path = m.dir.join(STORE_FILE);
+    let group_name = m.group.name.clone();
+    let cfg = NodeConfig {
+        identity,
+        membership: m,
+        listen,
+        advertise: args.advertise.clone(),
+        peers: args.peer.clone(),
+        max_neighbours: usize::from(args.max_neighbours),
+        durability: if args.durability == "full" {
+            Durability::Full
+        } else {
+            Durability::Normal
+        },
+        initial_messages: args.send.iter().cloned().collect(),
+    };
+    let (handle, mut events, task) = node::start(cfg).await.context("cannot go online")?;
+    if mode == Mode::Human {
+        cli::note(
+            "group-chat",
+            &format!(
+                "online in {group_name} as {my_name} ({}), listening on {}",
+                chat::short(&me),
+                handle.addresses.join(", ")
+            ),
+        );
+    }
+
+    // stdout belongs to one thread that follows the store: a slow reader delays only it.
+    let (out_tx, out_rx) = std::sync::mpsc::channel::<Out>();
+    let dirty = Arc::new(AtomicBool::new(false));
+    let closed = Arc::new(AtomicBool::new(false));
+    let output = {
+        let (dirty, closed) = (dirty.clone(), closed.clone());
+        let (me, my_name) = (me.clone(), my_name.clone());
+        std::thread::spawn(move || output_loop(out_rx, &store_path, &me, &my_name, mode, offset, &dirty, &closed))
+    };
+    let notify_records = |tx: &std::sync::mpsc::Sender<Out>| {
+        if !dirty.swap(true, Ordering::AcqRel) {
+            let _ = tx.send(Out::Records);
+        }
+    };
+    let _ = out_tx.send(Out::Records);
+
+    let (line_tx, mut line_rx) = tokio::sync::mpsc::channel::<Option<String>>(64);
+    if args.send.is_none() {
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                match line {
+                    Ok(l) => {
+                        if line_tx.blocking_send(Some(l)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            let _ = line_tx.blocking_send(None);
+        });
+    }
+    let mut seq = handle.follow();
+    let mut sigterm =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let deadline = tokio::time::Instant::now() + args.timeout;
+    let mut result = Ok(());
+    let mut check_closed = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            ev = events.recv() => {
+                let Some(ev) = ev else { break };
+                if let Some(line) = chat::event_line(mode, &ev, offset) {
+                    let _ = out_tx.send(Out::Line(line));
+                }
+                if ev == Event::Ready && args.send.is_some() {
+                    break;
+                }
+            }
+            Ok(()) = seq.changed() => notify_records(&out_tx),
+            line = line_rx.recv() => {
+                let Some(Some(line)) = line else { break };
+                match chat::parse_input(&line) {
+                    Input::Say(text) => {
+                        if let Err(e) = handle.publish(&text).await {
+                            let _ = out_tx.send(Out::Line(chat::error_line(mode, &e.to_string())));
+                        }
+                    }
+                    Input::Whisper { member, text } => {
+                        if let Err(e) = handle.whisper(&member, &text).await {
+                            let _ = out_tx.send(Out::Line(chat::error_line(mode, &format!("whisper to {member} failed: {e}"))));
+                        }
+                    }
+                    Input::Who => {
+                        let members = handle.members().await.unwrap_or_default();
+                        let _ = out_tx.send(Out::Line(chat::members_line(mode, &members)));
+                    }
+                    Input::Quit => break,
+                    Input::Nothing => {}
+                    Input::Bad(msg) => { let _ = out_tx.send(Out::Line(chat::error_line(mode, &msg))); }
+                }
+            }
+            _ = sigterm.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tokio::time::sleep_until(deadline), if args.send.is_some() => {
+                result = Err(anyhow::anyhow!(
+                    "no member reached within {}; the message is stored and will spread when a member comes online",
+                    common::clock::format_duration(args.timeout)
+                ));
+                break;
+            }
+            _ = check_closed.tick() => if closed.load(Ordering::Acquire) { break },
+        }
+    }
+    let _ = handle.leave().await;
+    let _ = task.await;
+    let (ack_tx, ack_rx) = std::sync::mpsc::channel();
+    let _ = out_tx.send(Out::Flush(ack_tx));
+    let _ = ack_rx.recv_timeout(Duration::from_secs(5));
+    drop(out_tx);
+    let _ = output.join();
+    Ok(result)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn output_loop(
+    rx: std::sync::mpsc::Receiver<Out>,
+    store_path: &std::path::Path,
+    me: &str,
+    my_name: &str,
+    mode: Mode,
+    offset: UtcOffset,
+    dirty: &AtomicBool,
+    closed: &AtomicBool,
+) {
+    let store = match Store::open(store_path, Durability::Normal) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "group-chat: cannot follow the store: {e}");
+            closed.store(true, Ordering::Release);
+            return;
+        }
+    };
+    let mut names = chat::Names::new(me, my_name);
+    // Continue after what an earlier session showed: a restart shows nothing twice.
+    let mut cursor = store.cursor().unwrap_or(0);
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    let mut write = |line: Line| -> bool {
+        match line {
+            Line::Out(l) => {
+                let mut out = stdout.lock();
+                writeln!(out, "{l}").and_then(|_| out.flush()).is_ok()
+            }
+            Line::Err(l) => {
+                let _ = writeln!(stderr.lock(), "{l}");
+                true
+            }
+        }
+    };
+    let mut drain = |cursor: &mut i64, write: &mut dyn FnMut(Line) -> bool| -> bool {
+        dirty.store(false, Ordering::Release);
+        loop {
+            let Ok(batch) = store.after(&common::record::CHAT_TYPE, *cursor, 256) else {
+                return true;
+            };
+            let Some(last) = batch.last().map(|r| r.seq) else {
+                return true;
+            };
+            for r in &batch {
+                if r.record.creator_id() == me || r.record.deleted {
+                    continue;
+                }
+                let name = names.name(&store, &r.record.creator);
+                if !write(chat::message_line(mode, r, &name, offset)) {
+                    return false;
+                }
+            }
+            *cursor = last;
+            let _ = store.set_cursor(*cursor);
+        }
+    };
+    while let Ok(msg) = rx.recv() {
+        let ok = match msg {
+            Out::Line(l) => write(l),
+            Out::Records => drain(&mut cursor, &mut write),
+            Out::Flush(ack) => {
+                let ok = drain(&mut cursor, &mut write);
+                let _ = ack.send(());
+                ok
+            }
+        };
+        if !ok {
+            // stdout closed: leave quietly.
+            closed.store(true, Ordering::Release);
+            return;
+        }
+    }
+}

@@ -146,6 +146,7 @@ async fn online(
             Durability::Normal
         },
         initial_messages: args.send.iter().cloned().collect(),
+        discover: true,
     };
     let (handle, mut events, task) = node::start(cfg).await.context("cannot go online")?;
     if mode == Mode::Human {

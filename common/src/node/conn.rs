@@ -13,6 +13,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
+use super::Stats;
 use crate::pki::Cert;
 use crate::tls::{self, TlsConfigs};
 use crate::wire::{self, Message, Purpose};
@@ -113,6 +114,7 @@ pub async fn dial(
     tls: TlsConfigs,
     hello: Message,
     events: mpsc::Sender<ConnEvent>,
+    stats: Arc<Stats>,
 ) {
     let result = async {
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
@@ -135,7 +137,7 @@ pub async fn dial(
     match result {
         Ok((stream, cert, peer_purpose, peer_addresses)) => {
             let _ = peer_purpose;
-            start(id, stream, cert, addr, true, purpose, peer_addresses, events).await;
+            start(id, stream, cert, addr, true, purpose, peer_addresses, events, stats).await;
         }
         Err(reason) => {
             let _ = events
@@ -157,6 +159,7 @@ pub async fn accept_loop(
     hello: Message,
     events: mpsc::Sender<ConnEvent>,
     next_id: Arc<AtomicUsize>,
+    stats: Arc<Stats>,
 ) {
     let acceptor = TlsAcceptor::from(tls.server.clone());
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
@@ -176,6 +179,7 @@ pub async fn accept_loop(
         let acceptor = acceptor.clone();
         let hello = hello.clone();
         let events = events.clone();
+        let stats = stats.clone();
         let id = next_id.fetch_add(1, Ordering::Relaxed) as ConnId;
         tokio::spawn(async move {
             let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
@@ -186,7 +190,7 @@ pub async fn accept_loop(
             drop(permit);
             match result {
                 Ok(Ok((stream, cert, purpose, peer_addresses))) => {
-                    start(id, stream, cert, addr, false, purpose, peer_addresses, events).await;
+                    start(id, stream, cert, addr, false, purpose, peer_addresses, events, stats).await;
                 }
                 Ok(Err(reason)) => tracing::info!("refused connection from {addr}: {reason}"),
                 Err(_) => tracing::info!("refused connection from {addr}: handshake timed out"),
@@ -242,6 +246,7 @@ async fn start(
     purpose: Purpose,
     peer_addresses: Vec<String>,
     events: mpsc::Sender<ConnEvent>,
+    stats: Arc<Stats>,
 ) {
     let (read_half, write_half) = tokio::io::split(stream);
     let (tx, rx) = mpsc::unbounded_channel();
@@ -250,8 +255,8 @@ async fn start(
         tx,
         queued: queued.clone(),
     };
-    tokio::spawn(write_loop(write_half, rx, queued));
-    let reader = tokio::spawn(read_loop(id, read_half, events.clone())).abort_handle();
+    tokio::spawn(write_loop(write_half, rx, queued, stats.clone()));
+    let reader = tokio::spawn(read_loop(id, read_half, events.clone(), stats)).abort_handle();
     let up = ConnUp {
         id,
         member: cert.member_id.clone(),
@@ -266,10 +271,13 @@ async fn start(
     let _ = events.send(ConnEvent::Up(Box::new(up))).await;
 }
 
-async fn read_loop(id: ConnId, mut read: ReadHalf<TlsStream<TcpStream>>, events: mpsc::Sender<ConnEvent>) {
+async fn read_loop(id: ConnId, mut read: ReadHalf<TlsStream<TcpStream>>, events: mpsc::Sender<ConnEvent>, stats: Arc<Stats>) {
     let reason = loop {
         match wire::read_frame(&mut read).await {
-            Ok(Some(payload)) => match Message::decode(&payload) {
+            Ok(Some(payload)) => match Message::decode(&{
+                stats.bytes_in.fetch_add(payload.len() as u64 + 4, Ordering::Relaxed);
+                payload
+            }) {
                 // A full node queue makes us wait here: back-pressure onto the sender.
                 Ok(msg) => {
                     if events.send(ConnEvent::Frame(id, msg)).await.is_err() {
@@ -289,6 +297,7 @@ async fn write_loop(
     write: WriteHalf<TlsStream<TcpStream>>,
     mut rx: mpsc::UnboundedReceiver<Arc<Vec<u8>>>,
     queued: Arc<AtomicUsize>,
+    stats: Arc<Stats>,
 ) {
     let mut out = BufWriter::with_capacity(64 * 1024, write);
     while let Some(frame) = rx.recv().await {
@@ -306,6 +315,7 @@ async fn write_loop(
         }
         let flushed = out.flush().await;
         queued.fetch_sub(n, Ordering::Relaxed);
+        stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
         if flushed.is_err() {
             break;
         }

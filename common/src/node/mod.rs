@@ -143,6 +143,29 @@ pub struct NodeConfig {
     pub durability: Durability,
     /// Chat messages to publish before going online (for `--send`).
     pub initial_messages: Vec<String>,
+    /// Dial members found in presence records and the invitation (true), or only
+    /// `peers` (false: fixed topologies in tests).
+    pub discover: bool,
+}
+
+/// Traffic and work counters of a node, shared with its connection tasks.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Frame bytes written to sockets (before TLS).
+    pub bytes_out: std::sync::atomic::AtomicU64,
+    /// Frame bytes read from sockets (before TLS).
+    pub bytes_in: std::sync::atomic::AtomicU64,
+    /// Records received that were already held (no verification spent).
+    pub duplicates: std::sync::atomic::AtomicU64,
+    /// Records accepted from peers.
+    pub accepted: std::sync::atomic::AtomicU64,
+}
+
+impl Stats {
+    /// Total frame bytes in both directions.
+    pub fn total_bytes(&self) -> u64 {
+        self.bytes_in.load(std::sync::atomic::Ordering::Relaxed) + self.bytes_out.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// Status flags, as `group-chat` reports them.
@@ -274,6 +297,8 @@ pub struct Handle {
     pub member_id: String,
     /// Addresses this node advertises.
     pub addresses: Vec<String>,
+    /// Counters.
+    pub stats: Arc<Stats>,
 }
 
 impl Handle {
@@ -370,6 +395,8 @@ struct Node {
     max_neighbours: usize,
     tls: TlsConfigs,
     hello: Message,
+    discover: bool,
+    stats: Arc<Stats>,
     conn_tx: mpsc::Sender<ConnEvent>,
     next_id: Arc<AtomicUsize>,
     events: mpsc::UnboundedSender<Event>,
@@ -469,6 +496,8 @@ pub async fn start(
         max_neighbours: cfg.max_neighbours.max(1),
         tls: tls.clone(),
         hello: hello.clone(),
+        discover: cfg.discover,
+        stats: Arc::new(Stats::default()),
         conn_tx: conn_tx.clone(),
         next_id: Arc::new(AtomicUsize::new(1)),
         events: events_tx,
@@ -487,12 +516,13 @@ pub async fn start(
     }
     node.publish_presence(false)?;
     node.set_status(|s| s.listening = true);
-    tokio::spawn(conn::accept_loop(listener, tls, hello, conn_tx, node.next_id.clone()));
+    tokio::spawn(conn::accept_loop(listener, tls, hello, conn_tx, node.next_id.clone(), node.stats.clone()));
     let handle = Handle {
         tx: cmd_tx,
         seq: seq_rx,
         member_id: node.me_hex.clone(),
         addresses: advertised,
+        stats: node.stats.clone(),
     };
     let task = tokio::spawn(async move {
         let _lock = lock;
@@ -756,6 +786,7 @@ impl Node {
             self.tls.clone(),
             hello,
             self.conn_tx.clone(),
+            self.stats.clone(),
         ));
     }
 
@@ -834,8 +865,21 @@ impl Node {
             }
             return;
         }
-        // The peer's chain was verified in the handshake: keep its certificate.
-        self.certs.entry(member).or_insert_with(|| up.cert.clone());
+        // The peer's chain was verified in the handshake: keep its certificate, and
+        // admit records that were waiting for it.
+        if !self.certs.contains_key(&member) {
+            self.certs.insert(member, up.cert.clone());
+            if let Some(waiting) = self.pending.remove(&member) {
+                self.pending_count -= waiting.len();
+                let mut accepted = Vec::new();
+                for p in waiting {
+                    if let Ok(r) = Record::decode(&p.body) {
+                        self.admit(r, p.body, p.via_sync, p.from, &mut accepted);
+                    }
+                }
+                self.commit(accepted, None);
+            }
+        }
         let name = self
             .presence
             .get(&member)
@@ -1013,14 +1057,15 @@ impl Node {
             push(p.addr, p.member.clone(), &mut candidates);
         }
         let mut others: Vec<(SocketAddr, Option<String>)> = Vec::new();
-        for (id, p) in &self.presence {
+        let discovered = if self.discover { self.presence.iter().collect::<Vec<_>>() } else { Vec::new() };
+        for (id, p) in discovered {
             for a in &p.addresses {
                 if let Ok(addr) = a.parse() {
                     push(addr, Some(pki::hex(id)), &mut others);
                 }
             }
         }
-        for a in &self.membership.bootstrap {
+        for a in self.membership.bootstrap.iter().filter(|_| self.discover) {
             if let Ok(addr) = a.parse() {
                 push(addr, None, &mut others);
             }
@@ -1288,6 +1333,7 @@ impl Node {
         if let Some(e) = existing
             && (e.version > r.version || (e.version == r.version && e.digest == digest))
         {
+            self.stats.duplicates.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return;
         }
         let t = now_ms();

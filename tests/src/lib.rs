@@ -4,10 +4,14 @@
 //! The binaries come from the workspace's target directory (`scripts/test` builds them
 //! with `cargo build --locked --bins` first); a missing binary fails the test.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -161,6 +165,11 @@ impl Home {
 
     /// Runs `tool args...` with this home, feeding `stdin` if given.
     pub fn run_with(&self, tool: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        run_command(self.command(tool, args), stdin)
+    }
+
+    /// The command `tool args...` with this home (and fake clock, if any), not started.
+    pub fn command(&self, tool: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin(tool));
         cmd.args(args)
             .env("PEERGROUP_HOME", self.path())
@@ -168,7 +177,13 @@ impl Home {
         if let Some(now) = &self.fake_now {
             cmd.env("PEERGROUP_FAKE_NOW", now);
         }
-        run_command(cmd, stdin)
+        cmd
+    }
+
+    /// Runs `tool args...` with no stdin, killing it if it has not finished within
+    /// `limit` (then the exit code is -1 and stderr says so).
+    pub fn run_bounded(&self, tool: &str, args: &[&str], limit: Duration) -> Output {
+        run_command_bounded(self.command(tool, args), limit)
     }
 
     /// Paths of every entry under `rel` whose name starts with `.new-` (staging leftovers).
@@ -214,6 +229,295 @@ pub fn run_command(mut cmd: Command, stdin: Option<&[u8]>) -> Output {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         elapsed: start.elapsed(),
+    }
+}
+
+/// Runs a command with stdin closed and captures everything, killing it if it has not
+/// finished within `limit` (exit code -1, and stderr ends with a line saying so).
+pub fn run_command_bounded(mut cmd: Command, limit: Duration) -> Output {
+    let command = format!("{:?}", cmd);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {command}: {e}"));
+    let stdout = read_all(child.stdout.take().expect("stdout"));
+    let stderr = read_all(child.stderr.take().expect("stderr"));
+    let mut killed = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            killed = true;
+            break child.wait().expect("wait");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let elapsed = start.elapsed();
+    let stdout = stdout.join().expect("stdout reader");
+    let mut stderr = stderr.join().expect("stderr reader");
+    if killed {
+        stderr.push_str(&format!("[test: killed after {limit:?}]\n"));
+    }
+    Output {
+        command,
+        code: if killed { -1 } else { status.code().unwrap_or(-1) },
+        stdout,
+        stderr,
+        elapsed,
+    }
+}
+
+fn read_all(mut from: impl Read + Send + 'static) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = from.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+/// A loopback address with a port that was free a moment ago (bound to port 0, then
+/// released) and that no other caller in this process has been given.
+pub fn free_addr() -> String {
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local addr").port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return format!("127.0.0.1:{port}");
+        }
+    }
+}
+
+/// A long-running tool (`group-chat --json`) whose stdout lines and stderr are collected
+/// as they come. It is killed when dropped, pass or fail; when the test is failing, the
+/// drop prints its command, stdout and stderr.
+#[derive(Debug)]
+pub struct Peer {
+    label: String,
+    command: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
+    exit: Option<i32>,
+}
+
+/// How often waits look at the collected output.
+const POLL: Duration = Duration::from_millis(20);
+
+impl Peer {
+    /// Starts `cmd` with piped stdin, stdout and stderr; `label` names it in messages.
+    pub fn spawn(label: &str, mut cmd: Command) -> Peer {
+        let command = format!("{:?}", cmd);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {command}: {e}"));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        let readers = vec![
+            {
+                let stdout = stdout.clone();
+                std::thread::spawn(move || {
+                    for line in BufReader::new(out).lines() {
+                        let Ok(line) = line else { break };
+                        stdout.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                    }
+                })
+            },
+            {
+                let stderr = stderr.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(err);
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                        stderr.lock().unwrap_or_else(|e| e.into_inner()).push_str(&line);
+                        line.clear();
+                    }
+                })
+            },
+        ];
+        Peer {
+            label: label.to_string(),
+            command,
+            stdin: child.stdin.take(),
+            child,
+            stdout,
+            stderr,
+            readers,
+            exit: None,
+        }
+    }
+
+    /// The label given at start.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Every stdout line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Every stdout line so far, parsed as JSON (a line that is not JSON becomes a
+    /// JSON string, which no event check accepts).
+    pub fn events(&self) -> Vec<Value> {
+        self.lines()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|_| Value::String(l.clone())))
+            .collect()
+    }
+
+    /// The events so far whose `event` field is `kind`.
+    pub fn events_of(&self, kind: &str) -> Vec<Value> {
+        self.events().into_iter().filter(|e| e["event"] == kind).collect()
+    }
+
+    /// Stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The command, exit code (if it exited), stdout and stderr so far.
+    pub fn report(&self) -> String {
+        format!(
+            "=== {} (pid {}) ===\ncommand: {}\nexit code: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.label,
+            self.child.id(),
+            self.command,
+            self.exit.map_or("(running)".to_string(), |c| c.to_string()),
+            self.lines().join("\n"),
+            self.stderr()
+        )
+    }
+
+    /// Writes `line` and a newline to its stdin.
+    #[track_caller]
+    pub fn send(&mut self, line: &str) {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .unwrap_or_else(|| panic!("{}: stdin already closed", self.label));
+        let written = stdin.write_all(format!("{line}\n").as_bytes()).and_then(|_| stdin.flush());
+        if let Err(e) = written {
+            panic!("{}: cannot write {line:?} to stdin: {e}", self.label);
+        }
+    }
+
+    /// Closes its stdin (end of input).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits until `cond` holds over the events so far and returns them; panics after
+    /// `limit`, or as soon as the process has exited without `cond` holding.
+    #[track_caller]
+    pub fn wait_until(&mut self, what: &str, limit: Duration, cond: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let start = Instant::now();
+        loop {
+            let events = self.events();
+            if cond(&events) {
+                return events;
+            }
+            if self.try_exit().is_some() {
+                self.join_readers();
+                let events = self.events();
+                if cond(&events) {
+                    return events;
+                }
+                panic!("{}: exited before {what}", self.label);
+            }
+            if start.elapsed() > limit {
+                panic!("{}: no {what} within {limit:?}", self.label);
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Waits for an event for which `pred` holds and returns the first one.
+    #[track_caller]
+    pub fn wait_for(&mut self, what: &str, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let events = self.wait_until(what, limit, |evs| evs.iter().any(&pred));
+        events.into_iter().find(|e| pred(e)).expect("found")
+    }
+
+    /// Waits for the process to exit; its exit code (-1 when killed by a signal), or
+    /// `None` if it is still running after `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Some(code) = self.try_exit() {
+                self.join_readers();
+                return Some(code);
+            }
+            if start.elapsed() > limit {
+                return None;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Waits for the process to exit and returns its exit code; panics after `limit`.
+    #[track_caller]
+    pub fn exits(&mut self, limit: Duration) -> i32 {
+        match self.wait_exit(limit) {
+            Some(code) => code,
+            None => panic!("{}: still running after {limit:?}", self.label),
+        }
+    }
+
+    /// Kills it with SIGKILL and reaps it, as a crash or power cut would end it.
+    pub fn kill(&mut self) {
+        if self.try_exit().is_none() {
+            let _ = self.child.kill();
+            let code = self.child.wait().map(|s| s.code().unwrap_or(-1)).unwrap_or(-1);
+            self.exit = Some(code);
+        }
+        self.stdin = None;
+        self.join_readers();
+    }
+
+    /// Sends it a signal by name (`TERM`, `INT`), as `kill -s NAME PID` does.
+    #[track_caller]
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -s {name} {}", self.child.id())])
+            .status()
+            .expect("run sh -c kill");
+        assert!(status.success(), "{}: kill -s {name} failed", self.label);
+    }
+
+    fn try_exit(&mut self) -> Option<i32> {
+        if self.exit.is_none()
+            && let Ok(Some(status)) = self.child.try_wait()
+        {
+            self.exit = Some(status.code().unwrap_or(-1));
+        }
+        self.exit
+    }
+
+    fn join_readers(&mut self) {
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("{}", self.report());
+        }
     }
 }
 

@@ -707,7 +707,10 @@ impl Node {
     fn resolve_member(&self, query: &str) -> Result<[u8; 20], NodeError> {
         let q = query.to_ascii_lowercase();
         let present: Vec<([u8; 20], &str)> = self.presence.iter().map(|(id, p)| (*id, p.name.as_str())).collect();
-        let by_name: Vec<_> = present.iter().filter(|(_, n)| *n == query).collect();
+        let mut by_name: Vec<_> = present.iter().filter(|(_, n)| *n == query).collect();
+        if by_name.is_empty() {
+            by_name = present.iter().filter(|(_, n)| n.eq_ignore_ascii_case(query)).collect();
+        }
         let matches: Vec<_> = if by_name.is_empty() {
             present
                 .iter()

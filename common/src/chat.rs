@@ -92,8 +92,10 @@ fn hms(ms: i64, offset: UtcOffset) -> String {
     format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second())
 }
 
-/// Formats a stored chat record from someone else.
-pub fn message_line(mode: Mode, r: &StoredRecord, name: &str, offset: UtcOffset) -> Line {
+/// Formats a stored chat record from someone else. It is `history` when it arrived by
+/// sync and was created before `online_since_ms` (while this node was away); a record
+/// created while online is live even if sync brought it (after a partition, say).
+pub fn message_line(mode: Mode, r: &StoredRecord, name: &str, offset: UtcOffset, online_since_ms: i64) -> Line {
     let text = String::from_utf8_lossy(&r.record.data);
     match mode {
         Mode::Json => Line::Out(
@@ -105,7 +107,7 @@ pub fn message_line(mode: Mode, r: &StoredRecord, name: &str, offset: UtcOffset)
                 "text": text,
                 "created": rfc3339_ms(r.record.created_ms),
                 "recv_ns": r.received_ns,
-                "history": r.via_sync,
+                "history": r.via_sync && r.record.created_ms < online_since_ms,
             })
             .to_string(),
         ),
@@ -274,6 +276,46 @@ impl Names {
         }
     }
 }
+
+/// The front end's display cursor: the arrival number of the last chat line shown,
+/// kept in a small file beside the store and rewritten after every line, so a restart
+/// (even after SIGKILL) shows nothing twice. One 8-byte `pwrite` per line: cheap enough
+/// to keep off the message path's cost, unlike a SQLite commit.
+#[derive(Debug)]
+pub struct Cursor {
+    file: std::fs::File,
+    /// Last shown arrival number.
+    pub seq: i64,
+}
+
+impl Cursor {
+    /// Opens (creating) the cursor file.
+    pub fn open(path: &std::path::Path) -> std::io::Result<Cursor> {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let mut b = [0u8; 8];
+        let seq = match file.read_at(&mut b, 0) {
+            Ok(8) => i64::from_be_bytes(b),
+            _ => 0,
+        };
+        Ok(Cursor { file, seq })
+    }
+
+    /// Records that `seq` was shown.
+    pub fn advance(&mut self, seq: i64) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.seq = seq;
+        self.file.write_all_at(&seq.to_be_bytes(), 0)
+    }
+}
+
+/// File name of the display cursor inside a membership directory.
+pub const CURSOR_FILE: &str = "display.cursor";
 
 /// A short form of a member id for human output.
 pub fn short(member: &str) -> &str {

@@ -379,27 +379,6 @@ impl Store {
             .map_err(self.err())
     }
 
-    /// The front end's cursor: the last arrival number it showed.
-    pub fn cursor(&self) -> Result<i64, StoreError> {
-        let v: Option<String> = self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = 'frontend_cursor'", [], |r| r.get(0))
-            .optional()
-            .map_err(self.err())?;
-        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
-    }
-
-    /// Saves the front end's cursor.
-    pub fn set_cursor(&self, seq: i64) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('frontend_cursor', ?1)",
-                [seq.to_string()],
-            )
-            .map_err(self.err())?;
-        Ok(())
-    }
-
     /// Number of records held.
     pub fn record_count(&self) -> Result<i64, StoreError> {
         self.conn

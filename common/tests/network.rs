@@ -43,7 +43,12 @@ fn fixture(n: usize) -> Fixture {
     for i in 1..n {
         let name = format!("m{i}");
         let id = Identity::create(&home, &name, KeyType::Ed25519, &name).unwrap();
-        let spec = InviteSpec { role: Role::Member, valid_for: None, expires: Duration::from_secs(3600), addresses: vec![] };
+        let spec = InviteSpec {
+            role: Role::Member,
+            valid_for: None,
+            expires: Duration::from_secs(3600),
+            addresses: vec![],
+        };
         let inv = Invitation::create(&creator, &m, &id.public(), &spec).unwrap();
         invitation::join(&home, &id, &inv, "127.0.0.1:0".parse().unwrap()).unwrap();
     }
@@ -63,7 +68,10 @@ impl Fixture {
     }
 
     fn store_path(&self, i: usize) -> std::path::PathBuf {
-        membership::find(&self.home, &format!("m{i}"), GROUP).unwrap().dir.join(STORE_FILE)
+        membership::find(&self.home, &format!("m{i}"), GROUP)
+            .unwrap()
+            .dir
+            .join(STORE_FILE)
     }
 
     async fn start(&self, i: usize, peers: &[SocketAddr]) -> Running {
@@ -80,13 +88,23 @@ impl Fixture {
         };
         let (handle, events, task) = node::start(cfg).await.unwrap();
         let addr = handle.addresses[0].parse().unwrap();
-        Running { handle, events, task, addr }
+        Running {
+            handle,
+            events,
+            task,
+            addr,
+        }
     }
 
     /// Chat records in member i's store.
     fn chats(&self, i: usize) -> Vec<Record> {
         let store = Store::open_read_only(&self.store_path(i)).unwrap();
-        store.after(&CHAT_TYPE, 0, 1_000_000).unwrap().into_iter().map(|r| r.record).collect()
+        store
+            .after(&CHAT_TYPE, 0, 1_000_000)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.record)
+            .collect()
     }
 
     /// Signed chat records by member `by`, `count` of them, not yet stored anywhere.
@@ -108,8 +126,15 @@ impl Fixture {
     /// Writes records straight into member i's store (before its node runs).
     fn seed(&self, i: usize, records: &[Record]) {
         let mut store = Store::open(&self.store_path(i), Durability::Normal).unwrap();
-        let puts: Vec<Put> =
-            records.iter().map(|r| Put { record: r.clone(), body: r.encode(), via_sync: false, received_ns: 0 }).collect();
+        let puts: Vec<Put> = records
+            .iter()
+            .map(|r| Put {
+                record: r.clone(),
+                body: r.encode(),
+                via_sync: false,
+                received_ns: 0,
+            })
+            .collect();
         store.put_batch(&puts).unwrap();
     }
 }
@@ -144,7 +169,10 @@ async fn until(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 fn texts(records: &[Record]) -> Vec<String> {
-    let mut t: Vec<String> = records.iter().map(|r| String::from_utf8_lossy(&r.data).into_owned()).collect();
+    let mut t: Vec<String> = records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.data).into_owned())
+        .collect();
     t.sort();
     t
 }
@@ -202,7 +230,10 @@ async fn flooding_around_a_ring_of_six_delivers_everything_once_and_stops_at_dup
         assert_eq!(t, unique, "node {i} stored a duplicate");
     }
     // In a ring every record reaches some node twice; those copies are dropped unverified.
-    let dups: u64 = nodes.iter().map(|n| n.handle.stats.duplicates.load(std::sync::atomic::Ordering::Relaxed)).sum();
+    let dups: u64 = nodes
+        .iter()
+        .map(|n| n.handle.stats.duplicates.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
     assert!(dups > 0, "a ring must produce duplicate deliveries that stop the flood");
     for n in nodes {
         n.stop().await;
@@ -222,7 +253,10 @@ async fn sync_merges_disjoint_and_overlapping_sets() {
     let a = fx.start(0, &[]).await;
     let mut b = fx.start(1, &[a.addr]).await;
     b.ready().await;
-    until("union of overlapping sets", || fx.chats(0).len() == 75 && fx.chats(1).len() == 75).await;
+    until("union of overlapping sets", || {
+        fx.chats(0).len() == 75 && fx.chats(1).len() == 75
+    })
+    .await;
     // A third store with nothing in common joins through b.
     let mut c = fx.start(2, &[b.addr]).await;
     c.ready().await;
@@ -253,7 +287,11 @@ async fn conflicting_versions_converge_on_the_conflict_rule() {
     // y: both hold version 2 with different content: the conflict rule decides.
     let y_a = variant(&base[1], 2, "y from a", 1);
     let y_b = variant(&base[1], 2, "y from b", 5);
-    let y_winner = if record::compare(&y_a, &y_b).is_gt() { y_a.clone() } else { y_b.clone() };
+    let y_winner = if record::compare(&y_a, &y_b).is_gt() {
+        y_a.clone()
+    } else {
+        y_b.clone()
+    };
     fx.seed(0, &[x1, y_a]);
     fx.seed(1, &[x3.clone(), y_b]);
     let a = fx.start(0, &[]).await;
@@ -261,10 +299,16 @@ async fn conflicting_versions_converge_on_the_conflict_rule() {
     b.ready().await;
     let body_of = |i: usize, id| fx.chats(i).into_iter().find(|r| r.id == id).map(|r| r.encode());
     until("both stores agree", || {
-        body_of(0, x3.id) == Some(x3.encode()) && body_of(1, x3.id) == Some(x3.encode()) && body_of(0, y_winner.id) == body_of(1, y_winner.id)
+        body_of(0, x3.id) == Some(x3.encode())
+            && body_of(1, x3.id) == Some(x3.encode())
+            && body_of(0, y_winner.id) == body_of(1, y_winner.id)
     })
     .await;
-    assert_eq!(body_of(0, y_winner.id), Some(y_winner.encode()), "the conflict rule's winner is kept");
+    assert_eq!(
+        body_of(0, y_winner.id),
+        Some(y_winner.encode()),
+        "the conflict rule's winner is kept"
+    );
     for n in [a, b] {
         n.stop().await;
     }
@@ -288,7 +332,10 @@ async fn expired_records_are_neither_synced_nor_kept() {
     let mut b = fx.start(1, &[a.addr]).await;
     b.ready().await;
     until("live records synced", || fx.chats(1).len() == 3).await;
-    assert!(fx.chats(1).iter().all(|r| r.id != expired[0].id), "an expired record was synced");
+    assert!(
+        fx.chats(1).iter().all(|r| r.id != expired[0].id),
+        "an expired record was synced"
+    );
     assert_eq!(fx.chats(0).len(), 3, "the expired record was not purged at start");
     for n in [a, b] {
         n.stop().await;
@@ -339,5 +386,8 @@ async fn sync_cost_follows_the_difference_not_the_store_size() {
     eprintln!("10,000 records: differing by 10 -> {d10} bytes; by 1,000 -> {d1000} bytes");
     // Sending every id of 10,000 records alone would take 400 KB, their bodies ~2.5 MB.
     assert!(d10 < 64 * 1024, "differing by 10 cost {d10} bytes");
-    assert!(d1000 > 20 * d10, "cost does not grow with the difference: {d10} vs {d1000}");
+    assert!(
+        d1000 > 20 * d10,
+        "cost does not grow with the difference: {d10} vs {d1000}"
+    );
 }

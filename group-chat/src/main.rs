@@ -107,7 +107,7 @@ fn print_history(identity: &Identity, m: &Membership, offset: UtcOffset) -> anyh
     let mut out = String::new();
     for r in &all {
         let name = names.name(&store, &r.record.creator);
-        if let Line::Out(l) = chat::message_line(Mode::Human, r, &name, offset) {
+        if let Line::Out(l) = chat::message_line(Mode::Human, r, &name, offset, i64::MAX) {
             out.push_str(&l);
             out.push('\n');
         }
@@ -132,6 +132,8 @@ async fn online(
     let me = identity.member_id().to_string();
     let my_name = identity.friendly_name().to_string();
     let store_path = m.dir.join(STORE_FILE);
+    let cursor_path = m.dir.join(chat::CURSOR_FILE);
+    let online_since_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
     let group_name = m.group.name.clone();
     let cfg = NodeConfig {
         identity,
@@ -149,7 +151,9 @@ async fn online(
         discover: true,
     };
     let (handle, mut events, task) = node::start(cfg).await.context("cannot go online")?;
-    if mode == Mode::Human {
+    // --send is for scripts: in human mode only errors are worth a line.
+    let quiet = mode == Mode::Human && args.send.is_some();
+    if mode == Mode::Human && !quiet {
         cli::note(
             "group-chat",
             &format!(
@@ -167,7 +171,14 @@ async fn online(
     let output = {
         let (dirty, closed) = (dirty.clone(), closed.clone());
         let (me, my_name) = (me.clone(), my_name.clone());
-        std::thread::spawn(move || output_loop(out_rx, &store_path, &me, &my_name, mode, offset, &dirty, &closed))
+        let view = View {
+            me,
+            my_name,
+            mode,
+            offset,
+            online_since_ms,
+        };
+        std::thread::spawn(move || output_loop(out_rx, &store_path, &cursor_path, &view, &dirty, &closed))
     };
     let notify_records = |tx: &std::sync::mpsc::Sender<Out>| {
         if !dirty.swap(true, Ordering::AcqRel) {
@@ -202,7 +213,9 @@ async fn online(
         tokio::select! {
             ev = events.recv() => {
                 let Some(ev) = ev else { break };
-                if let Some(line) = chat::event_line(mode, &ev, offset) {
+                if let Some(line) = chat::event_line(mode, &ev, offset)
+                    && (!quiet || matches!(ev, Event::Error(_)))
+                {
                     let _ = out_tx.send(Out::Line(line));
                 }
                 if ev == Event::Ready && args.send.is_some() {
@@ -248,41 +261,58 @@ async fn online(
     let _ = task.await;
     let (ack_tx, ack_rx) = std::sync::mpsc::channel();
     let _ = out_tx.send(Out::Flush(ack_tx));
-    let _ = ack_rx.recv_timeout(Duration::from_secs(5));
     drop(out_tx);
-    let _ = output.join();
+    // A reader that stopped reading must not keep us alive: what it has not read stays
+    // unshown (the cursor says so) and appears at the next start.
+    if ack_rx.recv_timeout(Duration::from_secs(2)).is_ok() {
+        let _ = output.join();
+    }
     Ok(result)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the output thread needs to format lines.
+struct View {
+    me: String,
+    my_name: String,
+    mode: Mode,
+    offset: UtcOffset,
+    online_since_ms: i64,
+}
+
 fn output_loop(
     rx: std::sync::mpsc::Receiver<Out>,
     store_path: &std::path::Path,
-    me: &str,
-    my_name: &str,
-    mode: Mode,
-    offset: UtcOffset,
+    cursor_path: &std::path::Path,
+    view: &View,
     dirty: &AtomicBool,
     closed: &AtomicBool,
 ) {
-    let store = match Store::open(store_path, Durability::Normal) {
-        Ok(s) => s,
+    let (me, mode, offset) = (view.me.as_str(), view.mode, view.offset);
+    let opened = Store::open_read_only(store_path)
+        .map_err(|e| e.to_string())
+        .and_then(|s| {
+            chat::Cursor::open(cursor_path)
+                .map(|c| (s, c))
+                .map_err(|e| format!("{}: {e}", cursor_path.display()))
+        });
+    let (store, mut cursor) = match opened {
+        Ok(x) => x,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "group-chat: cannot follow the store: {e}");
             closed.store(true, Ordering::Release);
             return;
         }
     };
-    let mut names = chat::Names::new(me, my_name);
-    // Continue after what an earlier session showed: a restart shows nothing twice.
-    let mut cursor = store.cursor().unwrap_or(0);
+    let mut names = chat::Names::new(me, &view.my_name);
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     let mut write = |line: Line| -> bool {
         match line {
-            Line::Out(l) => {
+            Line::Out(mut l) => {
+                // One write per line, newline included: a line is shown when it is whole.
+                l.push('\n');
                 let mut out = stdout.lock();
-                writeln!(out, "{l}").and_then(|_| out.flush()).is_ok()
+                out.write_all(l.as_bytes()).and_then(|_| out.flush()).is_ok()
             }
             Line::Err(l) => {
                 let _ = writeln!(stderr.lock(), "{l}");
@@ -290,26 +320,25 @@ fn output_loop(
             }
         }
     };
-    let mut drain = |cursor: &mut i64, write: &mut dyn FnMut(Line) -> bool| -> bool {
+    // Continue after what an earlier session showed: a restart shows nothing twice.
+    let mut drain = |cursor: &mut chat::Cursor, write: &mut dyn FnMut(Line) -> bool| -> bool {
         dirty.store(false, Ordering::Release);
         loop {
-            let Ok(batch) = store.after(&common::record::CHAT_TYPE, *cursor, 256) else {
+            let Ok(batch) = store.after(&common::record::CHAT_TYPE, cursor.seq, 256) else {
                 return true;
             };
-            let Some(last) = batch.last().map(|r| r.seq) else {
+            if batch.is_empty() {
                 return true;
-            };
-            for r in &batch {
-                if r.record.creator_id() == me || r.record.deleted {
-                    continue;
-                }
-                let name = names.name(&store, &r.record.creator);
-                if !write(chat::message_line(mode, r, &name, offset)) {
-                    return false;
-                }
             }
-            *cursor = last;
-            let _ = store.set_cursor(*cursor);
+            for r in &batch {
+                if r.record.creator_id() != me && !r.record.deleted {
+                    let name = names.name(&store, &r.record.creator);
+                    if !write(chat::message_line(mode, r, &name, offset, view.online_since_ms)) {
+                        return false;
+                    }
+                }
+                let _ = cursor.advance(r.seq);
+            }
         }
     };
     while let Ok(msg) = rx.recv() {

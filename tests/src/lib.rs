@@ -304,6 +304,8 @@ pub struct Peer {
     stderr: Arc<Mutex<String>>,
     readers: Vec<JoinHandle<()>>,
     exit: Option<i32>,
+    /// Dropped to let the stdout reader start (see [`Peer::spawn_unread`]).
+    resume: Option<std::sync::mpsc::Sender<()>>,
 }
 
 /// How often waits look at the collected output.
@@ -311,7 +313,25 @@ const POLL: Duration = Duration::from_millis(20);
 
 impl Peer {
     /// Starts `cmd` with piped stdin, stdout and stderr; `label` names it in messages.
-    pub fn spawn(label: &str, mut cmd: Command) -> Peer {
+    pub fn spawn(label: &str, cmd: Command) -> Peer {
+        Peer::start(label, cmd, None)
+    }
+
+    /// Like [`Peer::spawn`], but nothing reads its stdout until [`Peer::resume_stdout`]:
+    /// the pipe fills up as behind a stalled reader.
+    pub fn spawn_unread(label: &str, cmd: Command) -> Peer {
+        let (resume, hold) = std::sync::mpsc::channel();
+        let mut peer = Peer::start(label, cmd, Some(hold));
+        peer.resume = Some(resume);
+        peer
+    }
+
+    /// Starts reading stdout of a peer started with [`Peer::spawn_unread`].
+    pub fn resume_stdout(&mut self) {
+        self.resume = None;
+    }
+
+    fn start(label: &str, mut cmd: Command, hold: Option<std::sync::mpsc::Receiver<()>>) -> Peer {
         let command = format!("{:?}", cmd);
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {command}: {e}"));
@@ -323,9 +343,21 @@ impl Peer {
             {
                 let stdout = stdout.clone();
                 std::thread::spawn(move || {
-                    for line in BufReader::new(out).lines() {
-                        let Ok(line) = line else { break };
-                        stdout.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                    if let Some(hold) = hold {
+                        let _ = hold.recv();
+                    }
+                    // Only newline-terminated lines count: a process that dies in the
+                    // middle of a write leaves a partial line, which a reader must not take
+                    // as a message shown.
+                    let mut reader = BufReader::new(out);
+                    let mut buf = Vec::new();
+                    while reader.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+                        if buf.last() == Some(&b'\n') {
+                            buf.pop();
+                            let line = String::from_utf8_lossy(&buf).into_owned();
+                            stdout.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                        }
+                        buf.clear();
                     }
                 })
             },
@@ -350,6 +382,7 @@ impl Peer {
             stderr,
             readers,
             exit: None,
+            resume: None,
         }
     }
 
@@ -395,7 +428,7 @@ impl Peer {
             self.child.id(),
             self.command,
             self.exit.map_or("(running)".to_string(), |c| c.to_string()),
-            self.lines().join("\n"),
+            self.lines().iter().map(|l| shorten(l)).collect::<Vec<_>>().join("\n"),
             self.stderr()
         )
     }
@@ -407,7 +440,9 @@ impl Peer {
             .stdin
             .as_mut()
             .unwrap_or_else(|| panic!("{}: stdin already closed", self.label));
-        let written = stdin.write_all(format!("{line}\n").as_bytes()).and_then(|_| stdin.flush());
+        let written = stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|_| stdin.flush());
         if let Err(e) = written {
             panic!("{}: cannot write {line:?} to stdin: {e}", self.label);
         }
@@ -506,9 +541,19 @@ impl Peer {
     }
 
     fn join_readers(&mut self) {
+        self.resume = None;
         for r in self.readers.drain(..) {
             let _ = r.join();
         }
+    }
+}
+
+/// A line cut to a readable length for reports.
+fn shorten(line: &str) -> String {
+    const MAX: usize = 400;
+    match line.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}... ({} bytes)", &line[..i], line.len()),
+        None => line.to_string(),
     }
 }
 

@@ -271,7 +271,12 @@ async fn start(
     let _ = events.send(ConnEvent::Up(Box::new(up))).await;
 }
 
-async fn read_loop(id: ConnId, mut read: ReadHalf<TlsStream<TcpStream>>, events: mpsc::Sender<ConnEvent>, stats: Arc<Stats>) {
+async fn read_loop(
+    id: ConnId,
+    mut read: ReadHalf<TlsStream<TcpStream>>,
+    events: mpsc::Sender<ConnEvent>,
+    stats: Arc<Stats>,
+) {
     let reason = loop {
         match wire::read_frame(&mut read).await {
             Ok(Some(payload)) => match Message::decode(&{

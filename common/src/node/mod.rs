@@ -164,7 +164,8 @@ pub struct Stats {
 impl Stats {
     /// Total frame bytes in both directions.
     pub fn total_bytes(&self) -> u64 {
-        self.bytes_in.load(std::sync::atomic::Ordering::Relaxed) + self.bytes_out.load(std::sync::atomic::Ordering::Relaxed)
+        self.bytes_in.load(std::sync::atomic::Ordering::Relaxed)
+            + self.bytes_out.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -516,7 +517,14 @@ pub async fn start(
     }
     node.publish_presence(false)?;
     node.set_status(|s| s.listening = true);
-    tokio::spawn(conn::accept_loop(listener, tls, hello, conn_tx, node.next_id.clone(), node.stats.clone()));
+    tokio::spawn(conn::accept_loop(
+        listener,
+        tls,
+        hello,
+        conn_tx,
+        node.next_id.clone(),
+        node.stats.clone(),
+    ));
     let handle = Handle {
         tx: cmd_tx,
         seq: seq_rx,
@@ -870,8 +878,8 @@ impl Node {
         }
         // The peer's chain was verified in the handshake: keep its certificate, and
         // admit records that were waiting for it.
-        if !self.certs.contains_key(&member) {
-            self.certs.insert(member, up.cert.clone());
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.certs.entry(member) {
+            slot.insert(up.cert.clone());
             if let Some(waiting) = self.pending.remove(&member) {
                 self.pending_count -= waiting.len();
                 let mut accepted = Vec::new();
@@ -1060,7 +1068,11 @@ impl Node {
             push(p.addr, p.member.clone(), &mut candidates);
         }
         let mut others: Vec<(SocketAddr, Option<String>)> = Vec::new();
-        let discovered = if self.discover { self.presence.iter().collect::<Vec<_>>() } else { Vec::new() };
+        let discovered = if self.discover {
+            self.presence.iter().collect::<Vec<_>>()
+        } else {
+            Vec::new()
+        };
         for (id, p) in discovered {
             for a in &p.addresses {
                 if let Ok(addr) = a.parse() {

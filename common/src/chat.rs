@@ -201,7 +201,8 @@ pub fn event_line(mode: Mode, e: &Event, offset: UtcOffset) -> Option<Line> {
                 ),
                 Mode::Human => {
                     // Failed dials repeat while peers are away; only the log shows them.
-                    if change == "failed" && kind == "neighbour" {
+                    let auth = reason.as_deref().is_some_and(|r| r.starts_with("authentication failed"));
+                    if change == "failed" && kind == "neighbour" && !auth {
                         return None;
                     }
                     let who = member.as_deref().map(|m| format!(" {}", &m[..8.min(m.len())])).unwrap_or_default();

@@ -37,6 +37,14 @@ pub enum ConnEvent {
     Frame(ConnId, Message),
     /// The connection ended.
     Down(ConnId, String),
+    /// An incoming connection failed its handshake (not a member, not our group,
+    /// expired, timed out, or not TLS at all).
+    AcceptFailed {
+        /// Where it came from.
+        addr: SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
     /// A dial failed before the connection was up.
     DialFailed {
         /// Where.
@@ -192,8 +200,15 @@ pub async fn accept_loop(
                 Ok(Ok((stream, cert, purpose, peer_addresses))) => {
                     start(id, stream, cert, addr, false, purpose, peer_addresses, events, stats).await;
                 }
-                Ok(Err(reason)) => tracing::info!("refused connection from {addr}: {reason}"),
-                Err(_) => tracing::info!("refused connection from {addr}: handshake timed out"),
+                Ok(Err(reason)) => {
+                    tracing::info!("refused connection from {addr}: {reason}");
+                    let _ = events.send(ConnEvent::AcceptFailed { addr, reason }).await;
+                }
+                Err(_) => {
+                    tracing::info!("refused connection from {addr}: handshake timed out");
+                    let reason = "handshake timed out".to_string();
+                    let _ = events.send(ConnEvent::AcceptFailed { addr, reason }).await;
+                }
             }
         });
     }

@@ -5,7 +5,9 @@
 //! `synchronous=NORMAL` survives a crash of the process; `Durability::Full` adds an
 //! fsync per commit for power loss.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use uuid::Uuid;
@@ -79,6 +81,22 @@ CREATE INDEX IF NOT EXISTS records_seq ON records(seq);
 CREATE INDEX IF NOT EXISTS records_expires ON records(expires);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 ";
+
+/// Runs WAL checkpoints off the writer's path; stops when dropped.
+#[derive(Debug)]
+pub struct Checkpointer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
 
 /// A record as stored, with what this node knows about its arrival.
 #[derive(Debug, Clone)]
@@ -377,6 +395,41 @@ impl Store {
         self.conn
             .query_row("SELECT coalesce(max(seq), 0) FROM records", [], |r| r.get(0))
             .map_err(self.err())
+    }
+
+    /// Highest arrival number written through this connection (or found at open).
+    pub fn last_seq(&self) -> i64 {
+        self.next_seq - 1
+    }
+
+    /// Stops automatic checkpoints on this connection and runs them on a thread of
+    /// their own (every 200 ms, passive: never blocking the writer) until the returned
+    /// guard is dropped.
+    pub fn spawn_checkpointer(&self) -> Result<Checkpointer, StoreError> {
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(self.err())?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let path = PathBuf::from(&self.path);
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("checkpoint".into())
+            .spawn(move || {
+                let Ok(conn) = Connection::open(&path) else { return };
+                let _ = conn.busy_timeout(std::time::Duration::from_millis(100));
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                }
+            })
+            .map_err(|e| StoreError::Sqlite {
+                path: self.path.clone(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
+        Ok(Checkpointer {
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// Number of records held.

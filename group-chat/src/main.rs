@@ -82,8 +82,9 @@ fn run(args: Args, offset: UtcOffset) -> anyhow::Result<()> {
         Some(l) => membership::parse_address(l)?,
         None => m.listen,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread runs the node and its connections: no hand-offs between workers on the
+    // message path; large sync batches verify on every core anyway.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;

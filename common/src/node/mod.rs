@@ -54,6 +54,8 @@ pub const DIRECT_IDLE: Duration = Duration::from_secs(60);
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest redial delay.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Most connection events taken in before one commit.
+pub const MAX_EVENTS_PER_COMMIT: usize = 256;
 /// Batches at least this large have their signatures verified on every core.
 pub const PARALLEL_VERIFY_MIN: usize = 64;
 /// Most failed incoming handshakes reported per second (the rest are only logged).
@@ -415,6 +417,10 @@ struct Node {
     auth_failures: (Instant, u32),
     /// Signature results computed in parallel for the batch being admitted.
     prevalidated: HashMap<(Uuid, [u8; 16]), bool>,
+    /// Records admitted from peers but not yet committed: one commit for every frame
+    /// that arrived together (group commit), then one flood.
+    batch: Vec<(Put, Option<ConnId>)>,
+    _checkpointer: crate::store::Checkpointer,
 }
 
 fn now_ms() -> i64 {
@@ -443,6 +449,9 @@ pub async fn start(
     let now = clock::now();
     pki::verify_chain(&m.root, &m.chain, &m.membership, m.group.id, now)?;
     let mut store = Store::open(&m.dir.join(STORE_FILE), cfg.durability)?;
+    // WAL checkpoints (with their fsync) run on a thread of their own, off the path
+    // from receiving a record to forwarding it.
+    let checkpointer = store.spawn_checkpointer()?;
     let tls = tls::configs(&cfg.identity, m)?;
     let listener = TcpListener::bind(cfg.listen)
         .await
@@ -518,6 +527,8 @@ pub async fn start(
         stopping: false,
         auth_failures: (Instant::now(), 0),
         prevalidated: HashMap::new(),
+        batch: Vec::new(),
+        _checkpointer: checkpointer,
     };
     node.load_known()?;
     node.publish_membership()?;
@@ -554,10 +565,20 @@ pub async fn start(
                     // Every handle dropped: leave as if asked.
                     None => { node.leave().await; return; }
                 },
-                _ = tick.tick() => { node.on_tick(); continue; }
+                _ = tick.tick() => { node.flush_batch(); node.on_tick(); continue; }
             };
             match input {
-                Input::Conn(ev) => node.on_conn_event(ev),
+                Input::Conn(ev) => {
+                    node.on_conn_event(ev);
+                    // Take whatever else has arrived, then commit it all at once.
+                    for _ in 0..MAX_EVENTS_PER_COMMIT {
+                        match conn_rx.try_recv() {
+                            Ok(ev) => node.on_conn_event(ev),
+                            Err(_) => break,
+                        }
+                    }
+                    node.flush_batch();
+                }
                 Input::Command(Command::Leave(reply)) => {
                     node.leave().await;
                     let _ = reply.send(());
@@ -686,6 +707,7 @@ impl Node {
     // ---- commands ------------------------------------------------------------------
 
     fn on_command(&mut self, c: Command) {
+        self.flush_batch();
         match c {
             Command::Publish(text, reply) => {
                 let _ = reply.send(self.publish_chat(&text));
@@ -811,6 +833,10 @@ impl Node {
     }
 
     fn on_conn_event(&mut self, ev: ConnEvent) {
+        // Anything but more records sees the store as the peer will: commit first.
+        if !matches!(ev, ConnEvent::Frame(_, Message::Records { .. })) {
+            self.flush_batch();
+        }
         match ev {
             ConnEvent::Up(up) => self.on_up(*up),
             ConnEvent::Frame(id, msg) => self.on_frame(id, msg),
@@ -1353,7 +1379,39 @@ impl Node {
             self.admit(r, body, via_sync, Some(from), &mut accepted);
         }
         self.prevalidated.clear();
-        self.commit(accepted, Some(from));
+        self.batch.extend(accepted.into_iter().map(|p| (p, Some(from))));
+    }
+
+    /// Commits the admitted records in one transaction, then floods each to every
+    /// neighbour but the one it came from.
+    fn flush_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let puts: Vec<Put> = batch.iter().map(|(p, _)| p.clone()).collect();
+        if let Err(e) = self.store.put_batch(&puts) {
+            for p in &puts {
+                self.items.remove(p.record.id.as_bytes());
+            }
+            self.emit(Event::Error(format!("cannot store records: {e}")));
+            return;
+        }
+        let sources: HashSet<Option<ConnId>> = batch.iter().map(|(_, f)| *f).collect();
+        if sources.len() == 1 {
+            let from = batch[0].1;
+            self.after_commit(puts, from);
+        } else {
+            // Records from several neighbours: each goes everywhere but where it came from.
+            for source in sources {
+                let part: Vec<Put> = batch
+                    .iter()
+                    .filter(|(_, f)| *f == source)
+                    .map(|(p, _)| p.clone())
+                    .collect();
+                self.after_commit(part, source);
+            }
+        }
     }
 
     /// Verifies the signatures of a large batch (sync brings thousands) on every core
@@ -1470,6 +1528,7 @@ impl Node {
             version: r.version,
             digest,
         });
+        self.stats.accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let creator = r.creator;
         let is_membership = r.rtype == MEMBERSHIP_TYPE;
         accepted.push(Put {
@@ -1597,8 +1656,8 @@ impl Node {
                 c.writer.send(f.clone());
             }
         }
-        if max_seq_changed && let Ok(seq) = self.store.max_seq() {
-            self.seq_tx.send_replace(seq);
+        if max_seq_changed {
+            self.seq_tx.send_replace(self.store.last_seq());
         }
     }
 

@@ -154,8 +154,11 @@ impl Store {
                 found: version,
             });
         }
-        conn.execute_batch(SCHEMA).map_err(err)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(err)?;
+        // A current store needs no write at open (each costs a commit on the start path).
+        if version < SCHEMA_VERSION {
+            conn.execute_batch(SCHEMA).map_err(err)?;
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(err)?;
+        }
         let next_seq: i64 = conn
             .query_row("SELECT coalesce(max(seq), 0) + 1 FROM records", [], |r| r.get(0))
             .map_err(err)?;

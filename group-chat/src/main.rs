@@ -151,6 +151,15 @@ async fn online(
         initial_messages: args.send.iter().cloned().collect(),
         discover: true,
     };
+    // The output thread's own store connection and cursor, opened before going online so
+    // that the first events are not held up behind it.
+    let opened = Store::open_read_only(&store_path)
+        .map_err(|e| e.to_string())
+        .and_then(|s| {
+            chat::Cursor::open(&cursor_path)
+                .map(|c| (s, c))
+                .map_err(|e| format!("{}: {e}", cursor_path.display()))
+        });
     let (handle, mut events, task) = node::start(cfg).await.context("cannot go online")?;
     // --send is for scripts: in human mode only errors are worth a line.
     let quiet = mode == Mode::Human && args.send.is_some();
@@ -179,7 +188,7 @@ async fn online(
             offset,
             online_since_ms,
         };
-        std::thread::spawn(move || output_loop(out_rx, &store_path, &cursor_path, &view, &dirty, &closed))
+        std::thread::spawn(move || output_loop(out_rx, opened, &view, &dirty, &closed))
     };
     let notify_records = |tx: &std::sync::mpsc::Sender<Out>| {
         if !dirty.swap(true, Ordering::AcqRel) {
@@ -282,20 +291,12 @@ struct View {
 
 fn output_loop(
     rx: std::sync::mpsc::Receiver<Out>,
-    store_path: &std::path::Path,
-    cursor_path: &std::path::Path,
+    opened: Result<(Store, chat::Cursor), String>,
     view: &View,
     dirty: &AtomicBool,
     closed: &AtomicBool,
 ) {
     let (me, mode, offset) = (view.me.as_str(), view.mode, view.offset);
-    let opened = Store::open_read_only(store_path)
-        .map_err(|e| e.to_string())
-        .and_then(|s| {
-            chat::Cursor::open(cursor_path)
-                .map(|c| (s, c))
-                .map_err(|e| format!("{}: {e}", cursor_path.display()))
-        });
     let (store, mut cursor) = match opened {
         Ok(x) => x,
         Err(e) => {

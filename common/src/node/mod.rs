@@ -54,6 +54,9 @@ pub const DIRECT_IDLE: Duration = Duration::from_secs(60);
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest redial delay.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Cores available for parallel signature checks, asked once.
+static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
 /// Most connection events taken in before one commit.
 pub const MAX_EVENTS_PER_COMMIT: usize = 256;
 /// Batches at least this large have their signatures verified on every core.
@@ -1419,8 +1422,12 @@ impl Node {
     /// core verifies only ~35,000 Ed25519 signatures a second. Records already held or
     /// whose signer is unknown are left for the sequential path.
     fn verify_in_parallel(&self, records: &[(Record, Vec<u8>)]) -> HashMap<(Uuid, [u8; 16]), bool> {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
-        if records.len() < PARALLEL_VERIFY_MIN || threads < 2 {
+        // available_parallelism reads cgroup files: ask once, and only for big batches.
+        if records.len() < PARALLEL_VERIFY_MIN {
+            return HashMap::new();
+        }
+        let threads = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(8));
+        if threads < 2 {
             return HashMap::new();
         }
         let work: Vec<(&Record, &Cert)> = records

@@ -226,6 +226,15 @@ pub enum ConnKind {
     Direct,
 }
 
+impl From<Purpose> for ConnKind {
+    fn from(p: Purpose) -> ConnKind {
+        match p {
+            Purpose::Neighbour => ConnKind::Neighbour,
+            Purpose::Direct => ConnKind::Direct,
+        }
+    }
+}
+
 /// Connection changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnChange {
@@ -869,11 +878,7 @@ impl Node {
             } => {
                 self.dialing.remove(&addr);
                 self.note_failure(addr);
-                let kind = if purpose == Purpose::Direct {
-                    ConnKind::Direct
-                } else {
-                    ConnKind::Neighbour
-                };
+                let kind = ConnKind::from(purpose);
                 self.emit(Event::Connection {
                     kind,
                     change: ConnChange::Failed,
@@ -935,16 +940,9 @@ impl Node {
         // admit records that were waiting for it.
         if let std::collections::hash_map::Entry::Vacant(slot) = self.certs.entry(member) {
             slot.insert(up.cert.clone());
-            if let Some(waiting) = self.pending.remove(&member) {
-                self.pending_count -= waiting.len();
-                let mut accepted = Vec::new();
-                for p in waiting {
-                    if let Ok(r) = Record::decode(&p.body) {
-                        self.admit(r, p.body, p.via_sync, p.from, &mut accepted);
-                    }
-                }
-                self.commit(accepted, None);
-            }
+            let mut accepted = Vec::new();
+            self.release_pending(member, &mut accepted);
+            self.batch.extend(accepted.into_iter().map(|p| (p, None)));
         }
         let name = self
             .presence
@@ -981,11 +979,7 @@ impl Node {
                 return;
             }
         }
-        let kind = if up.purpose == Purpose::Neighbour {
-            ConnKind::Neighbour
-        } else {
-            ConnKind::Direct
-        };
+        let kind = ConnKind::from(up.purpose);
         let had_neighbour = self
             .conns
             .values()
@@ -1056,11 +1050,7 @@ impl Node {
     }
 
     fn after_down(&mut self, c: Conn, reason: &str) {
-        let kind = if c.purpose == Purpose::Neighbour {
-            ConnKind::Neighbour
-        } else {
-            ConnKind::Direct
-        };
+        let kind = ConnKind::from(c.purpose);
         self.emit(Event::Connection {
             kind,
             change: ConnChange::Down,
@@ -1457,21 +1447,6 @@ impl Node {
         })
     }
 
-    fn commit(&mut self, accepted: Vec<Put>, from: Option<ConnId>) {
-        if accepted.is_empty() {
-            return;
-        }
-        if let Err(e) = self.store.put_batch(&accepted) {
-            // Nothing unstored may be flooded or shown: forget these; sync brings them again.
-            for p in &accepted {
-                self.items.remove(p.record.id.as_bytes());
-            }
-            self.emit(Event::Error(format!("cannot store records: {e}")));
-            return;
-        }
-        self.after_commit(accepted, from);
-    }
-
     /// Decides whether a received record is stored: skips copies we have, checks times,
     /// membership and signature, applies the conflict rule. Accepted records go into
     /// `accepted` (and the sync index) for one batched commit.
@@ -1544,7 +1519,14 @@ impl Node {
             via_sync,
             received_ns: now_ns(),
         });
-        if is_membership && let Some(waiting) = self.pending.remove(&creator) {
+        if is_membership {
+            self.release_pending(creator, accepted);
+        }
+    }
+
+    /// Admits the records that waited for `member`'s membership, now known.
+    fn release_pending(&mut self, member: [u8; 20], accepted: &mut Vec<Put>) {
+        if let Some(waiting) = self.pending.remove(&member) {
             self.pending_count -= waiting.len();
             for p in waiting {
                 if let Ok(r) = Record::decode(&p.body) {

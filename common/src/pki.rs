@@ -501,9 +501,42 @@ impl Cert {
 
     /// Whether `issuer`'s key signed this certificate.
     pub fn is_signed_by(&self, issuer: &Cert) -> bool {
-        self.signature_oid == issuer.key_type.signature_oid() && issuer.verify(&self.tbs, &self.signature)
+        if self.signature_oid != issuer.key_type.signature_oid() {
+            return false;
+        }
+        // Whether these exact bytes were signed by that key never changes, and every
+        // member's chain repeats the root and the admins' links: remember the answers.
+        let key = {
+            let mut input = Vec::with_capacity(self.der.len() + issuer.spki.len());
+            input.extend_from_slice(&self.der);
+            input.extend_from_slice(&issuer.spki);
+            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &input);
+            let mut k = [0u8; 32];
+            k.copy_from_slice(d.as_ref());
+            k
+        };
+        if let Ok(cache) = SIGNED_LINKS.lock()
+            && let Some(ok) = cache.get(&key)
+        {
+            return *ok;
+        }
+        let ok = issuer.verify(&self.tbs, &self.signature);
+        if let Ok(mut cache) = SIGNED_LINKS.lock() {
+            if cache.len() >= SIGNED_LINKS_CAP {
+                cache.clear();
+            }
+            cache.insert(key, ok);
+        }
+        ok
     }
 }
+
+/// Most certificate-signature results remembered.
+const SIGNED_LINKS_CAP: usize = 4096;
+
+/// Results of certificate signature checks, keyed by SHA-256(certificate || issuer key).
+static SIGNED_LINKS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<[u8; 32], bool>>> =
+    std::sync::LazyLock::new(Default::default);
 
 /// Whether `bytes` are one DER X.509 certificate (of any origin), nothing more.
 pub fn is_der_certificate(bytes: &[u8]) -> bool {
@@ -617,6 +650,24 @@ pub fn verify_chain(
     group: Uuid,
     at: OffsetDateTime,
 ) -> Result<Claim, PkiError> {
+    let claim = verify_chain_links(root, issuers, leaf, group, at)?;
+    if !leaf.is_ca {
+        verify_with_webpki(root, issuers, leaf, at)?;
+    }
+    Ok(claim)
+}
+
+/// [`verify_chain`] without the second pass through webpki: for chains that arrive in
+/// membership records, where the TLS handshake is not the question (it runs webpki on
+/// every connection anyway) and each record would otherwise pay three more signature
+/// checks.
+pub fn verify_chain_links(
+    root: &Cert,
+    issuers: &[Cert],
+    leaf: &Cert,
+    group: Uuid,
+    at: OffsetDateTime,
+) -> Result<Claim, PkiError> {
     if issuers.len() > MAX_ISSUING_LINKS || (leaf.is_ca && issuers.len() >= MAX_ISSUING_LINKS) {
         return Err(PkiError::ChainTooLong(issuers.len() + usize::from(leaf.is_ca)));
     }
@@ -697,9 +748,6 @@ pub fn verify_chain(
         }
         parent = cert;
         parent_name = name;
-    }
-    if !leaf.is_ca {
-        verify_with_webpki(root, issuers, leaf, at)?;
     }
     Ok(leaf.claim.clone())
 }

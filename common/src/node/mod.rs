@@ -1270,13 +1270,16 @@ impl Node {
                 }
                 self.set_status(|s| s.synchronized = true);
             }
-            Message::SyncEndAck => {
-                if let Some(c) = self.conns.get_mut(&id) {
-                    c.syncing = false;
-                }
-                self.set_status(|s| s.synchronized = true);
-            }
+            Message::SyncEndAck => self.finish_sync(id),
         }
+    }
+
+    /// Our sync session with `id` is complete: we hold the union of both sets.
+    fn finish_sync(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.syncing = false;
+        }
+        self.set_status(|s| s.synchronized = true);
     }
 
     fn start_sync(&mut self, id: ConnId) {
@@ -1302,6 +1305,9 @@ impl Node {
             if let Some(c) = self.conns.get(&id) {
                 c.writer.send_message(&Message::SyncEnd);
             }
+            // The peer answered our last wants before this empty reply (one ordered
+            // stream): we hold the union now, without waiting for SyncEndAck.
+            self.finish_sync(id);
             return;
         }
         let outcome = match sync::reconcile(&self.items, &incoming) {
@@ -1326,6 +1332,11 @@ impl Node {
             });
         } else if outcome.reply.is_empty() {
             c.writer.send_message(&Message::SyncEnd);
+            if outcome.want.is_empty() && outcome.send.is_empty() {
+                // Nothing outstanding either way (what we pushed is only the peer's once
+                // it acknowledges): no need to wait for SyncEndAck.
+                self.finish_sync(id);
+            }
         } else {
             c.writer.send_message(&Message::SyncRanges {
                 from_initiator: true,
@@ -1602,7 +1613,7 @@ impl Node {
         let certs = decode_chain(&r.data).ok_or("its chain does not decode")?;
         let (leaf, chain) = certs.split_first().ok_or("empty chain")?;
         let m = &self.membership;
-        let claim = pki::verify_chain(&m.root, chain, leaf, m.group.id, now).map_err(|e| e.to_string())?;
+        let claim = pki::verify_chain_links(&m.root, chain, leaf, m.group.id, now).map_err(|e| e.to_string())?;
         match claim {
             Claim::Membership { member, .. } if hex_to_bytes(&member) == Some(r.creator) => {}
             _ => return Err("the chain is for another member".into()),

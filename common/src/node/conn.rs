@@ -25,6 +25,10 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most handshakes in progress at once; more wait in the kernel's accept queue.
 pub const MAX_PENDING_HANDSHAKES: usize = 64;
 
+/// Write buffer per connection: frames are coalesced up to this size before rustls
+/// encrypts them (16 KiB is one TLS record); larger buffers only cost idle memory.
+pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
 /// Identifies one connection for the node's lifetime.
 pub type ConnId = u64;
 
@@ -319,7 +323,7 @@ async fn write_loop(
     queued: Arc<AtomicUsize>,
     stats: Arc<Stats>,
 ) {
-    let mut out = BufWriter::with_capacity(64 * 1024, write);
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, write);
     while let Some(frame) = rx.recv().await {
         let mut n = frame.len();
         if out.write_all(&frame).await.is_err() {

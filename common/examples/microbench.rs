@@ -84,15 +84,7 @@ fn storage() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("s.db"), Durability::Normal).unwrap();
         let n = if batch == 1 { 5_000 } else { 100_000 };
-        let puts: Vec<Put> = records[..n]
-            .iter()
-            .map(|r| Put {
-                record: r.clone(),
-                body: r.encode(),
-                via_sync: false,
-                received_ns: 0,
-            })
-            .collect();
+        let puts: Vec<Put> = records[..n].iter().map(|r| Put::new(r.clone(), false, 0)).collect();
         let t = Instant::now();
         for chunk in puts.chunks(batch) {
             store.put_batch(chunk).unwrap();
@@ -202,15 +194,7 @@ async fn catch_up(total: usize, missing: usize) {
     let seed = |name: &str, rs: &[Record]| {
         let path = membership::find(&home, name, "B").unwrap().dir.join(STORE_FILE);
         let mut store = Store::open(&path, Durability::Normal).unwrap();
-        let puts: Vec<Put> = rs
-            .iter()
-            .map(|r| Put {
-                record: r.clone(),
-                body: r.encode(),
-                via_sync: false,
-                received_ns: 0,
-            })
-            .collect();
+        let puts: Vec<Put> = rs.iter().map(|r| Put::new(r.clone(), false, 0)).collect();
         for chunk in puts.chunks(10_000) {
             store.put_batch(chunk).unwrap();
         }

@@ -124,6 +124,19 @@ pub struct Put {
     pub received_ns: i64,
 }
 
+impl Put {
+    /// A record to write, encoded here (for records made locally or in tests).
+    pub fn new(record: Record, via_sync: bool, received_ns: i64) -> Put {
+        let body = record.encode();
+        Put {
+            record,
+            body,
+            via_sync,
+            received_ns,
+        }
+    }
+}
+
 /// Summary of a stored record: what sync compares.
 pub type Summary = (Uuid, u64, [u8; 16]);
 

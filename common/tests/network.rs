@@ -126,15 +126,7 @@ impl Fixture {
     /// Writes records straight into member i's store (before its node runs).
     fn seed(&self, i: usize, records: &[Record]) {
         let mut store = Store::open(&self.store_path(i), Durability::Normal).unwrap();
-        let puts: Vec<Put> = records
-            .iter()
-            .map(|r| Put {
-                record: r.clone(),
-                body: r.encode(),
-                via_sync: false,
-                received_ns: 0,
-            })
-            .collect();
+        let puts: Vec<Put> = records.iter().map(|r| Put::new(r.clone(), false, 0)).collect();
         store.put_batch(&puts).unwrap();
     }
 }

@@ -145,6 +145,18 @@ fn wait_present(peer: &mut Peer, member: &Member) {
 }
 
 #[track_caller]
+/// alice, bob and carol online, bob and carol synchronized, and alice seeing both.
+fn three_online(g: &[Member]) -> (Peer, Peer, Peer) {
+    let mut alice = g[0].online();
+    let mut bob = g[1].online();
+    let mut carol = g[2].online();
+    wait_ready(&mut bob);
+    wait_ready(&mut carol);
+    wait_present(&mut alice, &g[1]);
+    wait_present(&mut alice, &g[2]);
+    (alice, bob, carol)
+}
+
 fn wait_ready(peer: &mut Peer) {
     peer.wait_for("ready", WAIT, |e| e["event"] == "ready");
 }
@@ -374,13 +386,7 @@ fn a_member_killed_and_restarted_gets_what_it_missed_and_nothing_twice() {
 #[test]
 fn a_whisper_reaches_only_its_addressee() {
     let g = group(&["alice", "bob", "carol"]);
-    let mut alice = g[0].online();
-    let mut bob = g[1].online();
-    let mut carol = g[2].online();
-    wait_ready(&mut bob);
-    wait_ready(&mut carol);
-    wait_present(&mut alice, &g[1]);
-    wait_present(&mut alice, &g[2]);
+    let (mut alice, mut bob, mut carol) = three_online(&g);
     alice.send("/msg bob secret for bob");
     let w = bob.wait_for("whisper", WAIT, |e| e["event"] == "whisper");
     assert_eq!(w["from"], g[0].id.as_str(), "{w}");
@@ -429,13 +435,7 @@ fn a_whisper_reaches_only_its_addressee() {
 #[test]
 fn who_lists_present_members_and_drops_one_that_quits() {
     let g = group(&["alice", "bob", "carol"]);
-    let mut alice = g[0].online();
-    let mut bob = g[1].online();
-    let mut carol = g[2].online();
-    wait_ready(&mut bob);
-    wait_ready(&mut carol);
-    wait_present(&mut alice, &g[1]);
-    wait_present(&mut alice, &g[2]);
+    let (mut alice, mut bob, mut carol) = three_online(&g);
     alice.send("/who");
     let who = alice.wait_for("members", WAIT, |e| e["event"] == "members");
     let list = who["members"].as_array().expect("members list");
@@ -1086,4 +1086,34 @@ fn human_mode_prints_chat_lines_and_end_of_input_leaves_cleanly() {
         "{l}"
     );
     assert!(bob.stderr().contains("online in Friends as bob"), "{}", bob.stderr());
+}
+
+#[test]
+fn bad_options_and_an_unusable_listen_address_are_refused_before_going_online() {
+    let g = group(&["alice", "bob"]);
+    let run = |args: &[&str]| {
+        let mut all = vec!["--identity", "alice", "--group", GROUP];
+        all.extend_from_slice(args);
+        g[0].home.run("group-chat", &all)
+    };
+    // Usage errors: clap refuses them with exit 2.
+    for bad in [
+        &["--max-neighbours", "0"][..],
+        &["--durability", "sometimes"],
+        &["--peer", "not-an-address"],
+        &["--timeout", "soon", "--send", "x"],
+    ] {
+        let out = run(bad);
+        assert_eq!(out.code, 2, "{bad:?} is a usage error: {out:?}");
+    }
+    run(&["--advertise", "example.org:1"]).fails_with("invalid address \"example.org:1\"");
+    // A port someone else holds: one line saying so, nothing half-started.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = holder.local_addr().unwrap().to_string();
+    run(&["--listen", &taken]).fails_with(&format!("unable to listen on {taken}"));
+    // The failed starts left the store usable and unlocked.
+    let mut alice = g[0].online();
+    let mut bob = g[1].online();
+    wait_ready(&mut bob);
+    say_and_see(&mut alice, "still fine", &mut [&mut bob]);
 }

@@ -22,6 +22,9 @@ use crate::identity::Identity;
 use crate::membership::Membership;
 use crate::pki::{self, Cert, Claim};
 
+/// What a dial that reached another member than the expected one fails with.
+pub const WRONG_MEMBER: &str = "not the one dialled";
+
 /// Server name that accepts any member of the group.
 pub const ANY_MEMBER: &str = "any.member.invalid";
 
@@ -157,7 +160,7 @@ impl ServerCertVerifier for GroupVerifier {
             && name.as_ref() != pki::member_dns_name(&member)
         {
             return Err(rustls::Error::General(format!(
-                "the peer is member {member}, not the one dialled ({})",
+                "the peer is member {member}, {WRONG_MEMBER} ({})",
                 name.as_ref()
             )));
         }

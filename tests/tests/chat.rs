@@ -1117,3 +1117,18 @@ fn bad_options_and_an_unusable_listen_address_are_refused_before_going_online() 
     wait_ready(&mut bob);
     say_and_see(&mut alice, "still fine", &mut [&mut bob]);
 }
+
+#[test]
+fn a_peer_named_with_the_wrong_member_id_is_reported_and_does_not_block_its_address() {
+    // Regression: `--peer BOB_ID@ALICE_ADDR` once held alice's address in backoff for
+    // good, so carol never reached alice through her invitation's bootstrap address.
+    let g = group(&["alice", "bob", "carol"]);
+    let mut alice = g[0].online();
+    let wrong = format!("{}@{}", g[1].id, g[0].addr);
+    let mut carol = g[2].chat(&["--peer", &wrong]);
+    let err = carol.wait_for("an error about the --peer", WAIT, |e| e["event"] == "error");
+    let text = err["message"].as_str().unwrap_or_default();
+    assert!(text.contains("--peer") && text.contains(&g[0].id), "{err}");
+    wait_ready(&mut carol);
+    say_and_see(&mut alice, "reached through the bootstrap address", &mut [&mut carol]);
+}

@@ -877,7 +877,19 @@ impl Node {
                 reason,
             } => {
                 self.dialing.remove(&addr);
-                self.note_failure(addr);
+                if purpose == Purpose::Neighbour && expected.is_some() && reason.contains(tls::WRONG_MEMBER) {
+                    // `--peer ID@ADDR` names someone who is not there: a mistake in the
+                    // command line, not a member to retry. Drop that entry (its backoff
+                    // would also hold back dials of the address without an id) and say so.
+                    self.peers.retain(|p| !(p.addr == addr && p.member == expected));
+                    self.backoff.remove(&addr);
+                    self.emit(Event::Error(format!(
+                        "--peer {}@{addr}: {reason}; no longer dialling it as that member",
+                        expected.as_deref().unwrap_or_default()
+                    )));
+                } else {
+                    self.note_failure(addr);
+                }
                 let kind = ConnKind::from(purpose);
                 self.emit(Event::Connection {
                     kind,

@@ -27,6 +27,9 @@ pub enum GroupError {
         /// The existing group's id.
         id: Uuid,
     },
+    /// A presence lifetime too short to refresh in time.
+    #[error("presence lifetime {0} is too short: use at least 3s")]
+    PresenceTooShort(String),
     /// A lifetime beyond what certificates can hold.
     #[error("{what} {value} is longer than the group root's 100-year lifetime")]
     TooLong {
@@ -65,6 +68,9 @@ pub struct GroupSpec {
     pub message_lifetime: Duration,
     /// Default membership lifetime (also the creator's own).
     pub member_lifetime: Duration,
+    /// How long a member's presence lasts without a refresh (members refresh at a
+    /// third of it): how soon a member that vanished without leaving drops off the list.
+    pub presence_lifetime: Duration,
 }
 
 /// Path of the identity's lock, held while its memberships change.
@@ -96,13 +102,24 @@ pub fn create(home: &Home, creator: &Identity, spec: &GroupSpec) -> Result<Membe
             value: clock::format_duration(spec.member_lifetime),
         });
     }
+    if spec.presence_lifetime < Duration::from_secs(3) {
+        return Err(GroupError::PresenceTooShort(clock::format_duration(
+            spec.presence_lifetime,
+        )));
+    }
+    if spec.presence_lifetime >= pki::ROOT_LIFETIME {
+        return Err(GroupError::TooLong {
+            what: "presence lifetime",
+            value: clock::format_duration(spec.presence_lifetime),
+        });
+    }
     let group = GroupInfo {
         id: Uuid::new_v4(),
         name: spec.name.clone(),
         classifier: spec.classifier.clone(),
         message_lifetime_secs: spec.message_lifetime.as_secs(),
         member_lifetime_secs: spec.member_lifetime.as_secs(),
-        presence_lifetime_secs: membership::DEFAULT_PRESENCE_LIFETIME.as_secs(),
+        presence_lifetime_secs: spec.presence_lifetime.as_secs(),
     };
     // The root key has the creator's key type, so an RSA creator gets an RSA group.
     let root_key = creator.cert.key_type.generate()?;

@@ -78,6 +78,9 @@ pub enum Message {
         /// UTF-8 text.
         text: String,
     },
+    /// Nothing else to send for a while: proves the connection is alive, so a peer
+    /// that falls silent (a cut cable, a partition) is noticed and redialled.
+    Ping,
 }
 
 const T_HELLO: u8 = 1;
@@ -87,6 +90,7 @@ const T_SYNC_RANGES: u8 = 4;
 const T_SYNC_END: u8 = 5;
 const T_SYNC_END_ACK: u8 = 6;
 const T_WHISPER: u8 = 7;
+const T_PING: u8 = 8;
 
 impl Message {
     /// Encodes the message as a complete frame (length prefix included).
@@ -134,6 +138,7 @@ impl Message {
             }
             Message::SyncEnd => p.push(T_SYNC_END),
             Message::SyncEndAck => p.push(T_SYNC_END_ACK),
+            Message::Ping => p.push(T_PING),
             Message::Whisper { text } => {
                 p.push(T_WHISPER);
                 p.extend_from_slice(text.as_bytes());
@@ -217,6 +222,7 @@ impl Message {
             }
             T_SYNC_END => Message::SyncEnd,
             T_SYNC_END_ACK => Message::SyncEndAck,
+            T_PING => Message::Ping,
             T_WHISPER => {
                 let text = std::str::from_utf8(std::mem::take(&mut rest))
                     .map_err(|_| WireError::Malformed("whisper not UTF-8"))?;
@@ -294,6 +300,7 @@ mod tests {
             },
             Message::SyncEnd,
             Message::SyncEndAck,
+            Message::Ping,
             Message::Whisper {
                 text: "psst ✓".into()
             },

@@ -34,6 +34,10 @@ struct Args {
     /// How long memberships last (the creator's too, and the default for invitations)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "365d")]
     member_lifetime: Duration,
+    /// How long a member stays listed after it vanishes without leaving (a crash, a
+    /// lost network); members refresh their presence at a third of it. At least 3s
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "5m")]
+    presence_lifetime: Duration,
     /// Friendly name of the group
     friendly_name: String,
 }
@@ -52,6 +56,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         listen: membership::choose_listen(args.listen.as_deref())?,
         message_lifetime: args.message_lifetime,
         member_lifetime: args.member_lifetime,
+        presence_lifetime: args.presence_lifetime,
     };
     let m = group::create(&home, &creator, &spec)
         .with_context(|| format!("cannot create group {:?}", args.friendly_name))?;

@@ -3,11 +3,13 @@
 //! decision is the node actor's.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncWriteExt, BufWriter, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWriteExt, BufWriter, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;
@@ -28,6 +30,13 @@ pub const MAX_PENDING_HANDSHAKES: usize = 64;
 /// Write buffer per connection: frames are coalesced up to this size before rustls
 /// encrypts them (16 KiB is one TLS record); larger buffers only cost idle memory.
 pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
+/// A writer with nothing to send for this long sends a Ping, so the peer hears from it.
+pub const KEEPALIVE: Duration = Duration::from_secs(1);
+/// A connection that has received nothing for this long is dead (a partition, a
+/// crashed host, a cut cable: TCP alone would wait minutes) and is closed, so the node
+/// dials someone reachable. Several keepalives long, so a busy peer is not cut.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(5);
 
 /// Identifies one connection for the node's lifetime.
 pub type ConnId = u64;
@@ -83,6 +92,58 @@ pub struct ConnUp {
     pub writer: Writer,
     /// Stops the reader task.
     pub reader: AbortHandle,
+    /// When the peer was last heard from.
+    pub heard: Heard,
+}
+
+/// When a connection last received any bytes (shared by its reader and the node).
+#[derive(Debug, Clone)]
+pub struct Heard(Arc<AtomicU64>);
+
+impl Heard {
+    fn new() -> Self {
+        let h = Heard(Arc::new(AtomicU64::new(0)));
+        h.touch();
+        h
+    }
+
+    fn millis() -> u64 {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+    }
+
+    fn touch(&self) {
+        self.0.store(Self::millis(), Ordering::Relaxed);
+    }
+
+    /// While the reader waits for the node to take a frame it reads nothing; that
+    /// wait is ours, not the peer's silence.
+    fn hold(&self) {
+        self.0.store(u64::MAX, Ordering::Relaxed);
+    }
+
+    /// How long since the last bytes arrived.
+    pub fn silent_for(&self) -> Duration {
+        Duration::from_millis(Self::millis().saturating_sub(self.0.load(Ordering::Relaxed)))
+    }
+}
+
+/// A reader that notes every arrival of bytes, even in the middle of a large frame
+/// crawling over a slow link, so only true silence counts.
+struct Watched<R> {
+    inner: R,
+    heard: Heard,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Watched<R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.heard.touch();
+        }
+        polled
+    }
 }
 
 /// The sending side of one connection: an unbounded queue whose byte count the node
@@ -275,7 +336,12 @@ async fn start(
         queued: queued.clone(),
     };
     tokio::spawn(write_loop(write_half, rx, queued, stats.clone()));
-    let reader = tokio::spawn(read_loop(id, read_half, events.clone(), stats)).abort_handle();
+    let heard = Heard::new();
+    let watched = Watched {
+        inner: read_half,
+        heard: heard.clone(),
+    };
+    let reader = tokio::spawn(read_loop(id, watched, events.clone(), stats)).abort_handle();
     let up = ConnUp {
         id,
         member: cert.member_id.clone(),
@@ -286,13 +352,14 @@ async fn start(
         peer_addresses,
         writer,
         reader,
+        heard,
     };
     let _ = events.send(ConnEvent::Up(Box::new(up))).await;
 }
 
 async fn read_loop(
     id: ConnId,
-    mut read: ReadHalf<TlsStream<TcpStream>>,
+    mut read: Watched<ReadHalf<TlsStream<TcpStream>>>,
     events: mpsc::Sender<ConnEvent>,
     stats: Arc<Stats>,
 ) {
@@ -302,11 +369,15 @@ async fn read_loop(
                 stats.bytes_in.fetch_add(payload.len() as u64 + 4, Ordering::Relaxed);
                 payload
             }) {
+                // Its arrival was the point; the node need not wake for it.
+                Ok(Message::Ping) => {}
                 // A full node queue makes us wait here: back-pressure onto the sender.
                 Ok(msg) => {
+                    read.heard.hold();
                     if events.send(ConnEvent::Frame(id, msg)).await.is_err() {
                         return;
                     }
+                    read.heard.touch();
                 }
                 Err(e) => break format!("bad frame: {e}"),
             },
@@ -324,7 +395,20 @@ async fn write_loop(
     stats: Arc<Stats>,
 ) {
     let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, write);
-    while let Some(frame) = rx.recv().await {
+    loop {
+        let frame = match tokio::time::timeout(KEEPALIVE, rx.recv()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(_) => {
+                // Not counted in `queued`: the node never queued it.
+                let ping = Message::Ping.encode();
+                if out.write_all(&ping).await.is_err() || out.flush().await.is_err() {
+                    break;
+                }
+                stats.bytes_out.fetch_add(ping.len() as u64, Ordering::Relaxed);
+                continue;
+            }
+        };
         let mut n = frame.len();
         if out.write_all(&frame).await.is_err() {
             break;

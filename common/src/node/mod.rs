@@ -30,7 +30,7 @@ use crate::store::{Durability, Put, STORE_FILE, Store, StoreError};
 use crate::sync::{self, Item, ItemSet};
 use crate::tls::{self, TlsConfigs};
 use crate::wire::{Message, Purpose};
-use conn::{ConnEvent, ConnId, ConnUp, Writer};
+use conn::{ConnEvent, ConnId, ConnUp, Heard, SILENCE_LIMIT, Writer};
 
 /// Default cap on neighbour connections.
 pub const DEFAULT_MAX_NEIGHBOURS: usize = 8;
@@ -52,8 +52,9 @@ pub const PURGE_EVERY: Duration = Duration::from_secs(5);
 pub const DIRECT_IDLE: Duration = Duration::from_secs(60);
 /// First redial delay; doubles per failure up to [`MAX_BACKOFF`].
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
-/// Longest redial delay.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Longest redial delay. Short, because after a partition heals the next redial is
+/// what re-merges the halves; a failed dial of a dead address costs almost nothing.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(3);
 /// Cores available for parallel signature checks, asked once.
 static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 
@@ -370,6 +371,7 @@ struct Conn {
     purpose: Purpose,
     writer: Writer,
     reader: tokio::task::AbortHandle,
+    heard: Heard,
     lagging: bool,
     syncing: bool,
     last_used: Instant,
@@ -919,7 +921,8 @@ impl Node {
         });
         b.delay = (b.delay * 2).min(MAX_BACKOFF);
         // Jitter keeps restarting peers from dialling in lockstep.
-        let jitter = Duration::from_millis(u64::from(rand_u16() % 100));
+        let spread = (b.delay.as_millis() as u64 / 4).max(100);
+        let jitter = Duration::from_millis(u64::from(rand_u16()) % spread);
         b.until = Instant::now() + b.delay + jitter;
     }
 
@@ -1005,6 +1008,7 @@ impl Node {
             purpose: up.purpose,
             writer: up.writer,
             reader: up.reader,
+            heard: up.heard,
             lagging: false,
             syncing: false,
             last_used: Instant::now(),
@@ -1170,6 +1174,15 @@ impl Node {
         for id in stalled {
             self.close(id, "the peer is not reading");
         }
+        let silent: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.heard.silent_for() > SILENCE_LIMIT)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in silent {
+            self.close(id, "nothing heard for 5 s");
+        }
         for id in resync {
             self.start_sync(id);
         }
@@ -1271,6 +1284,8 @@ impl Node {
                     recv_ns: now_ns(),
                 });
             }
+            // Readers drop pings; nothing to do should one get here.
+            Message::Ping => {}
             _ if purpose == Purpose::Direct => self.close(id, "only whispers are allowed on a direct connection"),
             Message::Hello { .. } => self.close(id, "unexpected hello"),
             Message::Records { sync, bodies } => self.on_records(id, bodies, sync),

@@ -147,7 +147,7 @@ fn pair() -> (tempfile::TempDir, Home) {
         listen: "127.0.0.1:0".parse().unwrap(),
         message_lifetime: Duration::from_secs(86_400),
         member_lifetime: Duration::from_secs(86_400 * 30),
-        presence_lifetime: peergroup_common::membership::DEFAULT_PRESENCE_LIFETIME,
+        presence_lifetime: common::membership::DEFAULT_PRESENCE_LIFETIME,
     };
     let m = group::create(&home, &creator, &spec).unwrap();
     let id = Identity::create(&home, "m1", KeyType::Ed25519, "m1").unwrap();

@@ -38,7 +38,7 @@ fn fixture(n: usize) -> Fixture {
         listen: "127.0.0.1:0".parse().unwrap(),
         message_lifetime: Duration::from_secs(7 * 86_400),
         member_lifetime: Duration::from_secs(365 * 86_400),
-        presence_lifetime: peergroup_common::membership::DEFAULT_PRESENCE_LIFETIME,
+        presence_lifetime: common::membership::DEFAULT_PRESENCE_LIFETIME,
     };
     let m = group::create(&home, &creator, &spec).unwrap();
     for i in 1..n {

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod group;
+pub mod netns;
+pub mod relay;
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {

@@ -1,6 +1,7 @@
 //! `group-chat` end to end: real processes on loopback, one home per member, watched
 //! through `--json`. Each test sets up its own group with fresh ports and keys.
 
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 use peergroup_tests::group::*;
@@ -852,4 +853,50 @@ fn a_peer_named_with_the_wrong_member_id_is_reported_and_does_not_block_its_addr
     assert!(text.contains("--peer") && text.contains(&g[0].id), "{err}");
     wait_ready(&mut carol);
     say_and_see(&mut alice, "reached through the bootstrap address", &mut [&mut carol]);
+}
+
+#[test]
+fn a_member_connection_that_falls_silent_is_closed_and_a_quiet_one_is_kept_alive_by_pings() {
+    let g = group(&["alice", "mallory"]);
+    let mut alice = g[0].online();
+    // Mallory's own connection: it reads, but never sends a byte after its Hello.
+    let mut s = member_connection(&g[1], &g[0].addr);
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        assert!(
+            start.elapsed() < WAIT,
+            "alice kept a silent connection open for {WAIT:?}"
+        );
+        match s.read(&mut buf) {
+            Ok(0) => break start.elapsed(),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break start.elapsed(),
+        }
+    };
+    // What alice sent meanwhile, frame by frame: pings, since she had nothing else.
+    let mut pings = 0;
+    let mut rest = &got[..];
+    while rest.len() >= 4 {
+        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        let Some(payload) = rest.get(4..4 + len) else { break };
+        if common::wire::Message::decode(payload).is_ok_and(|m| m == common::wire::Message::Ping) {
+            pings += 1;
+        }
+        rest = &rest[4 + len..];
+    }
+    eprintln!("silent connection closed after {closed:?}; {pings} pings received before");
+    assert!(
+        closed >= Duration::from_secs(4) && closed <= Duration::from_secs(8),
+        "a silent connection should close after the 5 s silence limit, closed after {closed:?}"
+    );
+    assert!(
+        pings >= 3,
+        "expected a ping a second while idle, got {pings} in {closed:?}"
+    );
+    alice.wait_for("connection down", WAIT, |e| {
+        e["event"] == "connection" && e["change"] == "down" && e["reason"].as_str().is_some_and(|r| r.contains("heard"))
+    });
 }

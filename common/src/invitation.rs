@@ -312,10 +312,12 @@ impl Invitation {
         };
         let mut chain = vec![own_issuing.clone()];
         chain.extend(m.chain.iter().cloned());
+        let present = present_addresses(m, now.unix_timestamp().saturating_mul(1000));
         let addresses = membership::merge_addresses(
             spec.addresses
                 .iter()
                 .chain(&m.advertised_addresses())
+                .chain(&present)
                 .chain(&m.bootstrap),
         );
         let body = Body {
@@ -650,4 +652,24 @@ pub fn join(
     drop(Store::open(&staging.join(STORE_FILE), Durability::Normal).map_err(GroupError::from)?);
     staging.commit(&target)?;
     Ok(membership)
+}
+
+/// Addresses of the members the inviter's store shows present (live presence records),
+/// so the invitee can find the group even when the inviter is gone by then. The store
+/// is the inviter's own, holding only verified records; if it cannot be read the
+/// invitation carries the inviter's addresses alone.
+fn present_addresses(m: &Membership, now_ms: i64) -> Vec<String> {
+    let Ok(store) = Store::open_read_only(&m.dir.join(STORE_FILE)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for r in store.of_type(&crate::record::PRESENCE_TYPE).unwrap_or_default() {
+        if r.deleted || r.expires_ms <= now_ms || r.creator_id() == m.membership.member_id {
+            continue;
+        }
+        if let Some(list) = r.attr_str("addresses") {
+            out.extend(list.split(',').filter(|a| !a.is_empty()).map(str::to_string));
+        }
+    }
+    out
 }

@@ -55,41 +55,51 @@ pub fn group(names: &[&'static str]) -> Vec<Member> {
 /// invitations), passing `create_args` to `group-create`.
 pub fn group_at(names: &[&'static str], addrs: Vec<String>, create_args: &[&str]) -> Vec<Member> {
     assert_eq!(names.len(), addrs.len(), "one address per member");
-    let members: Vec<Member> = names
-        .iter()
-        .zip(addrs)
-        .map(|(&name, addr)| {
-            let home = Home::new();
-            home.run("identity-export", &[name]).ok();
-            let id = member_id(&home, name);
-            Member { name, home, addr, id }
-        })
-        .collect();
-    let creator = &members[0];
+    let mut addrs = addrs.into_iter();
+    let creator = new_identity(names[0], addrs.next().expect("an address"));
     let mut args = vec!["--identity", creator.name, "--listen", &creator.addr];
     args.extend_from_slice(create_args);
     args.push(GROUP);
     creator.home.run("group-create", &args).ok();
-    for m in &members[1..] {
-        let xml = m.home.run("identity-export", &[m.name]).ok().stdout;
-        let invitation = creator
-            .home
-            .run_with(
-                "invite-create",
-                &["--identity", creator.name, "--group", GROUP, "-"],
-                Some(xml.as_bytes()),
-            )
-            .ok()
-            .stdout;
-        m.home
-            .run_with(
-                "group-join",
-                &["--identity", m.name, "--listen", &m.addr, "-"],
-                Some(invitation.as_bytes()),
-            )
-            .ok();
+    let mut members = vec![creator];
+    for (&name, addr) in names[1..].iter().zip(addrs) {
+        let m = invite(&members[0], name, addr);
+        members.push(m);
     }
     members
+}
+
+/// A new identity `name` in a home of its own, to listen on `addr`.
+fn new_identity(name: &'static str, addr: String) -> Member {
+    let home = Home::new();
+    home.run("identity-export", &[name]).ok();
+    let id = member_id(&home, name);
+    Member { name, home, addr, id }
+}
+
+/// `inviter` invites a new identity `name`, which joins to listen on `addr`. The
+/// invitation carries the addresses of the inviter and of the members its store
+/// knows are present, as when mailed at that moment.
+pub fn invite(inviter: &Member, name: &'static str, addr: String) -> Member {
+    let m = new_identity(name, addr);
+    let xml = m.home.run("identity-export", &[m.name]).ok().stdout;
+    let invitation = inviter
+        .home
+        .run_with(
+            "invite-create",
+            &["--identity", inviter.name, "--group", GROUP, "-"],
+            Some(xml.as_bytes()),
+        )
+        .ok()
+        .stdout;
+    m.home
+        .run_with(
+            "group-join",
+            &["--identity", m.name, "--listen", &m.addr, "-"],
+            Some(invitation.as_bytes()),
+        )
+        .ok();
+    m
 }
 
 pub fn member_id(home: &Home, name: &str) -> String {
@@ -287,4 +297,20 @@ pub fn send_inside_tls(
         }
     }
     None
+}
+
+/// What `member`'s store holds: each chat text with the number of records carrying it,
+/// and SQLite's `PRAGMA integrity_check` verdict ("ok"). Opened read-only, so it may
+/// run beside a `group-chat` of that member.
+pub fn stored_chat(member: &Member) -> (HashMap<String, usize>, String) {
+    use common::record::CHAT_TYPE;
+    use common::store::{STORE_FILE, Store};
+    let home = common::home::Home::resolve(Some(member.home.path())).expect("home");
+    let m = common::membership::find(&home, member.name, GROUP).expect("membership");
+    let store = Store::open_read_only(&m.dir.join(STORE_FILE)).expect("open store");
+    let mut texts: HashMap<String, usize> = HashMap::new();
+    for r in store.of_type(&CHAT_TYPE).expect("read chat records") {
+        *texts.entry(String::from_utf8_lossy(&r.data).into_owned()).or_default() += 1;
+    }
+    (texts, store.integrity_check().expect("integrity check"))
 }

@@ -4,7 +4,7 @@
 //! two halves, bringing it up heals it. Everything lives in namespaces this process
 //! made, removed when the [`Net`] is dropped; no traffic leaves them.
 //!
-//! Needs root and iproute2's `ip`; [`Net::available`] says why not when it cannot run.
+//! Needs root and iproute2's `ip` and `tc`; [`Net::available`] says why not when it cannot run.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -65,8 +65,10 @@ impl Net {
         if !crate::is_root() {
             return Err("network namespaces need root (CI runs as root)".into());
         }
-        if crate::find_program("ip").is_none() {
-            return Err("`ip` not found: install iproute2 (scripts/test does)".into());
+        for tool in ["ip", "tc"] {
+            if crate::find_program(tool).is_none() {
+                return Err(format!("`{tool}` not found: install iproute2 (scripts/test does)"));
+            }
         }
         Ok(())
     }
@@ -127,6 +129,34 @@ impl Net {
     /// Hosts on switch `b`.
     pub fn half_b(&self) -> std::ops::Range<usize> {
         self.hosts.len() / 2..self.hosts.len()
+    }
+
+    /// Caps the trunk between the halves at `rate` (tc's notation, e.g. `1mbit`) in
+    /// both directions with a token bucket (tc tbf): a slow link between two sites.
+    pub fn slow_trunk(&self, rate: &str) {
+        for dev in ["trunka", "trunkb"] {
+            let out = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &self.switch,
+                    "tc",
+                    "qdisc",
+                    "add",
+                    "dev",
+                    dev,
+                    "root",
+                    "tbf",
+                ])
+                .args(["rate", rate, "burst", "32kbit", "latency", "400ms"])
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run tc: {e}"));
+            assert!(
+                out.status.success(),
+                "tc tbf on {dev} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
     }
 
     /// Takes the trunk down: the halves can no longer reach each other.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWriteExt, BufWriter, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
@@ -341,7 +341,10 @@ async fn start(
         inner: read_half,
         heard: heard.clone(),
     };
-    let reader = tokio::spawn(read_loop(id, watched, events.clone(), stats)).abort_handle();
+    // The reader waits until the node has been told of the connection: a frame must
+    // never reach the node before the connection it came on.
+    let (told, go) = oneshot::channel::<()>();
+    let reader = tokio::spawn(read_loop(id, watched, events.clone(), stats, go)).abort_handle();
     let up = ConnUp {
         id,
         member: cert.member_id.clone(),
@@ -354,7 +357,9 @@ async fn start(
         reader,
         heard,
     };
-    let _ = events.send(ConnEvent::Up(Box::new(up))).await;
+    if events.send(ConnEvent::Up(Box::new(up))).await.is_ok() {
+        let _ = told.send(());
+    }
 }
 
 async fn read_loop(
@@ -362,7 +367,11 @@ async fn read_loop(
     mut read: Watched<ReadHalf<TlsStream<TcpStream>>>,
     events: mpsc::Sender<ConnEvent>,
     stats: Arc<Stats>,
+    go: oneshot::Receiver<()>,
 ) {
+    if go.await.is_err() {
+        return;
+    }
     let reason = loop {
         match wire::read_frame(&mut read).await {
             Ok(Some(payload)) => match Message::decode(&{

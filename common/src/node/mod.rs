@@ -1517,7 +1517,10 @@ impl Node {
             }
         } else {
             for m in [r.creator, r.modifier] {
-                if !self.certs.contains_key(&m) {
+                // A membership that has ended since we learnt it counts as unknown, as on
+                // a node started now: else an expired member, refused at the handshake,
+                // could go on publishing through any member who relays for it.
+                if !self.certs.get(&m).is_some_and(|c| valid_at(c, t)) {
                     self.hold(m, body, via_sync, from);
                     return;
                 }
@@ -1720,6 +1723,13 @@ impl Node {
     }
 }
 
+/// Whether `t_ms` (unix ms) lies in `cert`'s validity, to the second, as the TLS
+/// verifier checks it at the handshake.
+fn valid_at(cert: &Cert, t_ms: i64) -> bool {
+    let t = t_ms.div_euclid(1000);
+    cert.not_before.unix_timestamp() <= t && t <= cert.not_after.unix_timestamp()
+}
+
 fn presence_of(r: &Record) -> Presence {
     Presence {
         name: r.attr_str("name").unwrap_or("?").to_string(),
@@ -1797,5 +1807,30 @@ fn shuffle<T>(v: &mut [T]) {
     for i in (1..v.len()).rev() {
         let j = rand_u16() as usize % (i + 1);
         v.swap(i, j);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a record whose creator's membership had ended was admitted by a node
+    /// that learnt the membership while it was valid (tests/tests/adversarial.rs).
+    #[test]
+    fn a_membership_is_valid_from_its_first_to_its_last_second() {
+        let key = pki::KeyType::Ed25519.generate().unwrap();
+        let from = clock::from_unix(1_800_000_000);
+        let spec = pki::CertSpec {
+            common_name: "m".into(),
+            claim: Claim::Identity,
+            not_before: from,
+            not_after: clock::add(from, Duration::from_secs(60)),
+        };
+        let cert = Cert::parse(&pki::self_signed(&spec, &key).unwrap(), "c").unwrap();
+        let ms = 1_800_000_000_000;
+        assert!(!valid_at(&cert, ms - 1), "before its start");
+        assert!(valid_at(&cert, ms), "at its start");
+        assert!(valid_at(&cert, ms + 60_999), "in its last second");
+        assert!(!valid_at(&cert, ms + 61_000), "after its end");
     }
 }

@@ -128,6 +128,15 @@ pub fn wait_texts(peer: &mut Peer, texts: &[&str]) -> Vec<Value> {
     peer.wait_until(&what, WAIT, |evs| texts.iter().all(|t| count_text(evs, t) > 0))
 }
 
+/// Every text in `sent` (one list per member) but member `i`'s own: what `i` should see.
+pub fn sent_by_others(sent: &[Vec<String>], i: usize) -> Vec<&str> {
+    sent.iter()
+        .enumerate()
+        .filter(|(j, _)| *j != i)
+        .flat_map(|(_, t)| t.iter().map(String::as_str))
+        .collect()
+}
+
 /// Waits until `peer` reports `member` with `change`.
 #[track_caller]
 pub fn wait_member(peer: &mut Peer, change: &str, member: &Member) -> Value {

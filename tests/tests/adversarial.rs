@@ -736,6 +736,28 @@ fn present(events: &[Value], member: &str) -> bool {
     present
 }
 
+/// An attack phase in which `attacker` opens connection after connection, each sending
+/// `bytes(n)` for the n-th, and each must be cut (see [`cut_off`]).
+fn cut_phase(h: &Honest, attacker: &Member, what: &str, calm: Latency, bytes: impl Fn(u32) -> (&'static str, Vec<u8>)) {
+    let cuts = h.attack(what, what, calm, |_| {
+        let start = Instant::now();
+        let mut cuts = Vec::new();
+        for n in 0u32.. {
+            if start.elapsed() >= MIN_PHASE {
+                break;
+            }
+            let (label, b) = bytes(n);
+            cuts.push(cut_off(h, attacker, label, &b));
+        }
+        cuts
+    });
+    eprintln!(
+        "{what}: {} connections cut, the slowest after {:?}",
+        cuts.len(),
+        cuts.iter().max().unwrap()
+    );
+}
+
 /// A connection of `attacker`'s to alice sends `bytes`: alice must cut it within 2 s
 /// and report it down, saying why; returns how long the cut took.
 fn cut_off(h: &Honest, attacker: &Member, what: &str, bytes: &[u8]) -> Duration {
@@ -1197,23 +1219,7 @@ fn junk_and_oversized_frames_from_a_member_cut_only_that_connection() {
             }),
         }
     };
-    let cuts = h.attack("junk frames", "junk frames", calm, |_| {
-        let start = Instant::now();
-        let mut cuts = Vec::new();
-        for n in 0u32.. {
-            if start.elapsed() >= MIN_PHASE {
-                break;
-            }
-            let (what, bytes) = junk(n);
-            cuts.push(cut_off(&h, mallory, what, &bytes));
-        }
-        cuts
-    });
-    eprintln!(
-        "junk frames: {} connections cut, the slowest after {:?}",
-        cuts.len(),
-        cuts.iter().max().unwrap()
-    );
+    cut_phase(&h, mallory, "junk frames", calm, junk);
 
     // 6b. Frames announced over the 1 MiB limit, with or without bytes behind them.
     let max = common::wire::MAX_FRAME_BYTES as u32;
@@ -1239,23 +1245,7 @@ fn junk_and_oversized_frames_from_a_member_cut_only_that_connection() {
             }),
         }
     };
-    let cuts = h.attack("oversized frames", "oversized frames", calm, |_| {
-        let start = Instant::now();
-        let mut cuts = Vec::new();
-        for n in 0u32.. {
-            if start.elapsed() >= MIN_PHASE {
-                break;
-            }
-            let (what, bytes) = oversized(n);
-            cuts.push(cut_off(&h, mallory, what, &bytes));
-        }
-        cuts
-    });
-    eprintln!(
-        "oversized frames: {} connections cut, the slowest after {:?}",
-        cuts.len(),
-        cuts.iter().max().unwrap()
-    );
+    cut_phase(&h, mallory, "oversized frames", calm, oversized);
     assert_honest_links_held(&h);
     h.finish();
 }

@@ -45,12 +45,7 @@ fn a_steady_chat_through_delay_jitter_a_slow_link_and_resets_delivers_everything
         std::thread::sleep(Duration::from_millis(200));
     }
     for (i, p) in peers.iter_mut().enumerate() {
-        let want: Vec<&str> = sent
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .flat_map(|(_, t)| t.iter().map(String::as_str))
-            .collect();
+        let want = sent_by_others(&sent, i);
         p.wait_until("every message through the relays", Duration::from_secs(30), |evs| {
             want.iter().all(|t| count_text(evs, t) > 0)
         });

@@ -74,12 +74,7 @@ fn six_hosts_split_in_two_chat_apart_and_have_everything_exactly_once_soon_after
         texts[i].push(t);
     }
     for (i, p) in peers.iter_mut().enumerate() {
-        let want: Vec<&str> = texts
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .flat_map(|(_, t)| t.iter().map(String::as_str))
-            .collect();
+        let want = sent_by_others(&texts, i);
         wait_texts(p, &want);
     }
 
@@ -118,12 +113,7 @@ fn six_hosts_split_in_two_chat_apart_and_have_everything_exactly_once_soon_after
     net.heal();
     let mut slowest = Duration::ZERO;
     for (i, p) in peers.iter_mut().enumerate() {
-        let want: Vec<&str> = texts
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .flat_map(|(_, t)| t.iter().map(String::as_str))
-            .collect();
+        let want = sent_by_others(&texts, i);
         p.wait_until(
             "every message after healing",
             Duration::from_secs(20),

@@ -271,6 +271,44 @@ fn the_creator_leaves_for_good_and_the_group_goes_on_without_it() {
 }
 
 #[test]
+fn members_invited_when_only_the_creator_was_online_find_each_other_after_it_is_gone() {
+    // ben's and cat's invitations name only ann: nobody else was present then.
+    let g = group_at(
+        &["ann", "ben", "cat"],
+        vec![free_addr(), free_addr(), free_addr()],
+        &["--presence-lifetime", "3s"],
+    );
+    let (mut ann, mut ben, mut cat) = three_online(&g);
+    wait_present(&mut ben, &g[2]);
+    wait_present(&mut cat, &g[1]);
+    say_and_see(&mut ann, "ann's last words", &mut [&mut ben, &mut cat]);
+    ann.signal("TERM");
+    assert_eq!(ann.exits(WAIT), 0);
+    drop(ann);
+    // Everyone away: their presence records are removed, nobody's is live any more.
+    for p in [&mut ben, &mut cat] {
+        p.signal("TERM");
+        assert_eq!(p.exits(WAIT), 0);
+    }
+    drop((ben, cat));
+    // And long enough for any presence record they still hold of each other to expire.
+    std::thread::sleep(Duration::from_millis(3500));
+    // Back, they find each other where they saw each other last.
+    let mut ben = g[1].online();
+    let mut cat = g[2].online();
+    wait_ready(&mut ben);
+    wait_ready(&mut cat);
+    say_and_see(&mut ben, "still here without ann", &mut [&mut cat]);
+    assert!(
+        !ben.events()
+            .iter()
+            .chain(cat.events().iter())
+            .any(|e| e["event"] == "message" && e["text"] == "ann's last words"),
+        "a message seen before the restart was shown again"
+    );
+}
+
+#[test]
 fn a_member_that_vanishes_drops_off_the_list_when_its_presence_expires() {
     let g = group_at(
         &["ann", "ben"],

@@ -8,6 +8,7 @@
 //! neighbour that cannot keep up is not flooded but caught up by sync, never dropped.
 
 pub mod conn;
+pub mod known;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -405,6 +406,7 @@ struct Node {
     items: ItemSet,
     certs: HashMap<[u8; 20], Cert>,
     presence: HashMap<[u8; 20], Presence>,
+    known: known::KnownPeers,
     pending: HashMap<[u8; 20], Vec<PendingRecord>>,
     pending_count: usize,
     conns: HashMap<ConnId, Conn>,
@@ -516,6 +518,7 @@ pub async fn start(
         items,
         certs,
         presence: HashMap::new(),
+        known: known::KnownPeers::load(&m.dir),
         pending: HashMap::new(),
         pending_count: 0,
         conns: HashMap::new(),
@@ -638,13 +641,19 @@ impl Node {
             }
         }
         let t = now_ms();
+        let mut learnt = false;
         for r in self.store.of_type(&PRESENCE_TYPE)? {
             if r.creator != self.me && !r.deleted && r.expires_ms > t {
-                self.presence.insert(r.creator, presence_of(&r));
+                let p = presence_of(&r);
+                learnt |= self.known.note(&pki::hex(&r.creator), &p.addresses);
+                self.presence.insert(r.creator, p);
             }
             if r.creator == self.me {
                 self.presence_version = self.presence_version.max(r.version);
             }
+        }
+        if learnt && let Err(e) = self.known.save() {
+            tracing::warn!("cannot remember where members are: {e}");
         }
         Ok(())
     }
@@ -1148,6 +1157,12 @@ impl Node {
         }
         shuffle(&mut others);
         candidates.extend(others);
+        // Last, where members were seen before: found again after everyone was away.
+        for (member, a) in self.known.addresses().filter(|_| self.discover) {
+            if let Ok(addr) = a.parse() {
+                push(addr, Some(member.to_string()), &mut candidates);
+            }
+        }
         for (addr, member) in candidates.into_iter().take(target - have) {
             self.dial(addr, member, Purpose::Neighbour);
         }
@@ -1707,6 +1722,11 @@ impl Node {
             return;
         }
         let new = presence_of(r);
+        if self.known.note(&member, &new.addresses)
+            && let Err(e) = self.known.save()
+        {
+            tracing::warn!("cannot remember where {member} is: {e}");
+        }
         let change = match self.presence.get(&r.creator) {
             None => Some(MemberChange::Joined),
             Some(old) if old.name != new.name || old.addresses != new.addresses => Some(MemberChange::Updated),

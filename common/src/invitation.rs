@@ -606,6 +606,10 @@ impl Invitation {
             "message-lifetime",
             &clock::format_duration(Duration::from_secs(b.group.message_lifetime_secs)),
         );
+        line(
+            "presence-lifetime",
+            &clock::format_duration(Duration::from_secs(b.group.presence_lifetime_secs)),
+        );
         for a in &b.addresses {
             line("address", a);
         }
@@ -662,14 +666,11 @@ fn present_addresses(m: &Membership, now_ms: i64) -> Vec<String> {
     let Ok(store) = Store::open_read_only(&m.dir.join(STORE_FILE)) else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    for r in store.of_type(&crate::record::PRESENCE_TYPE).unwrap_or_default() {
-        if r.deleted || r.expires_ms <= now_ms || r.creator_id() == m.membership.member_id {
-            continue;
-        }
-        if let Some(list) = r.attr_str("addresses") {
-            out.extend(list.split(',').filter(|a| !a.is_empty()).map(str::to_string));
-        }
-    }
-    out
+    store
+        .of_type(&crate::record::PRESENCE_TYPE)
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| !r.deleted && r.expires_ms > now_ms && r.creator_id() != m.membership.member_id)
+        .flat_map(|r| r.presence_addresses())
+        .collect()
 }

@@ -159,6 +159,17 @@ impl Record {
         })
     }
 
+    /// The `IP:PORT` addresses a presence record names (its `addresses` attribute,
+    /// comma-separated), as published by `node`; unchecked text from its signer.
+    pub fn presence_addresses(&self) -> Vec<String> {
+        self.attr_str("addresses")
+            .unwrap_or("")
+            .split(',')
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
     fn encode_unsigned(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(self.id.as_bytes());

@@ -341,3 +341,21 @@ fn no_input_on_a_terminal_or_closed_stdin_is_an_error_not_a_hang() {
     home.run("group-join", &["--identity", "bob"])
         .fails_with("<stdin>: file is empty");
 }
+
+#[test]
+fn a_presence_lifetime_too_short_to_refresh_or_beyond_the_root_is_refused_and_nothing_is_made() {
+    let home = Home::fixture();
+    let before = home.groups_of("alice");
+    home.run(
+        "group-create",
+        &["--identity", "alice", "--presence-lifetime", "2s", "Club"],
+    )
+    .fails_with("presence lifetime 2s is too short: use at least 3s");
+    home.run(
+        "group-create",
+        &["--identity", "alice", "--presence-lifetime", "36500d", "Club"],
+    )
+    .fails_with("presence lifetime 36500d is longer than the group root's 100-year lifetime");
+    assert_eq!(home.groups_of("alice"), before, "a refused group-create made a group");
+    assert!(home.leftovers().is_empty(), "leftovers: {:?}", home.leftovers());
+}

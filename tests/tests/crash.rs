@@ -217,15 +217,15 @@ fn a_member_leaves_cleanly_returns_and_is_shown_only_what_it_missed() {
     say_and_see(&mut ann, "while ben is away", &mut [&mut cat]);
     cat.send("also while ben is away");
     let mut ben = g[1].online();
-    let events = wait_texts(&mut ben, &["while ben is away", "also while ben is away"]);
+    wait_texts(&mut ben, &["while ben is away", "also while ben is away"]);
     std::thread::sleep(QUIET);
-    let events = [events, ben.events()].concat();
+    let events = ben.events();
     assert_eq!(
-        count_text(&ben.events(), "before ben leaves"),
+        count_text(&events, "before ben leaves"),
         0,
         "ben was shown again what he saw before leaving"
     );
-    assert_no_duplicates("ben", &messages(&ben.events()));
+    assert_no_duplicates("ben", &messages(&events));
     let away: Vec<&Value> = messages(&events)
         .into_iter()
         .filter(|e| e["text"] == "while ben is away")
@@ -237,7 +237,7 @@ fn a_member_leaves_cleanly_returns_and_is_shown_only_what_it_missed() {
 
 #[test]
 fn the_creator_leaves_for_good_and_the_group_goes_on_without_it() {
-    let mut g = group(&["ann", "ben", "cat"]);
+    let g = group(&["ann", "ben", "cat"]);
     let (mut ann, mut ben, mut cat) = three_online(&g);
     say_and_see(&mut ann, "ann's last words", &mut [&mut ben, &mut cat]);
     // Invited while ben and cat are present: the invitation names them too.
@@ -264,7 +264,6 @@ fn the_creator_leaves_for_good_and_the_group_goes_on_without_it() {
     wait_ready(&mut ben);
     wait_texts(&mut ben, &["while ben restarts"]);
     say_and_see(&mut ben, "ben restarted", &mut [&mut cat, &mut dan_peer]);
-    g.push(dan);
     for p in [&ben, &cat, &dan_peer] {
         assert_no_duplicates(p.label(), &messages(&p.events()));
     }

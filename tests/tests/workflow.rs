@@ -241,6 +241,7 @@ fn inspect_prints_the_invitation_and_joins_nothing() {
         "valid-until: ",
         "expires: ",
         "message-lifetime: 30d",
+        "presence-lifetime: 5m",
         "address: ",
         "status: valid",
     ] {

@@ -30,10 +30,12 @@ impl KnownPeers {
             path,
             entries: Vec::new(),
         };
-        for line in text.lines().take(MAX_KNOWN) {
-            if let Some((member, addrs)) = line.split_once(' ') {
-                let addrs: Vec<String> = addrs.split(',').map(str::to_string).collect();
-                known.insert(member, &addrs);
+        // Noted last line first, so the file's order (most recent first) is kept.
+        let lines: Vec<&str> = text.lines().take(MAX_KNOWN).collect();
+        for (member, addrs) in lines.iter().rev().filter_map(|l| l.split_once(' ')) {
+            let well_formed = member.len() == 40 && member.bytes().all(|b| b.is_ascii_hexdigit());
+            if well_formed {
+                known.note(member, &addrs.split(',').map(str::to_string).collect::<Vec<_>>());
             }
         }
         known
@@ -50,14 +52,6 @@ impl KnownPeers {
         self.entries.insert(0, (member.to_string(), valid));
         self.entries.truncate(MAX_KNOWN);
         true
-    }
-
-    fn insert(&mut self, member: &str, addrs: &[String]) {
-        let valid = membership::merge_addresses(addrs.iter().take(MAX_ADDRESSES));
-        let well_formed = member.len() == 40 && member.bytes().all(|b| b.is_ascii_hexdigit());
-        if well_formed && !valid.is_empty() && !self.entries.iter().any(|(m, _)| m == member) {
-            self.entries.push((member.to_string(), valid));
-        }
     }
 
     /// Writes the file atomically.

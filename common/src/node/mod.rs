@@ -1753,13 +1753,7 @@ fn valid_at(cert: &Cert, t_ms: i64) -> bool {
 fn presence_of(r: &Record) -> Presence {
     Presence {
         name: r.attr_str("name").unwrap_or("?").to_string(),
-        addresses: r
-            .attr_str("addresses")
-            .unwrap_or("")
-            .split(',')
-            .filter(|a| !a.is_empty())
-            .map(str::to_string)
-            .collect(),
+        addresses: r.presence_addresses(),
         expires_ms: r.expires_ms,
     }
 }

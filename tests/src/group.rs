@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{Home, Peer, free_addr};
+use crate::{Home, Peer, free_addr, run_command, unix_ms};
 
 /// How long any one expected event may take to show up.
 pub const WAIT: Duration = Duration::from_secs(15);
@@ -322,4 +322,87 @@ pub fn stored_chat(member: &Member) -> (HashMap<String, usize>, String) {
         *texts.entry(String::from_utf8_lossy(&r.data).into_owned()).or_default() += 1;
     }
     (texts, store.integrity_check().expect("integrity check"))
+}
+
+/// How long a member's membership lasts, as `invite-create` is asked for it.
+#[derive(Debug, Clone, Copy)]
+pub enum Term {
+    /// Invited now for the group's member lifetime.
+    Normal,
+    /// Invited two days ago for one day: expired a day ago.
+    Expired,
+    /// Invited (as if) two days from now: not valid yet.
+    NotYetValid,
+    /// Invited now for this many seconds.
+    Seconds(u64),
+}
+
+/// An RFC 3339 time `days` from now (negative: in the past).
+fn days_from_now(days: i64) -> String {
+    let secs = unix_ms() / 1000 + days * 86_400;
+    common::clock::format_rfc3339(common::clock::from_unix(secs))
+}
+
+/// Runs `tool` in `home` with stdin `input`, as if the clock said `fake_now`.
+fn run_at(home: &Home, tool: &str, args: &[&str], input: &str, fake_now: Option<&str>) -> String {
+    let mut cmd = home.command(tool, args);
+    if let Some(t) = fake_now {
+        cmd.env("PEERGROUP_FAKE_NOW", t);
+    }
+    run_command(cmd, Some(input.as_bytes())).ok().stdout
+}
+
+/// A group of `specs` in homes of their own: the first creates it two days in the past
+/// (so that back-dated and future memberships fit in the root's validity) and invites
+/// the others with their terms. Everyone listens on a loopback port of its own.
+pub fn group_with_terms(specs: &[(&'static str, Term)]) -> Vec<Member> {
+    let past = days_from_now(-2);
+    let future = days_from_now(2);
+    let members: Vec<Member> = specs
+        .iter()
+        .map(|&(name, _)| {
+            let home = Home::new();
+            home.run("identity-export", &[name]).ok();
+            let id = member_id(&home, name);
+            Member {
+                name,
+                home,
+                addr: free_addr(),
+                id,
+            }
+        })
+        .collect();
+    let creator = &members[0];
+    run_at(
+        &creator.home,
+        "group-create",
+        &["--identity", creator.name, "--listen", &creator.addr, GROUP],
+        "",
+        Some(&past),
+    );
+    for (m, &(_, term)) in members.iter().zip(specs).skip(1) {
+        let xml = m.home.run("identity-export", &[m.name]).ok().stdout;
+        let seconds;
+        let (at, extra): (Option<&str>, Vec<&str>) = match term {
+            Term::Normal => (None, vec![]),
+            Term::Expired => (Some(&past), vec!["--valid-for", "1d"]),
+            Term::NotYetValid => (Some(&future), vec![]),
+            Term::Seconds(s) => {
+                seconds = format!("{s}s");
+                (None, vec!["--valid-for", &seconds])
+            }
+        };
+        let mut args = vec!["--identity", creator.name, "--group", GROUP];
+        args.extend(extra);
+        args.push("-");
+        let invitation = run_at(&creator.home, "invite-create", &args, &xml, at);
+        run_at(
+            &m.home,
+            "group-join",
+            &["--identity", m.name, "--listen", &m.addr, "-"],
+            &invitation,
+            at,
+        );
+    }
+    members
 }

@@ -9,11 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+pub mod adversary;
 pub mod group;
+pub mod honest;
 pub mod netns;
 pub mod relay;
 
@@ -278,6 +280,16 @@ fn read_all(mut from: impl Read + Send + 'static) -> JoinHandle<String> {
         let _ = from.read_to_end(&mut buf);
         String::from_utf8_lossy(&buf).into_owned()
     })
+}
+
+/// Now, in ns since the Unix epoch.
+pub fn unix_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as i64
+}
+
+/// Now, in ms since the Unix epoch.
+pub fn unix_ms() -> i64 {
+    unix_ns() / 1_000_000
 }
 
 /// A loopback address with a port that was free a moment ago (bound to port 0, then

@@ -13,7 +13,7 @@ use common::invitation::{self, Invitation, InviteSpec};
 use common::membership;
 use common::node::{self, Event, NodeConfig, PeerSpec};
 use common::pki::{self, KeyType, Role};
-use common::record::{self, CHAT_TYPE, Record};
+use common::record::{CHAT_TYPE, Record};
 use common::store::{Durability, Put, STORE_FILE, Store};
 use common::sync::{self, Item, ItemSet};
 
@@ -25,7 +25,7 @@ fn rate(n: usize, d: Duration) -> String {
     )
 }
 
-fn chats(key: &rcgen::KeyPair, creator: [u8; 20], group: &uuid::Uuid, n: usize) -> Vec<Record> {
+fn chats(key: &rcgen::KeyPair, creator: common::member::MemberId, group: &uuid::Uuid, n: usize) -> Vec<Record> {
     let now = clock::now().unix_timestamp() * 1000;
     (0..n)
         .map(|k| {
@@ -51,7 +51,7 @@ fn crypto() {
         let cert = pki::Cert::parse(&pki::self_signed(&spec, &key).unwrap(), "c").unwrap();
         let n = if kt == KeyType::Rsa2048 { 2_000 } else { 20_000 };
         let t = Instant::now();
-        let records = chats(&key, [1; 20], &group, n);
+        let records = chats(&key, common::member::MemberId::from_bytes([1; 20]), &group, n);
         let sign = t.elapsed();
         let t = Instant::now();
         for r in &records {
@@ -79,7 +79,7 @@ fn storage() {
     println!("\n## store: batched inserts (one transaction per batch, WAL, synchronous=NORMAL)");
     let key = KeyType::Ed25519.generate().unwrap();
     let group = uuid::Uuid::new_v4();
-    let records = chats(&key, [1; 20], &group, 100_000);
+    let records = chats(&key, common::member::MemberId::from_bytes([1; 20]), &group, 100_000);
     for batch in [1usize, 100, 1000] {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("s.db"), Durability::Normal).unwrap();
@@ -191,7 +191,7 @@ async fn catch_up(total: usize, missing: usize) {
     let (_dir, home) = pair();
     let m0 = Identity::load(&home, "m0").unwrap();
     let group = membership::find(&home, "m0", "B").unwrap().group.id;
-    let records = chats(&m0.key, record::member_bytes(m0.member_id()).unwrap(), &group, total);
+    let records = chats(&m0.key, m0.member_id(), &group, total);
     let seed = |name: &str, rs: &[Record]| {
         let path = membership::find(&home, name, "B").unwrap().dir.join(STORE_FILE);
         let mut store = Store::open(&path, Durability::Normal).unwrap();

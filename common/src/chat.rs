@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use time::{OffsetDateTime, UtcOffset};
 
 use crate::clock;
-use crate::node::{ConnChange, ConnKind, Event, MemberChange, MemberInfo, Status};
-use crate::pki;
+use crate::member::MemberId;
+use crate::node::{ConnChange, ConnKind, ConnReason, Event, MemberChange, MemberInfo, Status};
 use crate::record;
 use crate::store::{Store, StoredRecord};
 
@@ -102,7 +102,7 @@ pub fn message_line(mode: Mode, r: &StoredRecord, name: &str, offset: UtcOffset,
             json!({
                 "event": "message",
                 "id": r.record.id.to_string(),
-                "from": r.record.creator_id(),
+                "from": r.record.creator.to_string(),
                 "name": name,
                 "text": text,
                 "created": rfc3339_ms(r.record.created_ms),
@@ -139,7 +139,7 @@ pub fn members_line(mode: Mode, members: &[MemberInfo]) -> Line {
         Mode::Human => {
             let list = members
                 .iter()
-                .map(|m| format!("{} ({}){}", m.name, &m.member[..8.min(m.member.len())], if m.is_self { " (you)" } else { "" }))
+                .map(|m| format!("{} ({}){}", m.name, m.member.short(), if m.is_self { " (you)" } else { "" }))
                 .collect::<Vec<_>>()
                 .join(", ");
             Line::Err(format!("* present: {list}"))
@@ -171,11 +171,9 @@ pub fn event_line(mode: Mode, e: &Event, offset: UtcOffset) -> Option<Line> {
         (Mode::Json, Event::Member { change, member, name }) => Line::Out(
             json!({"event": "member", "change": change_name(*change), "member": member, "name": name}).to_string(),
         ),
-        (Mode::Human, Event::Member { change, member, name }) => Line::Err(format!(
-            "* {name} ({}) {}",
-            &member[..8.min(member.len())],
-            change_name(*change)
-        )),
+        (Mode::Human, Event::Member { change, member, name }) => {
+            Line::Err(format!("* {name} ({}) {}", member.short(), change_name(*change)))
+        }
         (
             mode,
             Event::Connection {
@@ -195,18 +193,19 @@ pub fn event_line(mode: Mode, e: &Event, offset: UtcOffset) -> Option<Line> {
                 ConnChange::Down => "down",
                 ConnChange::Failed => "failed",
             };
+            let text = reason.as_ref().map(|r| r.to_string());
             match mode {
                 Mode::Json => Line::Out(
-                    json!({"event": "connection", "kind": kind, "change": change, "member": member, "address": address, "reason": reason}).to_string(),
+                    json!({"event": "connection", "kind": kind, "change": change, "member": member, "address": address, "reason": text}).to_string(),
                 ),
                 Mode::Human => {
                     // Failed dials repeat while peers are away; only the log shows them.
-                    let auth = reason.as_deref().is_some_and(|r| r.starts_with("authentication failed"));
+                    let auth = matches!(reason, Some(ConnReason::AuthFailed(_)));
                     if change == "failed" && kind == "neighbour" && !auth {
                         return None;
                     }
-                    let who = member.as_deref().map(|m| format!(" {}", &m[..8.min(m.len())])).unwrap_or_default();
-                    let why = reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+                    let who = member.map(|m| format!(" {}", m.short())).unwrap_or_default();
+                    let why = text.map(|r| format!(": {r}")).unwrap_or_default();
                     Line::Err(format!("* {kind} connection{who} {address} {change}{why}"))
                 }
             }
@@ -236,21 +235,19 @@ pub fn event_line(mode: Mode, e: &Event, offset: UtcOffset) -> Option<Line> {
 /// (presence, else the membership certificate) and remembered.
 #[derive(Debug)]
 pub struct Names {
-    cache: std::collections::HashMap<[u8; 20], String>,
+    cache: std::collections::HashMap<MemberId, String>,
 }
 
 impl Names {
     /// Starts with this node's own name.
-    pub fn new(me: &str, my_name: &str) -> Names {
+    pub fn new(me: MemberId, my_name: &str) -> Names {
         let mut cache = std::collections::HashMap::new();
-        if let Some(m) = crate::record::member_bytes(me) {
-            cache.insert(m, my_name.to_string());
-        }
+        cache.insert(me, my_name.to_string());
         Names { cache }
     }
 
     /// The friendly name of `member`.
-    pub fn name(&mut self, store: &Store, member: &[u8; 20]) -> String {
+    pub fn name(&mut self, store: &Store, member: &MemberId) -> String {
         if let Some(n) = self.cache.get(member) {
             return n.clone();
         }
@@ -273,7 +270,7 @@ impl Names {
                 self.cache.insert(*member, n.clone());
                 n
             }
-            None => short(&pki::hex(member)).to_string(),
+            None => member.short(),
         }
     }
 }
@@ -323,11 +320,6 @@ pub fn short(member: &str) -> &str {
     &member[..8.min(member.len())]
 }
 
-/// Whether `s` names a member id (for messages).
-pub fn is_member_id(s: &str) -> bool {
-    pki::is_member_id(s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,7 +349,7 @@ mod tests {
         assert_eq!(line, Line::Out(r#"{"event":"ready"}"#.into()));
         let e = Event::Member {
             change: MemberChange::Joined,
-            member: "ab".into(),
+            member: MemberId::from_bytes([0xab; 20]),
             name: "bob".into(),
         };
         let Some(Line::Out(s)) = event_line(Mode::Json, &e, UtcOffset::UTC) else {

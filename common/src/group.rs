@@ -142,7 +142,7 @@ pub fn create(home: &Home, creator: &Identity, spec: &GroupSpec) -> Result<Membe
             common_name: creator.friendly_name().to_string(),
             claim: Claim::Issuing {
                 group: group.id,
-                member: creator.member_id().to_string(),
+                member: creator.member_id(),
             },
             not_before: start,
             not_after: until,
@@ -159,7 +159,7 @@ pub fn create(home: &Home, creator: &Identity, spec: &GroupSpec) -> Result<Membe
             common_name: creator.friendly_name().to_string(),
             claim: Claim::Membership {
                 group: group.id,
-                member: creator.member_id().to_string(),
+                member: creator.member_id(),
                 role: Role::Admin,
             },
             not_before: start,

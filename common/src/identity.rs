@@ -12,6 +12,7 @@ use thiserror::Error;
 
 use crate::clock;
 use crate::home::{self, Home, HomeError, Staging};
+use crate::member::MemberId;
 use crate::pki::{self, Cert, CertSpec, Claim, KeyType, PkiError};
 use crate::xml::{self, Occurs, Schema, XmlError};
 
@@ -92,8 +93,8 @@ impl fmt::Debug for Identity {
 
 impl Identity {
     /// Member id of this identity.
-    pub fn member_id(&self) -> &str {
-        &self.cert.member_id
+    pub fn member_id(&self) -> MemberId {
+        self.cert.member_id
     }
 
     /// Friendly name carried in the certificate.
@@ -230,8 +231,8 @@ pub struct PublicIdentity {
 
 impl PublicIdentity {
     /// Member id.
-    pub fn member_id(&self) -> &str {
-        &self.cert.member_id
+    pub fn member_id(&self) -> MemberId {
+        self.cert.member_id
     }
 
     /// Friendly name.
@@ -243,7 +244,7 @@ impl PublicIdentity {
     /// certificate itself, which is the only part trusted).
     pub fn to_xml(&self) -> String {
         let mut w = xml::Writer::new(IDENTITY_ROOT, "1");
-        w.field("member-id", &self.cert.member_id)
+        w.field("member-id", &self.cert.member_id.to_string())
             .field("friendly-name", &self.cert.common_name)
             .field("key-type", self.cert.key_type.name())
             .base64_field("certificate", &B64.encode(&self.cert.der));
@@ -275,7 +276,7 @@ impl PublicIdentity {
             ));
         }
         for (field, value) in [
-            ("member-id", cert.member_id.as_str()),
+            ("member-id", cert.member_id.to_string().as_str()),
             ("friendly-name", cert.common_name.as_str()),
             ("key-type", cert.key_type.name()),
         ] {
@@ -296,7 +297,7 @@ pub struct IdentitySummary {
     /// Local name.
     pub name: String,
     /// Member id.
-    pub member_id: String,
+    pub member_id: MemberId,
     /// Key type.
     pub key_type: KeyType,
     /// Friendly name.

@@ -18,6 +18,7 @@ use crate::clock;
 use crate::group::{GroupError, identity_lock};
 use crate::home::{self, Home, HomeError, Staging};
 use crate::identity::{Identity, PublicIdentity, decode_base64};
+use crate::member::MemberId;
 use crate::membership::{self, GroupInfo, MEMBERSHIP_FILE, Membership, MembershipError};
 use crate::pki::{self, Cert, CertSpec, Claim, PkiError, Role};
 use crate::store::{Durability, STORE_FILE, Store};
@@ -165,7 +166,7 @@ pub struct Body {
     /// Role granted.
     pub role: Role,
     /// Invitee member id.
-    pub member_id: String,
+    pub member_id: MemberId,
     /// Invitee friendly name.
     pub member_name: String,
     /// Membership validity start (RFC 3339).
@@ -177,7 +178,7 @@ pub struct Body {
     /// When it was issued (RFC 3339).
     pub issued: String,
     /// Inviter member id.
-    pub issuer_id: String,
+    pub issuer_id: MemberId,
     /// Inviter friendly name.
     pub issuer_name: String,
     /// Where the inviter and other members listen.
@@ -276,7 +277,7 @@ impl Invitation {
         let start = clock::from_unix(now.unix_timestamp() - pki::BACKDATE.as_secs() as i64).max(own_issuing.not_before);
         // An invitation is of no use once the membership it grants has ended.
         let expires = clock::add(now, spec.expires).min(until);
-        let member_id = invitee.member_id().to_string();
+        let member_id = invitee.member_id();
         let name = invitee.friendly_name().to_string();
         let spec_for = |claim| CertSpec {
             common_name: name.clone(),
@@ -287,7 +288,7 @@ impl Invitation {
         let membership_der = pki::issue(
             &spec_for(Claim::Membership {
                 group,
-                member: member_id.clone(),
+                member: member_id,
                 role: spec.role,
             }),
             &invitee.cert.spki,
@@ -300,7 +301,7 @@ impl Invitation {
                 let der = pki::issue(
                     &spec_for(Claim::Issuing {
                         group,
-                        member: member_id.clone(),
+                        member: member_id,
                     }),
                     &invitee.cert.spki,
                     &own_issuing.der,
@@ -330,7 +331,7 @@ impl Invitation {
             valid_until: clock::format_rfc3339(until),
             expires: clock::format_rfc3339(expires),
             issued: clock::format_rfc3339(now),
-            issuer_id: inviter.member_id().to_string(),
+            issuer_id: inviter.member_id(),
             issuer_name: inviter.friendly_name().to_string(),
             addresses,
             root_sha256: pki::sha256_hex(&m.root.der),
@@ -375,8 +376,8 @@ impl Invitation {
         w.field("group-id", &b.group.id.to_string())
             .field("group-name", &b.group.name)
             .field("role", b.role.name())
-            .field("member-id", &b.member_id)
-            .field("issuer-id", &b.issuer_id)
+            .field("member-id", &b.member_id.to_string())
+            .field("issuer-id", &b.issuer_id.to_string())
             .field("expires", &b.expires)
             .base64_field("root-certificate", &B64.encode(&self.root.der))
             .base64_field("membership-certificate", &B64.encode(&self.membership.der));
@@ -484,8 +485,8 @@ impl Invitation {
             ("group-id", body.group.id.to_string()),
             ("group-name", body.group.name.clone()),
             ("role", body.role.name().to_string()),
-            ("member-id", body.member_id.clone()),
-            ("issuer-id", body.issuer_id.clone()),
+            ("member-id", body.member_id.to_string()),
+            ("issuer-id", body.issuer_id.to_string()),
             ("expires", body.expires.clone()),
         ] {
             if doc.required(field).trim() != value {
@@ -574,7 +575,7 @@ impl Invitation {
             return Err(InvitationError::WrongIdentity {
                 source_name: self.source_name.clone(),
                 for_name: self.body.member_name.clone(),
-                for_id: self.body.member_id.clone(),
+                for_id: self.body.member_id.to_string(),
                 identity: identity.name.clone(),
                 identity_id: identity.member_id().to_string(),
             });
@@ -670,7 +671,7 @@ fn present_addresses(m: &Membership, now_ms: i64) -> Vec<String> {
         .of_type(&crate::record::PRESENCE_TYPE)
         .unwrap_or_default()
         .iter()
-        .filter(|r| !r.deleted && r.expires_ms > now_ms && r.creator_id() != m.membership.member_id)
+        .filter(|r| !r.deleted && r.expires_ms > now_ms && r.creator != m.membership.member_id)
         .flat_map(|r| r.presence_addresses())
         .collect()
 }

@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`clock`]: "now" (overridable for tests), durations, RFC 3339.
 //! - [`xml`]: the strict reader and writer for our flat XML documents.
-//! - [`pki`]: key types, member ids, certificate issuing and chain checks.
+//! - [`member`]: the member id newtype (one parser, one display).
+//! - [`pki`]: key types, certificate issuing and chain checks.
 //! - [`identity`]: local identities and the public identity XML.
 //! - [`home`]: the home directory, atomic writes, staging, locks.
 //! - [`membership`]: an identity's membership of a group, group lookup, addresses.
@@ -13,7 +14,10 @@
 //! - [`store`]: the per-membership SQLite record store.
 //! - [`wire`]: frames and messages between peers.
 //! - [`tls`]: TLS 1.3 configurations and the group's certificate verifier.
-//! - [`node`]: the online peer (an actor over connections, store and sync).
+//! - [`core`]: the node's rules as a sans-I/O state machine (admission, sync sessions,
+//!   mesh, presence, whisper routing, flow control), driven by inputs and the time.
+//! - [`node`]: the tokio driver of the core: sockets, TLS, the SQLite store, a handle.
+//! - [`sim`]: the deterministic driver of the core: many nodes, simulated links and time.
 //! - [`sync`]: range-based set reconciliation over record summaries.
 //! - [`chat`]: group-chat's input commands and output lines (human and JSON).
 //! - [`cli`]: what the binaries share: home flag, input/output, error reporting.
@@ -21,14 +25,17 @@
 pub mod chat;
 pub mod cli;
 pub mod clock;
+pub mod core;
 pub mod group;
 pub mod home;
 pub mod identity;
 pub mod invitation;
+pub mod member;
 pub mod membership;
 pub mod node;
 pub mod pki;
 pub mod record;
+pub mod sim;
 pub mod store;
 pub mod sync;
 pub mod tls;

@@ -26,6 +26,7 @@ use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificat
 use x509_parser::public_key::PublicKey;
 
 use crate::clock;
+use crate::member::MemberId;
 
 /// Most issuing certificates between the root and a member: rustls' webpki refuses
 /// chains with more than six intermediates.
@@ -38,7 +39,7 @@ pub const ROOT_LIFETIME: Duration = Duration::from_secs(100 * 365 * 86_400);
 pub const BACKDATE: Duration = Duration::from_secs(60);
 
 /// DNS name a member's certificate carries; TLS peers are identified by member id.
-pub fn member_dns_name(member_id: &str) -> String {
+pub fn member_dns_name(member_id: &MemberId) -> String {
     format!("{member_id}.member.invalid")
 }
 
@@ -267,14 +268,14 @@ pub enum Claim {
         /// The group.
         group: Uuid,
         /// The admin's member id.
-        member: String,
+        member: MemberId,
     },
     /// A member's end-entity certificate.
     Membership {
         /// The group.
         group: Uuid,
         /// The member's id.
-        member: String,
+        member: MemberId,
         /// The member's role.
         role: Role,
     },
@@ -299,13 +300,13 @@ impl Claim {
         match parts.as_slice() {
             ["identity"] => Some(Claim::Identity),
             ["root", g] => Some(Claim::Root { group: group(g)? }),
-            ["issuing", g, m] if is_member_id(m) => Some(Claim::Issuing {
+            ["issuing", g, m] => Some(Claim::Issuing {
                 group: group(g)?,
-                member: m.to_string(),
+                member: m.parse().ok()?,
             }),
-            ["membership", g, m, r] if is_member_id(m) => Some(Claim::Membership {
+            ["membership", g, m, r] => Some(Claim::Membership {
                 group: group(g)?,
-                member: m.to_string(),
+                member: m.parse().ok()?,
                 role: r.parse().ok()?,
             }),
             _ => None,
@@ -321,15 +322,9 @@ impl Claim {
     }
 }
 
-/// Whether `s` looks like a member id: 40 lowercase hex digits.
-pub fn is_member_id(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// A member id: lowercase hex of the first 20 bytes of SHA-256 over the SPKI DER.
-pub fn member_id(spki_der: &[u8]) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, spki_der);
-    hex(&digest.as_ref()[..20])
+/// The member id of a key, from its SubjectPublicKeyInfo DER.
+pub fn member_id(spki_der: &[u8]) -> MemberId {
+    MemberId::of_spki(spki_der)
 }
 
 /// Lowercase hex of bytes.
@@ -356,7 +351,7 @@ pub struct Cert {
     /// Key type of the subject key.
     pub key_type: KeyType,
     /// Member id of the subject key.
-    pub member_id: String,
+    pub member_id: MemberId,
     /// Start of validity.
     pub not_before: OffsetDateTime,
     /// End of validity.
@@ -845,8 +840,8 @@ mod tests {
     #[test]
     fn member_id_is_40_hex_digits() {
         let key = KeyType::Ed25519.generate().unwrap();
-        let id = member_id(&spki_of(&key));
-        assert!(is_member_id(&id), "{id}");
+        let id = member_id(&spki_of(&key)).to_string();
+        assert!(id.len() == 40 && id.parse::<MemberId>().is_ok(), "{id}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::cmp::Ordering;
 use thiserror::Error;
 use uuid::Uuid;
 
+use crate::member::MemberId;
 use crate::pki::{self, Cert, PkiError};
 
 /// Record type of chat messages (data: UTF-8 text).
@@ -42,7 +43,7 @@ const MAGIC: &[u8; 4] = b"PGR1";
 const DOMAIN: &[u8] = b"peergroup record v1\0";
 
 /// Errors about records.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum RecordError {
     /// The bytes are not a record.
     #[error("malformed record: {0}")]
@@ -75,10 +76,10 @@ pub struct Record {
     pub rtype: Uuid,
     /// Version, from 1, raised by each update.
     pub version: u64,
-    /// Member id (raw 20 bytes) of the creator.
-    pub creator: [u8; 20],
-    /// Member id (raw 20 bytes) of the last modifier, who signed this copy.
-    pub modifier: [u8; 20],
+    /// Member id of the creator.
+    pub creator: MemberId,
+    /// Member id of the last modifier, who signed this copy.
+    pub modifier: MemberId,
     /// Creation time, unix ms.
     pub created_ms: i64,
     /// Last modification time, unix ms.
@@ -95,24 +96,12 @@ pub struct Record {
     pub signature: Vec<u8>,
 }
 
-/// Parses a 40-hex-digit member id into its 20 bytes.
-pub fn member_bytes(member_id: &str) -> Option<[u8; 20]> {
-    if !pki::is_member_id(member_id) {
-        return None;
-    }
-    let mut out = [0u8; 20];
-    for (i, chunk) in member_id.as_bytes().chunks(2).enumerate() {
-        out[i] = u8::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
-    }
-    Some(out)
-}
-
 /// A deterministic record id for a per-member record (presence, membership), so every
 /// publication by one member replaces the previous one.
-pub fn per_member_id(rtype: &Uuid, member: &[u8; 20]) -> Uuid {
+pub fn per_member_id(rtype: &Uuid, member: &MemberId) -> Uuid {
     let mut input = Vec::with_capacity(36);
     input.extend_from_slice(rtype.as_bytes());
-    input.extend_from_slice(member);
+    input.extend_from_slice(member.as_bytes());
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &input);
     let mut b = [0u8; 16];
     b.copy_from_slice(&d.as_ref()[..16]);
@@ -124,7 +113,7 @@ pub fn per_member_id(rtype: &Uuid, member: &[u8; 20]) -> Uuid {
 
 impl Record {
     /// A new unsigned record created by `creator` now.
-    pub fn new(rtype: Uuid, creator: [u8; 20], now_ms: i64, lifetime_ms: i64) -> Record {
+    pub fn new(rtype: Uuid, creator: MemberId, now_ms: i64, lifetime_ms: i64) -> Record {
         Record {
             id: Uuid::now_v7(),
             rtype,
@@ -139,16 +128,6 @@ impl Record {
             data: Vec::new(),
             signature: Vec::new(),
         }
-    }
-
-    /// Creator's member id as hex.
-    pub fn creator_id(&self) -> String {
-        pki::hex(&self.creator)
-    }
-
-    /// Modifier's member id as hex.
-    pub fn modifier_id(&self) -> String {
-        pki::hex(&self.modifier)
     }
 
     /// First attribute named `name` that is a string.
@@ -175,8 +154,8 @@ impl Record {
         out.extend_from_slice(self.id.as_bytes());
         out.extend_from_slice(self.rtype.as_bytes());
         out.extend_from_slice(&self.version.to_be_bytes());
-        out.extend_from_slice(&self.creator);
-        out.extend_from_slice(&self.modifier);
+        out.extend_from_slice(self.creator.as_bytes());
+        out.extend_from_slice(self.modifier.as_bytes());
         out.extend_from_slice(&self.created_ms.to_be_bytes());
         out.extend_from_slice(&self.modified_ms.to_be_bytes());
         out.extend_from_slice(&self.expires_ms.to_be_bytes());
@@ -273,8 +252,8 @@ impl Record {
         let id = Uuid::from_bytes(r.array()?);
         let rtype = Uuid::from_bytes(r.array()?);
         let version = r.u64()?;
-        let creator = r.array()?;
-        let modifier = r.array()?;
+        let creator = MemberId::from_bytes(r.array()?);
+        let modifier = MemberId::from_bytes(r.array()?);
         let created_ms = r.i64()?;
         let modified_ms = r.i64()?;
         let expires_ms = r.i64()?;
@@ -400,7 +379,7 @@ mod tests {
     use crate::pki::KeyType;
 
     fn sample() -> Record {
-        let mut r = Record::new(CHAT_TYPE, [7; 20], 1_000, 60_000);
+        let mut r = Record::new(CHAT_TYPE, MemberId::from_bytes([7; 20]), 1_000, 60_000);
         r.attributes.push(("name".into(), AttrValue::Str("alice".into())));
         r.attributes.push(("n".into(), AttrValue::Int(-3)));
         r.attributes.push(("at".into(), AttrValue::Date(99)));
@@ -456,7 +435,7 @@ mod tests {
         b.version = 2;
         assert_eq!(compare(&a, &b), Ordering::Less);
         let mut c = a.clone();
-        c.modifier = [9; 20];
+        c.modifier = MemberId::from_bytes([9; 20]);
         assert_eq!(compare(&c, &a), Ordering::Greater);
         let mut d = a.clone();
         d.modified_ms += 1;
@@ -469,10 +448,10 @@ mod tests {
 
     #[test]
     fn per_member_ids_are_stable_and_distinct() {
-        let m = [3; 20];
+        let m = MemberId::from_bytes([3; 20]);
         assert_eq!(per_member_id(&PRESENCE_TYPE, &m), per_member_id(&PRESENCE_TYPE, &m));
         assert_ne!(per_member_id(&PRESENCE_TYPE, &m), per_member_id(&MEMBERSHIP_TYPE, &m));
-        assert_eq!(member_bytes(&pki::hex(&m)), Some(m));
-        assert_eq!(member_bytes("xyz"), None);
+        let other = MemberId::from_bytes([4; 20]);
+        assert_ne!(per_member_id(&PRESENCE_TYPE, &m), per_member_id(&PRESENCE_TYPE, &other));
     }
 }

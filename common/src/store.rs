@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use uuid::Uuid;
 
+use crate::member::MemberId;
 use crate::record::Record;
 use thiserror::Error;
 
@@ -237,8 +238,8 @@ impl Store {
                     r.id.as_bytes().as_slice(),
                     r.rtype.as_bytes().as_slice(),
                     r.version as i64,
-                    r.creator.as_slice(),
-                    r.modifier.as_slice(),
+                    r.creator.as_bytes().as_slice(),
+                    r.modifier.as_bytes().as_slice(),
                     r.created_ms,
                     r.modified_ms,
                     r.expires_ms,
@@ -335,7 +336,7 @@ impl Store {
     }
 
     /// Deletes records expired at `now_ms`; returns (id, type, creator) of each.
-    pub fn purge_expired(&mut self, now_ms: i64) -> Result<Vec<(Uuid, Uuid, [u8; 20])>, StoreError> {
+    pub fn purge_expired(&mut self, now_ms: i64) -> Result<Vec<(Uuid, Uuid, MemberId)>, StoreError> {
         let path = self.path.clone();
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
@@ -358,10 +359,10 @@ impl Store {
                 .map_err(err)?;
             for row in rows {
                 let (id, t, c) = row.map_err(err)?;
-                if let (Ok(id), Ok(t), Ok(c)) = (
+                if let (Ok(id), Ok(t), Some(c)) = (
                     <[u8; 16]>::try_from(id.as_slice()),
                     <[u8; 16]>::try_from(t.as_slice()),
-                    <[u8; 20]>::try_from(c.as_slice()),
+                    MemberId::from_slice(&c),
                 ) {
                     out.push((Uuid::from_bytes(id), Uuid::from_bytes(t), c));
                 }

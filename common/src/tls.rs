@@ -19,11 +19,39 @@ use uuid::Uuid;
 
 use crate::clock;
 use crate::identity::Identity;
+use crate::member::MemberId;
 use crate::membership::Membership;
 use crate::pki::{self, Cert, Claim};
 
-/// What a dial that reached another member than the expected one fails with.
-pub const WRONG_MEMBER: &str = "not the one dialled";
+/// What a dial that reached another member than the expected one fails with (inside
+/// rustls' certificate error, so the dialler can tell it from other failures).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrongMember {
+    /// Who answered.
+    pub found: MemberId,
+    /// The server name dialled.
+    pub dialled: String,
+}
+
+impl fmt::Display for WrongMember {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the peer is member {}, not the one dialled ({})",
+            self.found, self.dialled
+        )
+    }
+}
+
+impl std::error::Error for WrongMember {}
+
+/// The [`WrongMember`] inside a failed TLS connect, if that is why it failed.
+pub fn wrong_member(e: &std::io::Error) -> Option<&WrongMember> {
+    match e.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o)) => o.0.downcast_ref::<WrongMember>(),
+        _ => None,
+    }
+}
 
 /// Server name that accepts any member of the group.
 pub const ANY_MEMBER: &str = "any.member.invalid";
@@ -55,10 +83,9 @@ impl fmt::Debug for TlsConfigs {
 }
 
 /// The server name to dial a member with (`None`: any member).
-pub fn server_name(member: Option<&str>) -> Result<ServerName<'static>, TlsError> {
+pub fn server_name(member: Option<&MemberId>) -> Result<ServerName<'static>, TlsError> {
     let name = match member {
-        Some(m) if pki::is_member_id(m) => pki::member_dns_name(m),
-        Some(m) => return Err(TlsError::BadMember(m.to_string())),
+        Some(m) => pki::member_dns_name(m),
         None => ANY_MEMBER.to_string(),
     };
     ServerName::try_from(name.clone()).map_err(|_| TlsError::BadMember(name))
@@ -117,7 +144,7 @@ impl GroupVerifier {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-    ) -> Result<String, rustls::Error> {
+    ) -> Result<MemberId, rustls::Error> {
         let refuse = |why: String| rustls::Error::General(format!("not a member of this group: {why}"));
         if intermediates.len() > pki::MAX_ISSUING_LINKS {
             return Err(refuse("chain too long".into()));
@@ -159,9 +186,12 @@ impl ServerCertVerifier for GroupVerifier {
             && name.as_ref() != ANY_MEMBER
             && name.as_ref() != pki::member_dns_name(&member)
         {
-            return Err(rustls::Error::General(format!(
-                "the peer is member {member}, {WRONG_MEMBER} ({})",
-                name.as_ref()
+            let wrong = WrongMember {
+                found: member,
+                dialled: name.as_ref().to_string(),
+            };
+            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
+                rustls::OtherError(Arc::new(wrong)),
             )));
         }
         Ok(ServerCertVerified::assertion())

@@ -12,8 +12,8 @@ pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 pub const MAX_RECORDS_PER_FRAME: usize = 4096;
 /// Most ids one `Want` carries.
 pub const MAX_WANT_IDS: usize = 4096;
-/// Protocol version spoken in `Hello`.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// Protocol version spoken in `Hello` (2: Hello carries a tie-break nonce).
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Errors from reading or decoding frames.
 #[derive(Debug, Error)]
@@ -49,6 +49,9 @@ pub enum Message {
         purpose: Purpose,
         /// Where the sender accepts connections.
         addresses: Vec<String>,
+        /// A random number per connection: when two connections join the same pair of
+        /// members, both ends keep the one with the lower (dialler's, acceptor's) pair.
+        nonce: u64,
     },
     /// Record bodies: flooded live (`sync == false`) or answering sync.
     Records {
@@ -101,6 +104,7 @@ impl Message {
                 version,
                 purpose,
                 addresses,
+                nonce,
             } => {
                 p.push(T_HELLO);
                 p.push(*version);
@@ -114,6 +118,7 @@ impl Message {
                     p.push(a.len() as u8);
                     p.extend_from_slice(a);
                 }
+                p.extend_from_slice(&nonce.to_be_bytes());
             }
             Message::Records { sync, bodies } => {
                 p.push(T_RECORDS);
@@ -174,10 +179,16 @@ impl Message {
                             .to_string(),
                     );
                 }
+                let nonce = u64::from_be_bytes(
+                    take(&mut rest, 8)?
+                        .try_into()
+                        .map_err(|_| WireError::Malformed("nonce"))?,
+                );
                 Message::Hello {
                     version,
                     purpose,
                     addresses,
+                    nonce,
                 }
             }
             T_RECORDS => {
@@ -286,6 +297,7 @@ mod tests {
                 version: 1,
                 purpose: Purpose::Direct,
                 addresses: vec!["127.0.0.1:1".into(), "[::1]:2".into()],
+                nonce: u64::MAX - 3,
             },
             Message::Records {
                 sync: true,

@@ -112,7 +112,7 @@ impl Fixture {
     fn make_chats(&self, by: usize, count: usize, lifetime_ms: i64) -> Vec<Record> {
         let id = self.identity(by);
         let group = membership::find(&self.home, &format!("m{by}"), GROUP).unwrap().group.id;
-        let creator = record::member_bytes(id.member_id()).unwrap();
+        let creator = id.member_id();
         let now = clock::now().unix_timestamp() * 1000;
         (0..count)
             .map(|k| {

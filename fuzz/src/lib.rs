@@ -94,7 +94,7 @@ pub struct Fixture {
     pub now_unix: i64,
     /// Member id bytes -> the certificate whose key signs that member's records: bob's
     /// membership certificate, and alice's issuing certificate (her identity key).
-    pub signers: Vec<([u8; 20], Cert)>,
+    pub signers: Vec<(common::member::MemberId, Cert)>,
     /// The local side of a sync session.
     pub items: ItemSet,
 }
@@ -140,8 +140,8 @@ pub fn fixture() -> &'static Fixture {
     &FIXTURE
 }
 
-fn signer(cert: &Cert) -> ([u8; 20], Cert) {
-    let member = record::member_bytes(&cert.member_id).expect("a certificate's member id is 40 hex digits");
+fn signer(cert: &Cert) -> (common::member::MemberId, Cert) {
+    let member = cert.member_id;
     (member, cert.clone())
 }
 

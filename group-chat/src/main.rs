@@ -130,7 +130,7 @@ async fn online(
     offset: UtcOffset,
 ) -> anyhow::Result<anyhow::Result<()>> {
     let mode = if args.json { Mode::Json } else { Mode::Human };
-    let me = identity.member_id().to_string();
+    let me = identity.member_id();
     let my_name = identity.friendly_name().to_string();
     let store_path = m.dir.join(STORE_FILE);
     let cursor_path = m.dir.join(chat::CURSOR_FILE);
@@ -168,7 +168,7 @@ async fn online(
             "group-chat",
             &format!(
                 "online in {group_name} as {my_name} ({}), listening on {}",
-                chat::short(&me),
+                me.short(),
                 handle.addresses.join(", ")
             ),
         );
@@ -180,7 +180,7 @@ async fn online(
     let closed = Arc::new(AtomicBool::new(false));
     let output = {
         let (dirty, closed) = (dirty.clone(), closed.clone());
-        let (me, my_name) = (me.clone(), my_name.clone());
+        let my_name = my_name.clone();
         let view = View {
             me,
             my_name,
@@ -282,7 +282,7 @@ async fn online(
 
 /// What the output thread needs to format lines.
 struct View {
-    me: String,
+    me: common::member::MemberId,
     my_name: String,
     mode: Mode,
     offset: UtcOffset,
@@ -296,7 +296,7 @@ fn output_loop(
     dirty: &AtomicBool,
     closed: &AtomicBool,
 ) {
-    let (me, mode, offset) = (view.me.as_str(), view.mode, view.offset);
+    let (me, mode, offset) = (view.me, view.mode, view.offset);
     let (store, mut cursor) = match opened {
         Ok(x) => x,
         Err(e) => {
@@ -333,7 +333,7 @@ fn output_loop(
                 return true;
             }
             for r in &batch {
-                if r.record.creator_id() != me && !r.record.deleted {
+                if r.record.creator != me && !r.record.deleted {
                     let name = names.name(&store, &r.record.creator);
                     if !write(chat::message_line(mode, r, &name, offset, view.online_since_ms)) {
                         return false;

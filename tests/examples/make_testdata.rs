@@ -138,7 +138,7 @@ fn main() {
     let mut chain = vec![mallory_m.membership.clone()];
     chain.extend(mallory_m.chain.iter().cloned());
     let mut body = inv.body.clone();
-    body.issuer_id = mallory.member_id().to_string();
+    body.issuer_id = mallory.member_id();
     body.issuer_name = "mallory".into();
     let forged = resign(body, inv.root.clone(), forged_member, chain, &mallory.key);
     fs::write(out.join("invitation/non-admin.invite"), forged.to_xml()).unwrap();
@@ -164,7 +164,7 @@ fn main() {
             &spec(
                 Claim::Issuing {
                     group,
-                    member: eve.member_id().into(),
+                    member: eve.member_id(),
                 },
                 "eve",
             ),
@@ -178,7 +178,7 @@ fn main() {
     .unwrap();
     let member = issue_membership(&inv, &bob, &eve_issuing, &eve.key);
     let mut body = inv.body.clone();
-    body.issuer_id = eve.member_id().to_string();
+    body.issuer_id = eve.member_id();
     body.issuer_name = "eve".into();
     // The real root travels in the file, so the chain leads to a different root.
     let forged = resign(body, inv.root.clone(), member, vec![eve_issuing], &eve.key);
@@ -271,7 +271,7 @@ fn main() {
     );
     wi(
         "changed-member-id.xml",
-        &bob_text.replace(bob.member_id(), &"0".repeat(40)),
+        &bob_text.replace(&bob.member_id().to_string(), &"0".repeat(40)),
     );
     let (cs, ce) = field_b64(&bob_text, "certificate");
     let membership_b64 = {
@@ -341,7 +341,7 @@ fn issue_membership(inv: &Invitation, who: &PublicIdentity, issuer: &Cert, key: 
         common_name: who.friendly_name().into(),
         claim: Claim::Membership {
             group: inv.body.group.id,
-            member: who.member_id().into(),
+            member: who.member_id(),
             role: Role::Member,
         },
         not_before: inv.membership.not_before,

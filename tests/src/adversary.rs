@@ -18,6 +18,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use crate::group::{GROUP, Member, WAIT, member_connection, send_inside_tls};
 use crate::honest::{Honest, Latency, MIN_PHASE, conns};
 use crate::unix_ms;
+use common::member::MemberId;
 
 /// A group's default message lifetime (7 days), in ms.
 pub const MESSAGE_LIFETIME_MS: i64 = 7 * 86_400 * 1000;
@@ -25,7 +26,7 @@ pub const MESSAGE_LIFETIME_MS: i64 = 7 * 86_400 * 1000;
 /// A member's credentials, loaded from its home, to sign records and speak TLS with.
 pub struct Creds {
     /// The member's id, as records carry it.
-    pub id: [u8; 20],
+    pub id: MemberId,
     /// The member's identity (its key signs records and TLS handshakes).
     pub identity: common::identity::Identity,
     /// The member's membership of [`GROUP`], with its chain.
@@ -49,7 +50,7 @@ impl Creds {
         let identity = common::identity::Identity::load(&home, m.name).unwrap();
         let membership = common::membership::find(&home, m.name, GROUP).unwrap();
         Creds {
-            id: record::member_bytes(&m.id).unwrap(),
+            id: m.id.parse().unwrap(),
             identity,
             membership,
         }
@@ -88,7 +89,7 @@ impl Creds {
 }
 
 /// A chat record by `creator` (also its modifier) with the group's lifetime, unsigned.
-pub fn chat(creator: [u8; 20], text: &str, created_ms: i64) -> Record {
+pub fn chat(creator: MemberId, text: &str, created_ms: i64) -> Record {
     let mut r = Record::new(CHAT_TYPE, creator, created_ms, MESSAGE_LIFETIME_MS);
     r.data = text.as_bytes().to_vec();
     r
@@ -166,6 +167,7 @@ pub fn tls_attempt(config: &Arc<ClientConfig>, addr: &str) -> Result<Duration, S
         version: PROTOCOL_VERSION,
         purpose: Purpose::Neighbour,
         addresses: Vec::new(),
+        nonce: 1,
     };
     // The member may refuse before this is written: that is its answer.
     let _ = s.write_all(&hello.encode()).and_then(|_| s.flush());

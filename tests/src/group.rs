@@ -261,6 +261,7 @@ pub fn member_connection(member: &Member, addr: &str) -> rustls::StreamOwned<rus
         version: common::wire::PROTOCOL_VERSION,
         purpose: common::wire::Purpose::Neighbour,
         addresses: Vec::new(),
+        nonce: 1,
     };
     s.write_all(&hello.encode())
         .and_then(|_| s.flush())

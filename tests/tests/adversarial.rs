@@ -23,6 +23,7 @@ use std::net::TcpStream;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use common::member::MemberId;
 use common::record::{self, CHAT_TYPE, MEMBERSHIP_TYPE, PRESENCE_TYPE, Record};
 use common::wire::{Message, PROTOCOL_VERSION, Purpose};
 use peergroup_tests::adversary::*;
@@ -180,7 +181,7 @@ fn replayed_forged_and_out_of_bounds_records_are_not_admitted_or_forwarded() {
     for i in 0..3 {
         h.wait(i, "dave present", |evs| present(evs, &dave.id));
     }
-    let dave_bytes = record::member_bytes(&dave.id).unwrap();
+    let dave_bytes = dave.id.parse::<MemberId>().unwrap();
     let old_presence = a
         .store()
         .of_type(&PRESENCE_TYPE)
@@ -250,7 +251,7 @@ fn replayed_forged_and_out_of_bounds_records_are_not_admitted_or_forwarded() {
         .find(|r| r.data == b"calm 0")
         .expect("alice's first line in alice's store");
     let stranger_key = common::pki::KeyType::Ed25519.generate().unwrap();
-    let stranger = record::member_bytes(&common::pki::member_id(&common::pki::spki_of(&stranger_key))).unwrap();
+    let stranger = common::pki::member_id(&common::pki::spki_of(&stranger_key));
     let signed_by_stranger = |mut r: Record| {
         r.sign(&group, &stranger_key).unwrap();
         r
@@ -425,6 +426,7 @@ fn junk_and_oversized_frames_from_a_member_cut_only_that_connection() {
                     version: PROTOCOL_VERSION,
                     purpose: Purpose::Neighbour,
                     addresses: Vec::new(),
+                    nonce: 2,
                 }
                 .encode(),
             ),

@@ -15,7 +15,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
-use super::Stats;
+use crate::core::{ConnId, ConnReason, ConnUp, Stats};
+use crate::member::MemberId;
 use crate::pki::Cert;
 use crate::tls::{self, TlsConfigs};
 use crate::wire::{self, Message, Purpose};
@@ -38,14 +39,11 @@ pub const KEEPALIVE: Duration = Duration::from_secs(1);
 /// dials someone reachable. Several keepalives long, so a busy peer is not cut.
 pub const SILENCE_LIMIT: Duration = Duration::from_secs(5);
 
-/// Identifies one connection for the node's lifetime.
-pub type ConnId = u64;
-
 /// What a connection task tells the node.
 #[derive(Debug)]
 pub enum ConnEvent {
     /// A connection finished its handshake and Hello exchange.
-    Up(Box<ConnUp>),
+    Up(Box<Up>),
     /// A frame arrived (already decoded).
     Frame(ConnId, Message),
     /// The connection ended.
@@ -65,29 +63,17 @@ pub enum ConnEvent {
         /// Why we dialled.
         purpose: Purpose,
         /// The member expected there, if any.
-        expected: Option<String>,
+        expected: Option<MemberId>,
         /// What went wrong.
-        reason: String,
+        reason: ConnReason,
     },
 }
 
-/// A connection ready for frames.
+/// A connection ready for frames: what the core learns, and the tasks' handles.
 #[derive(Debug)]
-pub struct ConnUp {
-    /// Its id.
-    pub id: ConnId,
-    /// The peer's member id (from its verified certificate).
-    pub member: String,
-    /// The peer's membership certificate.
-    pub cert: Cert,
-    /// Remote socket address.
-    pub addr: SocketAddr,
-    /// Whether we dialled.
-    pub outbound: bool,
-    /// Why the dialler connected.
-    pub purpose: Purpose,
-    /// Where the peer says it listens.
-    pub peer_addresses: Vec<String>,
+pub struct Up {
+    /// What the core learns.
+    pub conn: ConnUp,
     /// Send side of the writer's queue.
     pub writer: Writer,
     /// Stops the reader task.
@@ -177,40 +163,58 @@ impl Writer {
     }
 }
 
-/// Dials `addr`, authenticates, exchanges Hello, and reports through `events`.
-#[allow(clippy::too_many_arguments)]
-pub async fn dial(
-    id: ConnId,
-    addr: SocketAddr,
-    expected: Option<String>,
-    purpose: Purpose,
-    tls: TlsConfigs,
-    hello: Message,
-    events: mpsc::Sender<ConnEvent>,
-    stats: Arc<Stats>,
-) {
+/// What a dial is for: where, whom, why, and our Hello (with its nonce).
+#[derive(Debug, Clone)]
+pub struct DialSpec {
+    /// The connection's id.
+    pub id: ConnId,
+    /// Where.
+    pub addr: SocketAddr,
+    /// The member expected there, if any.
+    pub expected: Option<MemberId>,
+    /// Why.
+    pub purpose: Purpose,
+    /// Our Hello.
+    pub hello: Message,
+}
+
+/// Dials, authenticates, exchanges Hello, and reports through `events`.
+pub async fn dial(spec: DialSpec, tls: TlsConfigs, events: mpsc::Sender<ConnEvent>, stats: Arc<Stats>) {
+    let DialSpec {
+        id,
+        addr,
+        expected,
+        purpose,
+        hello,
+    } = spec;
+    let transport = |t: String| ConnReason::Transport(t);
     let result = async {
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| format!("connect: {e}"))?;
+            .map_err(|_| transport("connect timed out".into()))?
+            .map_err(|e| transport(format!("connect: {e}")))?;
         let _ = tcp.set_nodelay(true);
-        let name = tls::server_name(expected.as_deref()).map_err(|e| e.to_string())?;
+        let name = tls::server_name(expected.as_ref()).map_err(|e| transport(e.to_string()))?;
         let connector = TlsConnector::from(tls.client.clone());
         let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-            let stream = connector.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
-            let stream = TlsStream::Client(stream);
-            finish(stream, hello, true).await
+            let stream = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| match tls::wrong_member(&e) {
+                    Some(w) => ConnReason::WrongMember(w.to_string()),
+                    None => transport(format!("TLS: {e}")),
+                })?;
+            finish(TlsStream::Client(stream), &hello, true).await.map_err(transport)
         })
         .await
-        .map_err(|_| "handshake timed out".to_string())??;
-        Ok::<_, String>(stream)
+        .map_err(|_| transport("handshake timed out".into()))??;
+        Ok::<_, ConnReason>(stream)
     }
     .await;
     match result {
-        Ok((stream, cert, peer_purpose, peer_addresses)) => {
-            let _ = peer_purpose;
-            start(id, stream, cert, addr, true, purpose, peer_addresses, events, stats).await;
+        Ok(h) => {
+            let mine = hello_nonce(&hello);
+            start(id, h, addr, true, Some(purpose), (mine, 0), events, stats).await;
         }
         Err(reason) => {
             let _ = events
@@ -225,7 +229,23 @@ pub async fn dial(
     }
 }
 
-/// Accepts connections until the listener fails; ids come from `next_id`.
+/// Our nonce in a Hello.
+fn hello_nonce(hello: &Message) -> u64 {
+    match hello {
+        Message::Hello { nonce, .. } => *nonce,
+        _ => 0,
+    }
+}
+
+/// A fresh tie-break nonce for an accepted connection.
+fn random_nonce() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    u64::from_be_bytes(b)
+}
+
+/// Accepts connections until the listener fails; ids come from `next_id`. `hello` is
+/// our Hello; each accepted connection gets a fresh nonce in it.
 pub async fn accept_loop(
     listener: TcpListener,
     tls: TlsConfigs,
@@ -250,20 +270,24 @@ pub async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let hello = hello.clone();
+        let mut hello = hello.clone();
+        if let Message::Hello { nonce, .. } = &mut hello {
+            *nonce = random_nonce();
+        }
         let events = events.clone();
         let stats = stats.clone();
         let id = next_id.fetch_add(1, Ordering::Relaxed) as ConnId;
         tokio::spawn(async move {
             let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
                 let stream = acceptor.accept(tcp).await.map_err(|e| format!("TLS: {e}"))?;
-                finish(TlsStream::Server(stream), hello, false).await
+                finish(TlsStream::Server(stream), &hello, false).await
             })
             .await;
             drop(permit);
             match result {
-                Ok(Ok((stream, cert, purpose, peer_addresses))) => {
-                    start(id, stream, cert, addr, false, purpose, peer_addresses, events, stats).await;
+                Ok(Ok(h)) => {
+                    let mine = hello_nonce(&hello);
+                    start(id, h, addr, false, None, (0, mine), events, stats).await;
                 }
                 Ok(Err(reason)) => {
                     tracing::info!("refused connection from {addr}: {reason}");
@@ -279,10 +303,17 @@ pub async fn accept_loop(
     }
 }
 
-type Handshaken = (TlsStream<TcpStream>, Cert, Purpose, Vec<String>);
+/// A connection after the handshake and the Hello exchange.
+struct Handshaken {
+    stream: TlsStream<TcpStream>,
+    cert: Cert,
+    purpose: Purpose,
+    addresses: Vec<String>,
+    nonce: u64,
+}
 
 /// After TLS: read the peer's certificate, send our Hello, read theirs.
-async fn finish(mut stream: TlsStream<TcpStream>, hello: Message, outbound: bool) -> Result<Handshaken, String> {
+async fn finish(mut stream: TlsStream<TcpStream>, hello: &Message, outbound: bool) -> Result<Handshaken, String> {
     let certs = match &stream {
         TlsStream::Client(s) => s.get_ref().1.peer_certificates(),
         TlsStream::Server(s) => s.get_ref().1.peer_certificates(),
@@ -309,26 +340,39 @@ async fn finish(mut stream: TlsStream<TcpStream>, hello: Message, outbound: bool
             version,
             purpose,
             addresses,
-        } if version == wire::PROTOCOL_VERSION => Ok((stream, cert, purpose, addresses)),
+            nonce,
+        } if version == wire::PROTOCOL_VERSION => Ok(Handshaken {
+            stream,
+            cert,
+            purpose,
+            addresses,
+            nonce,
+        }),
         Message::Hello { version, .. } => Err(format!("peer speaks protocol version {version}")),
         _ => Err("the peer did not start with hello".into()),
     }
 }
 
 /// Spawns the reader and writer tasks and tells the node the connection is up.
+/// `purpose` is ours when we dialled (else the peer's Hello says); `tie` has our nonce
+/// in place, the peer's is filled in from its Hello.
 #[allow(clippy::too_many_arguments)]
 async fn start(
     id: ConnId,
-    stream: TlsStream<TcpStream>,
-    cert: Cert,
+    h: Handshaken,
     addr: SocketAddr,
     outbound: bool,
-    purpose: Purpose,
-    peer_addresses: Vec<String>,
+    purpose: Option<Purpose>,
+    mut tie: (u64, u64),
     events: mpsc::Sender<ConnEvent>,
     stats: Arc<Stats>,
 ) {
-    let (read_half, write_half) = tokio::io::split(stream);
+    if outbound {
+        tie.1 = h.nonce;
+    } else {
+        tie.0 = h.nonce;
+    }
+    let (read_half, write_half) = tokio::io::split(h.stream);
     let (tx, rx) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
     let writer = Writer {
@@ -345,14 +389,17 @@ async fn start(
     // never reach the node before the connection it came on.
     let (told, go) = oneshot::channel::<()>();
     let reader = tokio::spawn(read_loop(id, watched, events.clone(), stats, go)).abort_handle();
-    let up = ConnUp {
-        id,
-        member: cert.member_id.clone(),
-        cert,
-        addr,
-        outbound,
-        purpose,
-        peer_addresses,
+    let up = Up {
+        conn: ConnUp {
+            id,
+            member: h.cert.member_id,
+            cert: h.cert,
+            addr,
+            outbound,
+            purpose: purpose.unwrap_or(h.purpose),
+            peer_addresses: h.addresses,
+            tie,
+        },
         writer,
         reader,
         heard,

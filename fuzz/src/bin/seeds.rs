@@ -108,8 +108,8 @@ fn write_all(out: &Path, home: &Path) -> Result<usize> {
     // Records as peers send them, signed for the fixture group.
     let group = fixture.group();
     let now_ms = fixture.now_unix * 1000;
-    let bob_id = record::member_bytes(bob.member_id()).ok_or("bob's member id")?;
-    let alice_id = record::member_bytes(alice.member_id()).ok_or("alice's member id")?;
+    let bob_id = bob.member_id();
+    let alice_id = alice.member_id();
     let mut records = Vec::new();
     let mut chat = Record::new(record::CHAT_TYPE, bob_id, now_ms, 3_600_000);
     chat.data = "hello, group ✓".as_bytes().to_vec();

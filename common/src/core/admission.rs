@@ -1,0 +1,389 @@
+//! Admission: whether a record received from a peer is stored. Every check is a pure
+//! function of the record, what the node knows of the group (root, lifetimes, the
+//! memberships it has verified) and the time; the verdict carries a typed reason.
+//!
+//! A record whose creator's or modifier's membership is not known yet is held (not
+//! stored, not forwarded) until that membership arrives.
+
+use std::collections::HashMap;
+
+use thiserror::Error;
+use uuid::Uuid;
+
+use crate::member::MemberId;
+use crate::pki::{self, Cert, Claim, Role};
+use crate::record::{self, CHAT_TYPE, MEMBERSHIP_TYPE, PRESENCE_TYPE, Record};
+use crate::sync::Item;
+
+/// Clock skew tolerated in record times.
+pub const MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+/// Records held back waiting for a membership, at most.
+pub const MAX_HELD_RECORDS: usize = 10_000;
+/// Batches at least this large have their signatures verified on every core.
+pub const PARALLEL_VERIFY_MIN: usize = 64;
+
+/// Why a record is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Rejection {
+    /// It has expired.
+    #[error("expired")]
+    Expired,
+    /// Created or modified beyond the tolerated clock skew.
+    #[error("created or modified in the future")]
+    InTheFuture,
+    /// Modified before it was created.
+    #[error("modified before created")]
+    ModifiedBeforeCreated,
+    /// Lives longer than the group allows for its type.
+    #[error("lives longer than the group allows")]
+    OutlivesGroupLimit,
+    /// Modified by a member who is neither its creator nor (where allowed) an admin.
+    #[error("modified by someone other than its creator")]
+    ForeignModifier,
+    /// A presence record whose id is not its creator's presence id.
+    #[error("presence record with a foreign id")]
+    ForeignPresenceId,
+    /// Chat text that is not UTF-8 or over the size limit.
+    #[error("chat text is not UTF-8 within the size limit")]
+    BadChatText,
+    /// The signature does not verify with the modifier's certificate.
+    #[error("bad signature")]
+    BadSignature,
+    /// A membership record published by someone other than the member, or under
+    /// another id.
+    #[error("not published by the member itself")]
+    NotSelfPublished,
+    /// A membership record whose chain does not decode.
+    #[error("its chain does not decode")]
+    ChainDoesNotDecode,
+    /// A membership record whose chain does not verify.
+    #[error("its chain does not verify: {0}")]
+    ChainInvalid(String),
+    /// A membership record whose chain certifies another member.
+    #[error("the chain is for another member")]
+    ChainForAnotherMember,
+    /// A membership record that outlives its certificate.
+    #[error("outlives the membership")]
+    OutlivesMembership,
+    /// Another copy of the same version wins the conflict rule.
+    #[error("another copy of this version wins")]
+    LosesConflict,
+}
+
+/// What admission decides about one record.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    /// The same or a newer copy is held: nothing to do, nothing verified.
+    Duplicate,
+    /// Store it (a membership record brings the certificate it proves).
+    Accept(Option<Box<Cert>>),
+    /// The membership of this member is not known (or has ended): hold the record.
+    Hold(MemberId),
+    /// Refuse it.
+    Reject(Rejection),
+}
+
+/// Lifetimes the group allows, in ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// Chat messages and other records.
+    pub message_ms: i64,
+    /// Presence records.
+    pub presence_ms: i64,
+}
+
+impl Lifetimes {
+    /// From the group's settings in seconds.
+    pub fn from_secs(message_secs: u64, presence_secs: u64) -> Lifetimes {
+        let ms = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
+        Lifetimes {
+            message_ms: ms(message_secs),
+            presence_ms: ms(presence_secs),
+        }
+    }
+}
+
+/// What the node knows to judge records: the group, its root, its lifetimes, and the
+/// memberships verified so far.
+#[derive(Debug)]
+pub struct Admission {
+    group: Uuid,
+    root: Cert,
+    lifetimes: Lifetimes,
+    certs: HashMap<MemberId, Cert>,
+}
+
+/// Whether a copy with `digest` at `version` adds nothing to what is held.
+pub fn is_duplicate(held: Option<Item>, version: u64, digest: &[u8; 16]) -> bool {
+    held.is_some_and(|e| e.version > version || (e.version == version && e.digest == *digest))
+}
+
+/// Whether `t_ms` (unix ms) lies in `cert`'s validity, to the second, as the TLS
+/// verifier checks it at the handshake.
+pub fn valid_at(cert: &Cert, t_ms: i64) -> bool {
+    let t = t_ms.div_euclid(1000);
+    cert.not_before.unix_timestamp() <= t && t <= cert.not_after.unix_timestamp()
+}
+
+/// Checks a record's times against the clock and the group's lifetimes.
+pub fn check_times(r: &Record, now_ms: i64, lifetimes: &Lifetimes) -> Result<(), Rejection> {
+    if r.expires_ms <= now_ms {
+        return Err(Rejection::Expired);
+    }
+    if r.created_ms > now_ms + MAX_CLOCK_SKEW_MS || r.modified_ms > now_ms + MAX_CLOCK_SKEW_MS {
+        return Err(Rejection::InTheFuture);
+    }
+    if r.modified_ms < r.created_ms {
+        return Err(Rejection::ModifiedBeforeCreated);
+    }
+    let max_life = match r.rtype {
+        t if t == PRESENCE_TYPE => lifetimes.presence_ms,
+        t if t == MEMBERSHIP_TYPE => i64::MAX,
+        _ => lifetimes.message_ms,
+    };
+    if r.expires_ms.saturating_sub(r.modified_ms) > max_life.saturating_add(MAX_CLOCK_SKEW_MS) {
+        return Err(Rejection::OutlivesGroupLimit);
+    }
+    Ok(())
+}
+
+/// Checks a non-membership record's content rules and signature, given the
+/// modifier's certificate. `signature_ok` is a result computed ahead (in a parallel
+/// batch) for this very record, if any.
+pub fn check_content(r: &Record, group: &Uuid, modifier: &Cert, signature_ok: Option<bool>) -> Result<(), Rejection> {
+    if r.modifier != r.creator {
+        let admin = matches!(modifier.claim, Claim::Membership { role: Role::Admin, .. });
+        if !admin || r.rtype == PRESENCE_TYPE {
+            return Err(Rejection::ForeignModifier);
+        }
+    }
+    if r.rtype == PRESENCE_TYPE && r.id != record::per_member_id(&PRESENCE_TYPE, &r.creator) {
+        return Err(Rejection::ForeignPresenceId);
+    }
+    if r.rtype == CHAT_TYPE && (r.data.len() > record::MAX_CHAT_BYTES || std::str::from_utf8(&r.data).is_err()) {
+        return Err(Rejection::BadChatText);
+    }
+    if !signature_ok.unwrap_or_else(|| r.verify_signature(group, modifier)) {
+        return Err(Rejection::BadSignature);
+    }
+    Ok(())
+}
+
+impl Admission {
+    /// Admission for `group` under `root`, knowing only `own` (this node's membership).
+    pub fn new(group: Uuid, root: Cert, lifetimes: Lifetimes, own: (MemberId, Cert)) -> Admission {
+        let mut certs = HashMap::new();
+        certs.insert(own.0, own.1);
+        Admission {
+            group,
+            root,
+            lifetimes,
+            certs,
+        }
+    }
+
+    /// The group's lifetimes.
+    pub fn lifetimes(&self) -> &Lifetimes {
+        &self.lifetimes
+    }
+
+    /// The verified membership certificate of `member`, if known.
+    pub fn cert(&self, member: &MemberId) -> Option<&Cert> {
+        self.certs.get(member)
+    }
+
+    /// Learns a membership (verified by the caller: a handshake or a record).
+    /// Returns true if it was not known before.
+    pub fn learn(&mut self, member: MemberId, cert: Cert) -> bool {
+        self.certs.insert(member, cert).is_none()
+    }
+
+    /// Judges one record: `held` is what the node holds of its id, `now_ms` the time,
+    /// `signature_ok` a signature result computed ahead for this record.
+    pub fn judge(&self, r: &Record, held: Option<Item>, now_ms: i64, signature_ok: Option<bool>) -> Verdict {
+        if is_duplicate(held, r.version, &r.digest()) {
+            return Verdict::Duplicate;
+        }
+        if let Err(why) = check_times(r, now_ms, &self.lifetimes) {
+            return Verdict::Reject(why);
+        }
+        if r.rtype == MEMBERSHIP_TYPE {
+            return match self.verify_membership_record(r, now_ms) {
+                Ok(cert) => Verdict::Accept(Some(Box::new(cert))),
+                Err(why) => Verdict::Reject(why),
+            };
+        }
+        for m in [r.creator, r.modifier] {
+            // A membership that has ended since we learnt it counts as unknown, as on a
+            // node started now: else an expired member, refused at the handshake, could
+            // go on publishing through any member who relays for it.
+            if !self.certs.get(&m).is_some_and(|c| valid_at(c, now_ms)) {
+                return Verdict::Hold(m);
+            }
+        }
+        match check_content(r, &self.group, &self.certs[&r.modifier], signature_ok) {
+            Ok(()) => Verdict::Accept(None),
+            Err(why) => Verdict::Reject(why),
+        }
+    }
+
+    /// A membership record carries its chain: check it against the root, and its
+    /// signature by the member itself.
+    pub fn verify_membership_record(&self, r: &Record, now_ms: i64) -> Result<Cert, Rejection> {
+        if r.creator != r.modifier || r.id != record::per_member_id(&MEMBERSHIP_TYPE, &r.creator) {
+            return Err(Rejection::NotSelfPublished);
+        }
+        let certs = decode_chain(&r.data).ok_or(Rejection::ChainDoesNotDecode)?;
+        let (leaf, chain) = certs.split_first().ok_or(Rejection::ChainDoesNotDecode)?;
+        let at = crate::clock::from_unix(now_ms.div_euclid(1000));
+        let claim = pki::verify_chain_links(&self.root, chain, leaf, self.group, at)
+            .map_err(|e| Rejection::ChainInvalid(e.to_string()))?;
+        match claim {
+            Claim::Membership { member, .. } if member == r.creator => {}
+            _ => return Err(Rejection::ChainForAnotherMember),
+        }
+        if r.expires_ms > leaf.not_after.unix_timestamp().saturating_mul(1000) + MAX_CLOCK_SKEW_MS {
+            return Err(Rejection::OutlivesMembership);
+        }
+        if !r.verify_signature(&self.group, leaf) {
+            return Err(Rejection::BadSignature);
+        }
+        Ok(leaf.clone())
+    }
+
+    /// Verifies the signatures of a large batch on every core before the sequential
+    /// checks: signature checks are most of the work, and one core verifies only ~35,000
+    /// Ed25519 signatures a second. The result has one entry per record, by position:
+    /// `None` where the sequential path decides (small batches, one core, records held
+    /// already, membership records, unknown signers).
+    pub fn verify_batch(
+        &self,
+        records: &[(Record, Vec<u8>)],
+        held: impl Fn(&Uuid) -> Option<Item>,
+        threads: usize,
+    ) -> Vec<Option<bool>> {
+        let mut out = vec![None; records.len()];
+        if records.len() < PARALLEL_VERIFY_MIN || threads < 2 {
+            return out;
+        }
+        let work: Vec<(usize, &Record, &Cert)> = records
+            .iter()
+            .enumerate()
+            .filter(|(_, (r, _))| r.rtype != MEMBERSHIP_TYPE && !is_duplicate(held(&r.id), r.version, &r.digest()))
+            .filter_map(|(i, (r, _))| self.certs.get(&r.modifier).map(|c| (i, r, c)))
+            .collect();
+        let group = self.group;
+        let chunk = work.len().div_ceil(threads).max(1);
+        let results: Vec<(usize, bool)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = work
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|(i, r, c)| (*i, r.verify_signature(&group, c)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        });
+        for (i, ok) in results {
+            out[i] = Some(ok);
+        }
+        out
+    }
+}
+
+/// A record held back until its signer's membership is known.
+#[derive(Debug, Clone)]
+pub struct HeldRecord<F> {
+    /// Its encoding, as received.
+    pub body: Vec<u8>,
+    /// Whether it came by sync.
+    pub via_sync: bool,
+    /// Where it came from (not flooded back there).
+    pub from: Option<F>,
+}
+
+/// Records waiting for memberships, bounded by count.
+#[derive(Debug)]
+pub struct Held<F> {
+    by_member: HashMap<MemberId, Vec<HeldRecord<F>>>,
+    count: usize,
+}
+
+impl<F> Default for Held<F> {
+    fn default() -> Self {
+        Held {
+            by_member: HashMap::new(),
+            count: 0,
+        }
+    }
+}
+
+impl<F> Held<F> {
+    /// Holds a record for `member`; false when the budget is spent (it comes back
+    /// with the next sync) or the same bytes are held already.
+    pub fn hold(&mut self, member: MemberId, record: HeldRecord<F>) -> bool {
+        if self.count >= MAX_HELD_RECORDS {
+            return false;
+        }
+        let list = self.by_member.entry(member).or_default();
+        if list.iter().any(|p| p.body == record.body) {
+            return false;
+        }
+        list.push(record);
+        self.count += 1;
+        true
+    }
+
+    /// Takes the records that waited for `member`.
+    pub fn release(&mut self, member: &MemberId) -> Vec<HeldRecord<F>> {
+        let list = self.by_member.remove(member).unwrap_or_default();
+        self.count -= list.len();
+        list
+    }
+
+    /// Records held.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// Encodes a membership chain for a membership record: count, then length-prefixed DER.
+pub fn encode_chain(leaf: &Cert, chain: &[Cert]) -> Vec<u8> {
+    let mut out = vec![(chain.len() + 1) as u8];
+    for c in std::iter::once(leaf).chain(chain) {
+        out.extend_from_slice(&(c.der.len() as u32).to_be_bytes());
+        out.extend_from_slice(&c.der);
+    }
+    out
+}
+
+/// Decodes [`encode_chain`]'s output.
+pub fn decode_chain(mut b: &[u8]) -> Option<Vec<Cert>> {
+    let (&n, rest) = b.split_first()?;
+    b = rest;
+    if n == 0 || n as usize > pki::MAX_ISSUING_LINKS + 1 {
+        return None;
+    }
+    let mut out = Vec::new();
+    for _ in 0..n {
+        if b.len() < 4 {
+            return None;
+        }
+        let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        b = &b[4..];
+        if b.len() < len {
+            return None;
+        }
+        out.push(Cert::parse(&b[..len], "a chain certificate").ok()?);
+        b = &b[len..];
+    }
+    b.is_empty().then_some(out)
+}

@@ -1,0 +1,191 @@
+//! What the core reports to front ends: status, member list changes, connection
+//! changes with a typed reason, whispers. Text is made once, at the edge (`chat`).
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::member::MemberId;
+use crate::record::RecordError;
+use crate::sync::SyncError;
+use crate::wire::Purpose;
+
+/// Status flags, as `group-chat` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Status {
+    /// Accepting connections.
+    pub listening: bool,
+    /// Has at least one neighbour.
+    pub connected: bool,
+    /// Finished a first sync with a neighbour.
+    pub synchronized: bool,
+    /// Neighbour count.
+    pub neighbours: usize,
+}
+
+/// A present member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Member id.
+    pub member: MemberId,
+    /// Friendly name.
+    pub name: String,
+    /// Whether it is this node.
+    pub is_self: bool,
+}
+
+/// Member list changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberChange {
+    /// A neighbour connection to it came up.
+    Connected,
+    /// The last neighbour connection to it went down.
+    Disconnected,
+    /// Its presence appeared.
+    Joined,
+    /// Its presence was removed or expired.
+    Left,
+    /// Its presence changed (name or addresses).
+    Updated,
+}
+
+/// Connection kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnKind {
+    /// A mesh neighbour.
+    Neighbour,
+    /// A direct (whisper) connection.
+    Direct,
+}
+
+impl From<Purpose> for ConnKind {
+    fn from(p: Purpose) -> ConnKind {
+        match p {
+            Purpose::Neighbour => ConnKind::Neighbour,
+            Purpose::Direct => ConnKind::Direct,
+        }
+    }
+}
+
+/// Connection changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnChange {
+    /// Up.
+    Up,
+    /// Down.
+    Down,
+    /// A dial failed.
+    Failed,
+}
+
+/// Why a connection went down or a dial failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnReason {
+    /// Two connections joined the same pair of members; this one lost the tie.
+    Replaced,
+    /// An incoming neighbour was refused: the node has its cap of neighbours.
+    AtCapacity(usize),
+    /// The peer read nothing while its queue grew past the stall limit.
+    NotReading,
+    /// Nothing arrived for this long (a partition, a crashed host).
+    Silent(Duration),
+    /// A direct connection went unused.
+    Idle,
+    /// A direct connection carried something other than whispers.
+    OnlyWhispers,
+    /// A Hello after the handshake.
+    UnexpectedHello,
+    /// A sync message that does not decode or reconcile.
+    BadSync(SyncError),
+    /// A record that does not decode.
+    MalformedRecord(RecordError),
+    /// The dialled address answered as another member than the one named.
+    WrongMember(String),
+    /// The peer failed authentication (incoming connections).
+    AuthFailed(String),
+    /// What the transport said: closed by the peer, a bad frame, a refused connect.
+    Transport(String),
+}
+
+impl fmt::Display for ConnReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnReason::Replaced => f.write_str("replaced by a newer connection"),
+            ConnReason::AtCapacity(n) => write!(f, "refused: already {n} neighbours"),
+            ConnReason::NotReading => f.write_str("the peer is not reading"),
+            ConnReason::Silent(d) => write!(f, "nothing heard for {} s", d.as_secs()),
+            ConnReason::Idle => f.write_str("idle"),
+            ConnReason::OnlyWhispers => f.write_str("only whispers are allowed on a direct connection"),
+            ConnReason::UnexpectedHello => f.write_str("unexpected hello"),
+            ConnReason::BadSync(e) => write!(f, "bad sync message: {e}"),
+            ConnReason::MalformedRecord(e) => write!(f, "malformed record: {e}"),
+            ConnReason::WrongMember(t) | ConnReason::Transport(t) => f.write_str(t),
+            ConnReason::AuthFailed(t) => write!(f, "authentication failed: {t}"),
+        }
+    }
+}
+
+/// What the node reports. Chat messages are not events: front ends follow the store,
+/// so a slow reader never holds the node back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Has a neighbour and finished its first sync (once).
+    Ready,
+    /// Status changed.
+    Status(Status),
+    /// A member list change.
+    Member {
+        /// What changed.
+        change: MemberChange,
+        /// Member id.
+        member: MemberId,
+        /// Friendly name.
+        name: String,
+    },
+    /// A connection change.
+    Connection {
+        /// Which kind.
+        kind: ConnKind,
+        /// What happened.
+        change: ConnChange,
+        /// The member, when known.
+        member: Option<MemberId>,
+        /// The remote address.
+        address: String,
+        /// Why (down, failed).
+        reason: Option<ConnReason>,
+    },
+    /// A whisper arrived.
+    Whisper {
+        /// Sender member id.
+        from: MemberId,
+        /// Sender friendly name.
+        name: String,
+        /// The text.
+        text: String,
+        /// Unix ns of arrival.
+        recv_ns: i64,
+    },
+    /// Something went wrong that the user should see.
+    Error(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Front ends and tests read these texts; they are the same as before reasons
+    /// became an enum.
+    #[test]
+    fn reasons_read_as_before() {
+        assert_eq!(ConnReason::Replaced.to_string(), "replaced by a newer connection");
+        assert_eq!(
+            ConnReason::Silent(Duration::from_secs(5)).to_string(),
+            "nothing heard for 5 s"
+        );
+        assert_eq!(ConnReason::AtCapacity(8).to_string(), "refused: already 8 neighbours");
+        assert_eq!(
+            ConnReason::AuthFailed("TLS: x".into()).to_string(),
+            "authentication failed: TLS: x"
+        );
+    }
+}

@@ -1,0 +1,370 @@
+//! The mesh: which addresses to dial for neighbours (from `--peer`, presence records,
+//! the invitation and where members were seen before), backoff after failures, and
+//! which of two connections between the same pair of members survives.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::known::KnownPeers;
+use super::rng::Rng;
+use crate::member::MemberId;
+use crate::membership;
+
+/// How many neighbours a node dials on its own (more may dial it, up to the cap).
+pub const TARGET_NEIGHBOURS: usize = 3;
+/// First redial delay; doubles per failure up to [`MAX_BACKOFF`].
+pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest redial delay. Short, because after a partition heals the next redial is
+/// what re-merges the halves; a failed dial of a dead address costs almost nothing.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(3);
+/// How long an address that turned out to be our own is not dialled again.
+pub const SELF_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// A peer to dial: `[MEMBER_ID@]IP:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSpec {
+    /// The member expected there (any member when `None`).
+    pub member: Option<MemberId>,
+    /// Where.
+    pub addr: SocketAddr,
+}
+
+impl std::str::FromStr for PeerSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (member, addr) = match s.split_once('@') {
+            Some((m, a)) => {
+                let m = m.to_ascii_lowercase();
+                let id = m
+                    .parse::<MemberId>()
+                    .map_err(|_| format!("invalid member id {m:?} in {s:?}: expected 40 hex digits"))?;
+                (Some(id), a)
+            }
+            None => (None, s),
+        };
+        let addr = membership::parse_address(addr).map_err(|e| e.to_string())?;
+        Ok(PeerSpec { member, addr })
+    }
+}
+
+/// The tie-break key of a connection: the dialler's Hello nonce, then the acceptor's.
+/// Both ends see the same two numbers.
+pub type Tie = (u64, u64);
+
+/// Which of two neighbour connections between the same two members to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// The one already up.
+    Old,
+    /// The one that just came up.
+    New,
+}
+
+/// The duplicate-connection rule: keep the connection with the lower tie key. Both
+/// ends apply it to the same keys and so close the same connection, however many
+/// addresses one side dialled and in whatever order the two came up.
+pub fn settle_duplicate(old: Tie, new: Tie) -> Keep {
+    if new < old { Keep::New } else { Keep::Old }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    until: Instant,
+    delay: Duration,
+}
+
+/// What the mesh needs to know of the node to pick candidates.
+#[derive(Debug)]
+pub struct View<'a> {
+    /// This node.
+    pub me: MemberId,
+    /// Addresses this node advertises (never dialled).
+    pub own: &'a [String],
+    /// Members with a neighbour connection.
+    pub connected: &'a HashSet<MemberId>,
+    /// Remote addresses of open connections.
+    pub connected_addrs: &'a HashSet<SocketAddr>,
+    /// Present members and their advertised addresses (when discovering).
+    pub present: Vec<(MemberId, &'a [String])>,
+    /// The invitation's addresses (when discovering).
+    pub bootstrap: &'a [String],
+    /// How many dials to start.
+    pub wanted: usize,
+    /// Whether to use presence, the invitation and known peers (false: only `--peer`).
+    pub discover: bool,
+}
+
+/// Dial state of the mesh.
+#[derive(Debug)]
+pub struct Mesh {
+    peers: Vec<PeerSpec>,
+    dialing: HashSet<SocketAddr>,
+    backoff: HashMap<SocketAddr, Backoff>,
+    /// Addresses known to belong to a member: where it was reached, what it says in its
+    /// Hello and presence. A bootstrap address (dialled without a member id) that
+    /// belongs to a connected member is not dialled again.
+    owners: HashMap<SocketAddr, MemberId>,
+    known: KnownPeers,
+}
+
+impl Mesh {
+    /// A mesh that dials `peers` first and remembers `known`.
+    pub fn new(peers: Vec<PeerSpec>, known: KnownPeers) -> Mesh {
+        Mesh {
+            peers,
+            dialing: HashSet::new(),
+            backoff: HashMap::new(),
+            owners: HashMap::new(),
+            known,
+        }
+    }
+
+    /// Dials under way.
+    pub fn dialing(&self) -> usize {
+        self.dialing.len()
+    }
+
+    /// Members' last known addresses.
+    pub fn known(&self) -> &KnownPeers {
+        &self.known
+    }
+
+    /// Remembers where `member` advertises; true when that changed the known peers.
+    pub fn note_addresses(&mut self, member: MemberId, addresses: &[String]) -> bool {
+        for a in addresses {
+            if let Ok(addr) = a.parse() {
+                self.owners.insert(addr, member);
+            }
+        }
+        self.known.note(member, addresses)
+    }
+
+    /// A dial to `addr` starts; false when one is already under way.
+    pub fn start_dial(&mut self, addr: SocketAddr) -> bool {
+        self.dialing.insert(addr)
+    }
+
+    /// A connection came up: `addr` belongs to `member`; an outbound one ends its dial.
+    pub fn note_up(&mut self, addr: SocketAddr, member: MemberId, outbound: bool, addresses: &[String]) {
+        if outbound {
+            self.dialing.remove(&addr);
+            self.backoff.remove(&addr);
+            self.owners.insert(addr, member);
+        }
+        for a in addresses {
+            if let Ok(a) = a.parse() {
+                self.owners.insert(a, member);
+            }
+        }
+    }
+
+    /// The address turned out to be this node's own: not dialled for a long while.
+    pub fn note_self(&mut self, addr: SocketAddr, now: Instant) {
+        self.dialing.remove(&addr);
+        self.backoff.insert(
+            addr,
+            Backoff {
+                until: now + SELF_BACKOFF,
+                delay: MAX_BACKOFF,
+            },
+        );
+    }
+
+    /// A dial or an outbound connection to `addr` failed: back off, doubling, with
+    /// jitter so restarting peers do not dial in lockstep.
+    pub fn note_failure(&mut self, addr: SocketAddr, now: Instant, rng: &mut Rng) {
+        self.dialing.remove(&addr);
+        let b = self.backoff.entry(addr).or_insert(Backoff {
+            until: now,
+            delay: MIN_BACKOFF / 2,
+        });
+        b.delay = (b.delay * 2).min(MAX_BACKOFF);
+        let spread = (b.delay.as_millis() as u64 / 4).max(100);
+        b.until = now + b.delay + Duration::from_millis(rng.below(spread));
+    }
+
+    /// `--peer ID@ADDR` named someone who is not there: drop that entry (its backoff
+    /// would also hold back dials of the address without an id).
+    pub fn forget_peer(&mut self, addr: SocketAddr, member: Option<MemberId>) {
+        self.dialing.remove(&addr);
+        self.peers.retain(|p| !(p.addr == addr && p.member == member));
+        self.backoff.remove(&addr);
+    }
+
+    /// The addresses to dial now, best first: `--peer` entries, then presence and the
+    /// invitation in random order, then where members were seen before.
+    pub fn candidates(&self, view: &View<'_>, now: Instant, rng: &mut Rng) -> Vec<(SocketAddr, Option<MemberId>)> {
+        if view.wanted == 0 {
+            return Vec::new();
+        }
+        let usable = |addr: SocketAddr, member: Option<MemberId>, taken: &[(SocketAddr, Option<MemberId>)]| {
+            // An address dialled without an id counts as its owner's, once known.
+            let owner = member.or_else(|| self.owners.get(&addr).copied());
+            !(view.own.iter().any(|o| o.parse() == Ok(addr))
+                || view.connected_addrs.contains(&addr)
+                || self.dialing.contains(&addr)
+                || self.backoff.get(&addr).is_some_and(|b| b.until > now)
+                || owner.is_some_and(|m| m == view.me || view.connected.contains(&m))
+                || taken.iter().any(|(a, _)| *a == addr))
+        };
+        let mut out: Vec<(SocketAddr, Option<MemberId>)> = Vec::new();
+        for p in &self.peers {
+            if usable(p.addr, p.member, &out) {
+                out.push((p.addr, p.member));
+            }
+        }
+        if view.discover {
+            let mut others: Vec<(SocketAddr, Option<MemberId>)> = Vec::new();
+            let mut present = view.present.clone();
+            present.sort_by_key(|(m, _)| *m);
+            let listed = present
+                .iter()
+                .flat_map(|(m, addrs)| addrs.iter().map(move |a| (a, Some(*m))))
+                .chain(view.bootstrap.iter().map(|a| (a, None)));
+            for (a, member) in listed {
+                if let Ok(addr) = a.parse()
+                    && usable(addr, member, &out)
+                    && usable(addr, member, &others)
+                {
+                    others.push((addr, member));
+                }
+            }
+            rng.shuffle(&mut others);
+            out.extend(others);
+            for (member, a) in self.known.addresses() {
+                if let Ok(addr) = a.parse()
+                    && usable(addr, Some(member), &out)
+                {
+                    out.push((addr, Some(member)));
+                }
+            }
+        }
+        out.truncate(view.wanted);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(c: char) -> MemberId {
+        c.to_string().repeat(40).parse().unwrap()
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn both_ends_keep_the_same_connection_of_a_duplicate_pair() {
+        let (c1, c2) = ((7, 100), (3, 900));
+        // One end saw c1 first, the other c2 first: both keep c2.
+        assert_eq!(settle_duplicate(c1, c2), Keep::New);
+        assert_eq!(settle_duplicate(c2, c1), Keep::Old);
+        // A tie of dialler nonces is broken by the acceptor's.
+        assert_eq!(settle_duplicate((5, 2), (5, 1)), Keep::New);
+        assert_eq!(settle_duplicate((5, 1), (5, 2)), Keep::Old);
+    }
+
+    /// Regression (two members with every default on a host with two addresses
+    /// replaced their connection about five times a second): an address dialled
+    /// without a member id that belongs to a connected member is not dialled again.
+    #[test]
+    fn an_address_of_a_connected_member_is_not_dialled_again() {
+        let bob = id('b');
+        let mut mesh = Mesh::new(Vec::new(), KnownPeers::default());
+        let bootstrap = vec!["127.0.0.1:7400".to_string(), "10.0.0.2:7400".to_string()];
+        // Connected to bob through loopback; his Hello names both addresses.
+        mesh.note_up(addr("127.0.0.1:7400"), bob, true, &bootstrap);
+        let connected: HashSet<MemberId> = [bob].into();
+        let connected_addrs: HashSet<SocketAddr> = [addr("127.0.0.1:7400")].into();
+        let view = View {
+            me: id('a'),
+            own: &[],
+            connected: &connected,
+            connected_addrs: &connected_addrs,
+            present: Vec::new(),
+            bootstrap: &bootstrap,
+            wanted: 3,
+            discover: true,
+        };
+        let mut rng = Rng::new(1);
+        assert_eq!(mesh.candidates(&view, Instant::now(), &mut rng), vec![]);
+        // Without knowing the owner, the second address would have been dialled.
+        let fresh = Mesh::new(Vec::new(), KnownPeers::default());
+        assert_eq!(
+            fresh.candidates(&view, Instant::now(), &mut rng),
+            vec![(addr("10.0.0.2:7400"), None)]
+        );
+    }
+
+    #[test]
+    fn candidates_come_in_order_and_skip_what_is_busy_or_backing_off() {
+        let now = Instant::now();
+        let peers = vec![PeerSpec {
+            member: None,
+            addr: addr("192.0.2.1:1"),
+        }];
+        let mut known = KnownPeers::default();
+        known.note(id('e'), &["192.0.2.9:9".to_string()]);
+        let mut mesh = Mesh::new(peers, known);
+        let presence = vec!["192.0.2.2:2".to_string(), "192.0.2.3:3".to_string()];
+        let empty = HashSet::new();
+        let empty_addrs = HashSet::new();
+        let own = vec!["192.0.2.3:3".to_string()];
+        let view = View {
+            me: id('a'),
+            own: &own,
+            connected: &empty,
+            connected_addrs: &empty_addrs,
+            present: vec![(id('c'), &presence)],
+            bootstrap: &[],
+            wanted: 8,
+            discover: true,
+        };
+        let mut rng = Rng::new(3);
+        let got = mesh.candidates(&view, now, &mut rng);
+        assert_eq!(
+            got,
+            vec![
+                (addr("192.0.2.1:1"), None),
+                (addr("192.0.2.2:2"), Some(id('c'))),
+                (addr("192.0.2.9:9"), Some(id('e')))
+            ]
+        );
+        mesh.note_failure(addr("192.0.2.1:1"), now, &mut rng);
+        assert!(mesh.start_dial(addr("192.0.2.2:2")));
+        assert!(!mesh.start_dial(addr("192.0.2.2:2")), "one dial per address");
+        let got = mesh.candidates(&view, now, &mut rng);
+        assert_eq!(got, vec![(addr("192.0.2.9:9"), Some(id('e')))]);
+        let later = now + MAX_BACKOFF + Duration::from_secs(1);
+        assert!(
+            mesh.candidates(&view, later, &mut rng)
+                .contains(&(addr("192.0.2.1:1"), None))
+        );
+        let only_peers = View {
+            discover: false,
+            ..view
+        };
+        assert_eq!(
+            mesh.candidates(&only_peers, later, &mut rng),
+            vec![(addr("192.0.2.1:1"), None)]
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let now = Instant::now();
+        let mut mesh = Mesh::new(Vec::new(), KnownPeers::default());
+        let mut rng = Rng::new(9);
+        let a = addr("192.0.2.1:1");
+        for _ in 0..10 {
+            mesh.note_failure(a, now, &mut rng);
+        }
+        let b = mesh.backoff[&a];
+        assert_eq!(b.delay, MAX_BACKOFF);
+        assert!(b.until <= now + MAX_BACKOFF + MAX_BACKOFF / 4 + Duration::from_millis(1));
+    }
+}

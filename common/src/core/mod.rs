@@ -1,0 +1,1264 @@
+//! The node as a sans-I/O core: every decision of an online member (admission, sync
+//! sessions, the mesh, presence, whisper routing, flow control) as plain Rust, in the
+//! manner of quinn-proto. A driver feeds it [`Input`]s (connections up and down,
+//! frames, commands) with the current time ([`Now`]), calls [`Core::handle_timeout`]
+//! every [`TICK`] and [`Core::flush`] after each burst of inputs, and carries out what
+//! [`Core::poll_output`] returns: frames to send, dials, closes, events, replies.
+//!
+//! Two drivers run this one type: the tokio node (`crate::node`: sockets, TLS, SQLite)
+//! and the simulation (`crate::sim`: hundreds of nodes, simulated links and time).
+//! Nothing here does I/O; the store is reached through [`RecordStore`].
+//!
+//! Rules kept here: a record is verified (membership of creator and modifier,
+//! signature, size, times) and committed to the store before it is flooded, synced or
+//! shown; a record whose creator's or modifier's membership has not arrived yet waits
+//! for it; a neighbour that cannot keep up is not flooded but caught up by sync.
+
+pub mod admission;
+pub mod event;
+pub mod flow;
+pub mod known;
+pub mod mesh;
+pub mod presence;
+pub mod rng;
+pub mod session;
+pub mod store;
+pub mod whisper;
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use uuid::Uuid;
+
+use crate::identity::Identity;
+use crate::member::MemberId;
+use crate::membership::Membership;
+use crate::pki::Cert;
+use crate::record::{self, AttrValue, CHAT_TYPE, MEMBERSHIP_TYPE, PRESENCE_TYPE, Record, RecordError};
+use crate::store::Put;
+use crate::sync::{Item, ItemSet};
+use crate::wire::{self, Message, Purpose};
+use admission::{Admission, Held, HeldRecord, Lifetimes, Verdict};
+pub use event::{ConnChange, ConnKind, ConnReason, Event, MemberChange, MemberInfo, Status};
+use flow::{Flow, FlowAction};
+use known::KnownPeers;
+pub use mesh::PeerSpec;
+use mesh::{Keep, Mesh, TARGET_NEIGHBOURS, Tie, View};
+use presence::{ResolveError, Roster};
+use rng::Rng;
+pub use store::{MemStore, RecordStore};
+use whisper::{Route, Whispers};
+
+/// Identifies one connection for the node's lifetime.
+pub type ConnId = u64;
+/// Identifies one command, so its reply finds its asker.
+pub type RequestId = u64;
+
+/// Default cap on neighbour connections.
+pub const DEFAULT_MAX_NEIGHBOURS: usize = 8;
+/// How often the driver calls [`Core::handle_timeout`].
+pub const TICK: Duration = Duration::from_millis(200);
+/// How often expired records are purged.
+pub const PURGE_EVERY: Duration = Duration::from_secs(5);
+/// How long an unused direct (whisper) connection stays open.
+pub const DIRECT_IDLE: Duration = Duration::from_secs(60);
+/// Most failed incoming handshakes reported per second (the rest are only logged).
+pub const AUTH_EVENTS_PER_SECOND: u32 = 5;
+/// Largest Records frame the node builds.
+const RECORDS_FRAME_BUDGET: usize = 512 * 1024;
+
+/// The time as the driver sees it: a monotonic instant for timers, the wall clock for
+/// record times.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// Monotonic time.
+    pub instant: Instant,
+    /// Wall-clock time, unix ns.
+    pub unix_ns: i64,
+}
+
+impl Now {
+    /// Wall-clock time, unix ms.
+    pub fn unix_ms(&self) -> i64 {
+        self.unix_ns.div_euclid(1_000_000)
+    }
+}
+
+/// Errors the core answers commands with.
+#[derive(Debug, Clone, Error)]
+pub enum CoreError {
+    /// No single present member matches.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// A direct connection to the member could not be opened.
+    #[error("{member} is unreachable: {reason}")]
+    Unreachable {
+        /// The member.
+        member: MemberId,
+        /// Why.
+        reason: String,
+    },
+    /// The text is too long.
+    #[error("message of {0} bytes is over the {max}-byte limit", max = record::MAX_CHAT_BYTES)]
+    TooLong(usize),
+    /// A record could not be made.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// The store failed.
+    #[error("cannot store records: {0}")]
+    Store(String),
+    /// The node is leaving.
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+/// Traffic and work counters of a node, shared with its driver's connection tasks.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Frame bytes written to sockets (before TLS).
+    pub bytes_out: AtomicU64,
+    /// Frame bytes read from sockets (before TLS).
+    pub bytes_in: AtomicU64,
+    /// Records received that were already held (no verification spent).
+    pub duplicates: AtomicU64,
+    /// Records accepted from peers.
+    pub accepted: AtomicU64,
+}
+
+impl Stats {
+    /// Total frame bytes in both directions.
+    pub fn total_bytes(&self) -> u64 {
+        self.bytes_in.load(Ordering::Relaxed) + self.bytes_out.load(Ordering::Relaxed)
+    }
+}
+
+/// How to start a core.
+#[derive(Debug)]
+pub struct Config {
+    /// The local identity (its key signs our records).
+    pub identity: Identity,
+    /// Its membership of the group.
+    pub membership: Membership,
+    /// Addresses others can dial (what presence advertises).
+    pub advertised: Vec<String>,
+    /// Peers to dial besides those from presence and the invitation.
+    pub peers: Vec<PeerSpec>,
+    /// Cap on neighbour connections.
+    pub max_neighbours: usize,
+    /// Dial members found in presence, the invitation and known peers (true), or only
+    /// `peers` (false: fixed topologies in tests).
+    pub discover: bool,
+    /// Where members were seen before.
+    pub known: KnownPeers,
+    /// Chat messages to publish before going online (for `--send`).
+    pub initial_messages: Vec<String>,
+    /// Seed of the core's randomness (jitter, shuffles, nonces, record ids).
+    pub seed: u64,
+    /// Threads for checking large batches of signatures (1: none).
+    pub threads: usize,
+}
+
+/// A connection that finished its handshake and Hello exchange.
+#[derive(Debug, Clone)]
+pub struct ConnUp {
+    /// Its id.
+    pub id: ConnId,
+    /// The peer's member id (from its verified certificate).
+    pub member: MemberId,
+    /// The peer's membership certificate, verified in the handshake.
+    pub cert: Cert,
+    /// Remote socket address.
+    pub addr: SocketAddr,
+    /// Whether we dialled.
+    pub outbound: bool,
+    /// Why the dialler connected.
+    pub purpose: Purpose,
+    /// Where the peer says it listens.
+    pub peer_addresses: Vec<String>,
+    /// The tie-break key from both Hellos (dialler's nonce, acceptor's nonce).
+    pub tie: Tie,
+}
+
+/// What a driver tells the core.
+#[derive(Debug)]
+pub enum Input {
+    /// A connection is up.
+    Up(Box<ConnUp>),
+    /// A frame arrived on a connection.
+    Frame(ConnId, Message),
+    /// The connection ended (the transport says why).
+    Down(ConnId, ConnReason),
+    /// Nothing arrived on the connection for this long.
+    Silent(ConnId, Duration),
+    /// An incoming connection failed its handshake.
+    AcceptFailed {
+        /// Where it came from.
+        addr: SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A dial failed before the connection was up.
+    DialFailed {
+        /// Where.
+        addr: SocketAddr,
+        /// Why we dialled.
+        purpose: Purpose,
+        /// The member expected there, if any.
+        expected: Option<MemberId>,
+        /// What went wrong.
+        reason: ConnReason,
+    },
+    /// Bytes still queued to a connection (the driver's count).
+    Queued(ConnId, usize),
+    /// A command from the node's user.
+    Command(RequestId, Command),
+}
+
+/// What a user asks of the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Publish a chat message.
+    Publish(String),
+    /// Whisper to a present member (friendly name or member-id prefix).
+    Whisper {
+        /// Who.
+        to: String,
+        /// What.
+        text: String,
+    },
+    /// The member list.
+    Members,
+    /// The status.
+    Status,
+    /// Leave: remove presence; the driver then drains and closes.
+    Leave,
+}
+
+/// The answer to a [`Command`].
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// The record id, once durable.
+    Published(Result<Uuid, CoreError>),
+    /// The member it went to.
+    Whispered(Result<MemberId, CoreError>),
+    /// Present members plus this node.
+    Members(Vec<MemberInfo>),
+    /// Status flags.
+    Status(Status),
+    /// Presence removed.
+    Left,
+}
+
+/// What the core asks its driver to do.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Send this encoded frame on the connection.
+    Transmit {
+        /// Where.
+        conn: ConnId,
+        /// A whole frame, length prefix included (shared by every neighbour a flood
+        /// goes to).
+        frame: Arc<Vec<u8>>,
+    },
+    /// Dial an address; the Hello carries `nonce`.
+    Dial {
+        /// Where.
+        addr: SocketAddr,
+        /// The member expected there, if any.
+        expected: Option<MemberId>,
+        /// Why.
+        purpose: Purpose,
+        /// Our tie-break nonce for this connection.
+        nonce: u64,
+    },
+    /// Close the connection (the event saying why was emitted).
+    Close {
+        /// Which.
+        conn: ConnId,
+    },
+    /// Report to the front end.
+    Event(Event),
+    /// Answer a command.
+    Reply(RequestId, Reply),
+    /// Chat records were committed: the store's highest arrival number now.
+    ChatStored(i64),
+    /// Where members were seen changed: the known-peers file's new text.
+    KnownPeers(String),
+}
+
+#[derive(Debug)]
+struct Conn {
+    member: MemberId,
+    name: String,
+    addr: SocketAddr,
+    outbound: bool,
+    purpose: Purpose,
+    tie: Tie,
+    flow: Flow,
+    last_used: Instant,
+}
+
+/// The node's state machine over a record store `S`.
+#[derive(Debug)]
+pub struct Core<S: RecordStore> {
+    group: Uuid,
+    me: MemberId,
+    my_name: String,
+    identity: Identity,
+    membership: Membership,
+    store: S,
+    items: ItemSet,
+    admission: Admission,
+    held: Held<ConnId>,
+    roster: Roster,
+    mesh: Mesh,
+    conns: BTreeMap<ConnId, Conn>,
+    whispers: Whispers<RequestId>,
+    out: VecDeque<Output>,
+    status: Status,
+    ready_sent: bool,
+    presence_version: u64,
+    last_presence: Instant,
+    last_purge: Instant,
+    stopping: bool,
+    auth_window: (Instant, u32),
+    /// Records admitted from peers but not yet committed: one commit for every frame
+    /// that arrived together (group commit), then one flood.
+    batch: Vec<(Put, Option<ConnId>)>,
+    rng: Rng,
+    stats: Arc<Stats>,
+    advertised: Vec<String>,
+    max_neighbours: usize,
+    discover: bool,
+    threads: usize,
+}
+
+impl<S: RecordStore> Core<S> {
+    /// Starts a core over `store`: loads what the store knows, publishes this member's
+    /// membership, the initial messages and presence.
+    pub fn new(cfg: Config, store: S, now: Now) -> Result<Core<S>, CoreError> {
+        let m = &cfg.membership;
+        let me = cfg.identity.member_id();
+        let lifetimes = Lifetimes::from_secs(m.group.message_lifetime_secs, m.group.presence_lifetime_secs);
+        let admission = Admission::new(m.group.id, m.root.clone(), lifetimes, (me, m.membership.clone()));
+        let mut items = ItemSet::new();
+        for (id, version, digest) in store.summaries().map_err(|e| CoreError::Store(e.to_string()))? {
+            items.insert(Item {
+                id: *id.as_bytes(),
+                version,
+                digest,
+            });
+        }
+        let mut core = Core {
+            group: m.group.id,
+            me,
+            my_name: cfg.identity.friendly_name().to_string(),
+            membership: cfg.membership.clone(),
+            identity: cfg.identity,
+            store,
+            items,
+            admission,
+            held: Held::default(),
+            roster: Roster::default(),
+            mesh: Mesh::new(cfg.peers, cfg.known),
+            conns: BTreeMap::new(),
+            whispers: Whispers::default(),
+            out: VecDeque::new(),
+            status: Status::default(),
+            ready_sent: false,
+            presence_version: 0,
+            last_presence: now.instant,
+            last_purge: now.instant,
+            stopping: false,
+            auth_window: (now.instant, 0),
+            batch: Vec::new(),
+            rng: Rng::new(cfg.seed),
+            stats: Arc::new(Stats::default()),
+            advertised: cfg.advertised,
+            max_neighbours: cfg.max_neighbours.max(1),
+            discover: cfg.discover,
+            threads: cfg.threads.max(1),
+        };
+        core.purge(now);
+        core.load_known(now)?;
+        core.publish_membership(now)?;
+        for text in &cfg.initial_messages {
+            core.publish_chat(text, now)?;
+        }
+        core.publish_presence(false, now)?;
+        core.set_status(|s| s.listening = true);
+        Ok(core)
+    }
+
+    // ---- the driver's side -----------------------------------------------------------
+
+    /// The next thing to carry out.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Takes one input. Records admitted from frames wait for [`Core::flush`].
+    pub fn handle(&mut self, now: Now, input: Input) {
+        // Anything but more records sees the store as the peer will: commit first.
+        if !matches!(input, Input::Frame(_, Message::Records { .. }) | Input::Queued(..)) {
+            self.flush(now);
+        }
+        match input {
+            Input::Up(up) => self.on_up(*up, now),
+            Input::Frame(id, msg) => self.on_frame(id, msg, now),
+            Input::Down(id, reason) => self.on_down(id, reason, now),
+            Input::Silent(id, quiet) => self.close(id, ConnReason::Silent(quiet)),
+            Input::AcceptFailed { addr, reason } => self.on_accept_failed(addr, reason, now),
+            Input::DialFailed {
+                addr,
+                purpose,
+                expected,
+                reason,
+            } => self.on_dial_failed(addr, purpose, expected, reason, now),
+            Input::Queued(id, bytes) => {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.flow.report(bytes);
+                }
+            }
+            Input::Command(req, cmd) => self.on_command(req, cmd, now),
+        }
+    }
+
+    /// Periodic work: commits, dials, flow checks, idle direct connections, presence
+    /// refresh, purging expired records.
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.flush(now);
+        if self.stopping {
+            return;
+        }
+        self.maintain(now);
+        let mut actions = Vec::new();
+        for (id, c) in &mut self.conns {
+            actions.push((*id, c.flow.check()));
+        }
+        for (id, action) in actions {
+            match action {
+                FlowAction::Close => self.close(id, ConnReason::NotReading),
+                FlowAction::Resync => self.start_sync(id),
+                FlowAction::None => {}
+            }
+        }
+        let idle: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.purpose == Purpose::Direct && now.instant.duration_since(c.last_used) > DIRECT_IDLE)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in idle {
+            self.close(id, ConnReason::Idle);
+        }
+        let refresh = Duration::from_secs(self.membership.group.presence_lifetime_secs.max(3) / 3);
+        if now.instant.duration_since(self.last_presence) >= refresh
+            && let Err(e) = self.publish_presence(false, now)
+        {
+            self.emit(Event::Error(format!("cannot refresh presence: {e}")));
+        }
+        if now.instant.duration_since(self.last_purge) >= PURGE_EVERY {
+            self.last_purge = now.instant;
+            self.purge(now);
+        }
+    }
+
+    /// Commits the admitted records in one transaction, then floods each to every
+    /// neighbour but the one it came from.
+    pub fn flush(&mut self, now: Now) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let puts: Vec<Put> = batch.iter().map(|(p, _)| p.clone()).collect();
+        if let Err(e) = self.store.put_batch(&puts) {
+            for p in &puts {
+                self.items.remove(p.record.id.as_bytes());
+            }
+            self.emit(Event::Error(format!("cannot store records: {e}")));
+            return;
+        }
+        let mut sources: Vec<Option<ConnId>> = batch.iter().map(|(_, f)| *f).collect();
+        sources.dedup();
+        if sources.len() == 1 {
+            self.after_commit(puts, sources[0], now);
+            return;
+        }
+        // Records from several neighbours: each goes everywhere but where it came from.
+        let mut seen = HashSet::new();
+        for source in sources.into_iter().filter(|s| seen.insert(*s)) {
+            let part: Vec<Put> = batch
+                .iter()
+                .filter(|(_, f)| *f == source)
+                .map(|(p, _)| p.clone())
+                .collect();
+            self.after_commit(part, source, now);
+        }
+    }
+
+    /// Status flags.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// This node's member id.
+    pub fn member_id(&self) -> MemberId {
+        self.me
+    }
+
+    /// The sync index: summaries of every record held.
+    pub fn items(&self) -> &ItemSet {
+        &self.items
+    }
+
+    /// The record store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Addresses this node advertises.
+    pub fn advertised(&self) -> &[String] {
+        &self.advertised
+    }
+
+    /// Neighbour connections open.
+    pub fn neighbour_count(&self) -> usize {
+        self.conns.values().filter(|c| c.purpose == Purpose::Neighbour).count()
+    }
+
+    /// The members this node has a neighbour connection to, one entry per connection.
+    pub fn neighbours(&self) -> Vec<MemberId> {
+        self.conns
+            .values()
+            .filter(|c| c.purpose == Purpose::Neighbour)
+            .map(|c| c.member)
+            .collect()
+    }
+
+    /// Records waiting for a membership.
+    pub fn held_count(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Whether the node is leaving.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping
+    }
+
+    // ---- outputs ---------------------------------------------------------------------
+
+    fn emit(&mut self, e: Event) {
+        self.out.push_back(Output::Event(e));
+    }
+
+    fn transmit(&mut self, conn: ConnId, msg: &Message) {
+        self.transmit_frame(conn, Arc::new(msg.encode()));
+    }
+
+    fn transmit_frame(&mut self, conn: ConnId, frame: Arc<Vec<u8>>) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.flow.queue(frame.len());
+            self.out.push_back(Output::Transmit { conn, frame });
+        }
+    }
+
+    fn set_status(&mut self, f: impl FnOnce(&mut Status)) {
+        let mut s = self.status;
+        f(&mut s);
+        s.neighbours = self.neighbour_count();
+        s.connected = s.neighbours > 0;
+        if s != self.status {
+            self.status = s;
+            self.emit(Event::Status(s));
+        }
+        if s.connected && s.synchronized && !self.ready_sent {
+            self.ready_sent = true;
+            self.emit(Event::Ready);
+        }
+    }
+
+    /// Loads verified memberships and live presence from the store at start.
+    fn load_known(&mut self, now: Now) -> Result<(), CoreError> {
+        let t = now.unix_ms();
+        let stored = |e: S::Error| CoreError::Store(e.to_string());
+        for r in self.store.of_type(&MEMBERSHIP_TYPE).map_err(stored)? {
+            if let Ok(cert) = self.admission.verify_membership_record(&r, t) {
+                self.admission.learn(r.creator, cert);
+            }
+        }
+        let mut learnt = false;
+        for r in self.store.of_type(&PRESENCE_TYPE).map_err(stored)? {
+            if r.creator != self.me && !r.deleted && r.expires_ms > t {
+                learnt |= self.mesh.note_addresses(r.creator, &r.presence_addresses());
+                self.roster.apply(&r, t);
+            }
+            if r.creator == self.me {
+                self.presence_version = self.presence_version.max(r.version);
+            }
+        }
+        if learnt {
+            self.out.push_back(Output::KnownPeers(self.mesh.known().render()));
+        }
+        Ok(())
+    }
+
+    // ---- publishing ------------------------------------------------------------------
+
+    fn sign_and_store(&mut self, mut r: Record, now: Now) -> Result<Uuid, CoreError> {
+        r.sign(&self.group, &self.identity.key)?;
+        let item = Item {
+            id: *r.id.as_bytes(),
+            version: r.version,
+            digest: r.digest(),
+        };
+        let id = r.id;
+        let put = Put {
+            body: r.encode(),
+            record: r,
+            via_sync: false,
+            received_ns: now.unix_ns,
+        };
+        self.store
+            .put_batch(std::slice::from_ref(&put))
+            .map_err(|e| CoreError::Store(e.to_string()))?;
+        self.items.insert(item);
+        self.after_commit(vec![put], None, now);
+        Ok(id)
+    }
+
+    /// A record id for a new record: UUIDv7 from the wall clock and the core's seeded
+    /// randomness (so a simulation replays).
+    fn new_record_id(&mut self, now: Now) -> Uuid {
+        let bits = self.rng.next_u64().to_be_bytes();
+        let more = self.rng.next_u64().to_be_bytes();
+        let mut rand = [0u8; 10];
+        rand[..8].copy_from_slice(&bits);
+        rand[8..].copy_from_slice(&more[..2]);
+        uuid::Builder::from_unix_timestamp_millis(now.unix_ms().max(0) as u64, &rand).into_uuid()
+    }
+
+    fn publish_chat(&mut self, text: &str, now: Now) -> Result<Uuid, CoreError> {
+        if text.len() > record::MAX_CHAT_BYTES {
+            return Err(CoreError::TooLong(text.len()));
+        }
+        let lifetime = self.admission.lifetimes().message_ms;
+        let mut r = Record::new(CHAT_TYPE, self.me, now.unix_ms(), lifetime);
+        r.id = self.new_record_id(now);
+        r.data = text.as_bytes().to_vec();
+        self.sign_and_store(r, now)
+    }
+
+    fn publish_membership(&mut self, now: Now) -> Result<(), CoreError> {
+        let id = record::per_member_id(&MEMBERSHIP_TYPE, &self.me);
+        let m = &self.membership;
+        let version = u64::try_from(m.membership.not_before.unix_timestamp())
+            .unwrap_or(1)
+            .max(1);
+        if self.items.get(id.as_bytes()).is_some_and(|i| i.version >= version) {
+            return Ok(());
+        }
+        let mut r = Record::new(MEMBERSHIP_TYPE, self.me, now.unix_ms(), 0);
+        r.id = id;
+        r.version = version;
+        r.expires_ms = m.membership.not_after.unix_timestamp().saturating_mul(1000);
+        r.data = admission::encode_chain(&m.membership, &m.chain);
+        self.sign_and_store(r, now)?;
+        Ok(())
+    }
+
+    fn publish_presence(&mut self, leaving: bool, now: Now) -> Result<(), CoreError> {
+        let t = now.unix_ms();
+        let lifetime = self.admission.lifetimes().presence_ms;
+        // Versions follow the clock so a restarted node's presence is always newer.
+        self.presence_version = (self.presence_version + 1).max(t as u64);
+        let mut r = Record::new(PRESENCE_TYPE, self.me, t, lifetime);
+        r.id = record::per_member_id(&PRESENCE_TYPE, &self.me);
+        r.version = self.presence_version;
+        r.deleted = leaving;
+        r.attributes.push(("name".into(), AttrValue::Str(self.my_name.clone())));
+        r.attributes
+            .push(("addresses".into(), AttrValue::Str(self.advertised.join(","))));
+        self.last_presence = now.instant;
+        self.sign_and_store(r, now)?;
+        Ok(())
+    }
+
+    // ---- commands --------------------------------------------------------------------
+
+    fn on_command(&mut self, req: RequestId, cmd: Command, now: Now) {
+        let reply = match cmd {
+            Command::Publish(text) => Reply::Published(self.publish_chat(&text, now)),
+            Command::Whisper { to, text } => match self.whisper(req, &to, text, now) {
+                Some(done) => Reply::Whispered(done),
+                None => return,
+            },
+            Command::Members => Reply::Members(self.roster.members(self.me, &self.my_name)),
+            Command::Status => Reply::Status(self.status),
+            Command::Leave => {
+                if let Err(e) = self.publish_presence(true, now) {
+                    self.emit(Event::Error(format!("cannot remove presence: {e}")));
+                }
+                self.stopping = true;
+                Reply::Left
+            }
+        };
+        self.out.push_back(Output::Reply(req, reply));
+    }
+
+    /// Routes a whisper; `None` when it waits for a direct connection (the reply
+    /// comes when that is up or has failed).
+    fn whisper(&mut self, req: RequestId, who: &str, text: String, now: Now) -> Option<Result<MemberId, CoreError>> {
+        let target = match self.roster.resolve(who) {
+            Ok(t) => t,
+            Err(e) => return Some(Err(e.into())),
+        };
+        let open = self.conns.iter().find(|(_, c)| c.member == target).map(|(id, _)| *id);
+        let addresses = self
+            .roster
+            .get(&target)
+            .map(|p| p.addresses.clone())
+            .unwrap_or_default();
+        match self.whispers.route(target, open, &addresses, req, text) {
+            (Route::Send(conn), Some((_, text))) => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.last_used = now.instant;
+                }
+                self.transmit(conn, &Message::Whisper { text });
+                Some(Ok(target))
+            }
+            (Route::Dial(addr), _) => {
+                self.dial(addr, Some(target), Purpose::Direct);
+                None
+            }
+            (Route::Wait, _) => None,
+            (_, _) => Some(Err(ResolveError::NoMatch(who.to_string()).into())),
+        }
+    }
+
+    // ---- connections -----------------------------------------------------------------
+
+    fn dial(&mut self, addr: SocketAddr, expected: Option<MemberId>, purpose: Purpose) {
+        if purpose == Purpose::Neighbour && !self.mesh.start_dial(addr) {
+            return;
+        }
+        let nonce = self.rng.next_u64();
+        self.out.push_back(Output::Dial {
+            addr,
+            expected,
+            purpose,
+            nonce,
+        });
+    }
+
+    fn on_accept_failed(&mut self, addr: SocketAddr, reason: String, now: Now) {
+        // Anyone can knock: report at most a few per second, not a flood.
+        if now.instant.duration_since(self.auth_window.0) > Duration::from_secs(1) {
+            self.auth_window = (now.instant, 0);
+        }
+        self.auth_window.1 += 1;
+        if self.auth_window.1 <= AUTH_EVENTS_PER_SECOND {
+            self.emit(Event::Connection {
+                kind: ConnKind::Neighbour,
+                change: ConnChange::Failed,
+                member: None,
+                address: addr.to_string(),
+                reason: Some(ConnReason::AuthFailed(reason)),
+            });
+        }
+    }
+
+    fn on_dial_failed(
+        &mut self,
+        addr: SocketAddr,
+        purpose: Purpose,
+        expected: Option<MemberId>,
+        reason: ConnReason,
+        now: Now,
+    ) {
+        if purpose == Purpose::Neighbour && expected.is_some() && matches!(reason, ConnReason::WrongMember(_)) {
+            // `--peer ID@ADDR` names someone who is not there: a mistake in the command
+            // line, not a member to retry.
+            self.mesh.forget_peer(addr, expected);
+            self.emit(Event::Error(format!(
+                "--peer {}@{addr}: {reason}; no longer dialling it as that member",
+                expected.map(|m| m.to_string()).unwrap_or_default()
+            )));
+        } else if purpose == Purpose::Neighbour {
+            self.mesh.note_failure(addr, now.instant, &mut self.rng);
+        }
+        self.emit(Event::Connection {
+            kind: ConnKind::from(purpose),
+            change: ConnChange::Failed,
+            member: expected,
+            address: addr.to_string(),
+            reason: Some(reason.clone()),
+        });
+        if purpose == Purpose::Direct
+            && let Some(target) = expected
+        {
+            for (req, _) in self.whispers.take(&target) {
+                let err = CoreError::Unreachable {
+                    member: target,
+                    reason: reason.to_string(),
+                };
+                self.out.push_back(Output::Reply(req, Reply::Whispered(Err(err))));
+            }
+        }
+    }
+
+    fn on_up(&mut self, up: ConnUp, now: Now) {
+        if up.member == self.me || self.stopping {
+            // Dialled ourselves through one of our own addresses (or leaving).
+            if up.member == self.me && up.outbound {
+                self.mesh.note_self(up.addr, now.instant);
+            }
+            self.out.push_back(Output::Close { conn: up.id });
+            return;
+        }
+        self.mesh.note_up(up.addr, up.member, up.outbound, &up.peer_addresses);
+        // The peer's chain was verified in the handshake: keep its certificate, and
+        // admit records that were waiting for it.
+        if self.admission.cert(&up.member).is_none() {
+            self.admission.learn(up.member, up.cert.clone());
+            let mut accepted = Vec::new();
+            self.release_held(up.member, now, &mut accepted);
+            self.batch.extend(accepted.into_iter().map(|p| (p, None)));
+        }
+        if up.purpose == Purpose::Neighbour && !self.settle_neighbour(&up) {
+            self.out.push_back(Output::Close { conn: up.id });
+            return;
+        }
+        self.register(up, now);
+    }
+
+    /// Whether a new neighbour connection stays: the duplicate rule against an open
+    /// one to the same member (closing the loser), and the cap on incoming ones.
+    fn settle_neighbour(&mut self, up: &ConnUp) -> bool {
+        let existing = self
+            .conns
+            .iter()
+            .find(|(_, c)| c.member == up.member && c.purpose == Purpose::Neighbour)
+            .map(|(id, c)| (*id, c.tie));
+        if let Some((old_id, old_tie)) = existing {
+            return match mesh::settle_duplicate(old_tie, up.tie) {
+                Keep::New => {
+                    self.close(old_id, ConnReason::Replaced);
+                    true
+                }
+                Keep::Old => false,
+            };
+        }
+        if !up.outbound && self.neighbour_count() >= self.max_neighbours {
+            self.emit(Event::Connection {
+                kind: ConnKind::Neighbour,
+                change: ConnChange::Failed,
+                member: Some(up.member),
+                address: up.addr.to_string(),
+                reason: Some(ConnReason::AtCapacity(self.max_neighbours)),
+            });
+            return false;
+        }
+        true
+    }
+
+    /// Takes an accepted connection in: events, first sync, waiting whispers.
+    fn register(&mut self, up: ConnUp, now: Now) {
+        let name = self
+            .roster
+            .get(&up.member)
+            .map(|p| p.name.clone())
+            .unwrap_or_else(|| up.cert.common_name.clone());
+        let had_neighbour = self
+            .conns
+            .values()
+            .any(|c| c.member == up.member && c.purpose == Purpose::Neighbour);
+        self.conns.insert(
+            up.id,
+            Conn {
+                member: up.member,
+                name: name.clone(),
+                addr: up.addr,
+                outbound: up.outbound,
+                purpose: up.purpose,
+                tie: up.tie,
+                flow: Flow::default(),
+                last_used: now.instant,
+            },
+        );
+        self.emit(Event::Connection {
+            kind: ConnKind::from(up.purpose),
+            change: ConnChange::Up,
+            member: Some(up.member),
+            address: up.addr.to_string(),
+            reason: None,
+        });
+        if up.purpose == Purpose::Neighbour {
+            if !had_neighbour {
+                self.emit(Event::Member {
+                    change: MemberChange::Connected,
+                    member: up.member,
+                    name,
+                });
+            }
+            self.set_status(|_| {});
+            if up.outbound {
+                self.start_sync(up.id);
+            }
+        }
+        for (req, text) in self.whispers.take(&up.member) {
+            self.transmit(up.id, &Message::Whisper { text });
+            self.out.push_back(Output::Reply(req, Reply::Whispered(Ok(up.member))));
+        }
+    }
+
+    fn close(&mut self, id: ConnId, reason: ConnReason) {
+        if let Some(c) = self.conns.remove(&id) {
+            self.out.push_back(Output::Close { conn: id });
+            self.after_down(c, reason);
+        }
+    }
+
+    fn on_down(&mut self, id: ConnId, reason: ConnReason, now: Now) {
+        if let Some(c) = self.conns.remove(&id) {
+            if c.outbound {
+                self.mesh.note_failure(c.addr, now.instant, &mut self.rng);
+            }
+            self.after_down(c, reason);
+        }
+    }
+
+    fn after_down(&mut self, c: Conn, reason: ConnReason) {
+        self.emit(Event::Connection {
+            kind: ConnKind::from(c.purpose),
+            change: ConnChange::Down,
+            member: Some(c.member),
+            address: c.addr.to_string(),
+            reason: Some(reason),
+        });
+        if c.purpose == Purpose::Neighbour
+            && !self
+                .conns
+                .values()
+                .any(|o| o.member == c.member && o.purpose == Purpose::Neighbour)
+        {
+            self.emit(Event::Member {
+                change: MemberChange::Disconnected,
+                member: c.member,
+                name: c.name,
+            });
+        }
+        self.set_status(|_| {});
+    }
+
+    /// Dials more neighbours when below the target.
+    fn maintain(&mut self, now: Now) {
+        let target = TARGET_NEIGHBOURS.min(self.max_neighbours);
+        let have = self.neighbour_count() + self.mesh.dialing();
+        if have >= target {
+            return;
+        }
+        let connected: HashSet<MemberId> = self
+            .conns
+            .values()
+            .filter(|c| c.purpose == Purpose::Neighbour)
+            .map(|c| c.member)
+            .collect();
+        let connected_addrs: HashSet<SocketAddr> = self.conns.values().map(|c| c.addr).collect();
+        let view = View {
+            me: self.me,
+            own: &self.advertised,
+            connected: &connected,
+            connected_addrs: &connected_addrs,
+            present: self.roster.iter().map(|(m, p)| (*m, p.addresses.as_slice())).collect(),
+            bootstrap: &self.membership.bootstrap,
+            wanted: target - have,
+            discover: self.discover,
+        };
+        let candidates = self.mesh.candidates(&view, now.instant, &mut self.rng);
+        for (addr, member) in candidates {
+            self.dial(addr, member, Purpose::Neighbour);
+        }
+    }
+
+    fn purge(&mut self, now: Now) {
+        let t = now.unix_ms();
+        match self.store.purge_expired(t) {
+            Ok(gone) => {
+                for (id, rtype, creator) in gone {
+                    self.items.remove(id.as_bytes());
+                    if rtype == PRESENCE_TYPE
+                        && let Some(p) = self.roster.remove(&creator)
+                    {
+                        self.emit(Event::Member {
+                            change: MemberChange::Left,
+                            member: creator,
+                            name: p.name,
+                        });
+                    }
+                }
+            }
+            Err(e) => self.emit(Event::Error(format!("cannot purge expired records: {e}"))),
+        }
+        for (member, name) in self.roster.expire(t) {
+            self.emit(Event::Member {
+                change: MemberChange::Left,
+                member,
+                name,
+            });
+        }
+    }
+
+    // ---- frames ----------------------------------------------------------------------
+
+    fn on_frame(&mut self, id: ConnId, msg: Message, now: Now) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        conn.last_used = now.instant;
+        let (purpose, member, conn_name) = (conn.purpose, conn.member, conn.name.clone());
+        match msg {
+            Message::Whisper { text } => {
+                let name = self.roster.get(&member).map(|p| p.name.clone()).unwrap_or(conn_name);
+                self.emit(Event::Whisper {
+                    from: member,
+                    name,
+                    text,
+                    recv_ns: now.unix_ns,
+                });
+            }
+            // Readers drop pings; nothing to do should one get here.
+            Message::Ping => {}
+            _ if purpose == Purpose::Direct => self.close(id, ConnReason::OnlyWhispers),
+            Message::Hello { .. } => self.close(id, ConnReason::UnexpectedHello),
+            Message::Records { sync, bodies } => self.on_records(id, bodies, sync, now),
+            Message::Want { ids } => self.send_bodies(id, &ids),
+            Message::SyncRanges { from_initiator, ranges } => self.on_sync_ranges(id, from_initiator, &ranges),
+            Message::SyncEnd => {
+                self.transmit(id, &Message::SyncEndAck);
+                self.set_status(|s| s.synchronized = true);
+            }
+            Message::SyncEndAck => self.finish_sync(id),
+        }
+    }
+
+    /// Our sync session with `id` is complete: we hold the union of both sets.
+    fn finish_sync(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.flow.syncing = false;
+        }
+        self.set_status(|s| s.synchronized = true);
+    }
+
+    fn start_sync(&mut self, id: ConnId) {
+        let first = session::initiate(&self.items);
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.flow.syncing = true;
+            self.transmit(id, &first);
+        }
+    }
+
+    fn on_sync_ranges(&mut self, id: ConnId, from_initiator: bool, bytes: &[u8]) {
+        let step = match session::on_ranges(&self.items, from_initiator, bytes) {
+            Ok(s) => s,
+            Err(e) => return self.close(id, ConnReason::BadSync(e)),
+        };
+        self.send_bodies(id, &step.send);
+        for want in &step.want {
+            self.transmit(id, want);
+        }
+        if let Some(reply) = &step.reply {
+            self.transmit(id, reply);
+        }
+        if step.finished {
+            self.finish_sync(id);
+        }
+    }
+
+    /// Sends stored records by id (answers to Want and sync), in frames of bounded size.
+    fn send_bodies(&mut self, id: ConnId, ids: &[Uuid]) {
+        if ids.is_empty() || !self.conns.contains_key(&id) {
+            return;
+        }
+        let bodies = match self.store.bodies(ids) {
+            Ok(b) => b,
+            Err(e) => return self.emit(Event::Error(format!("cannot read the store: {e}"))),
+        };
+        for frame in pack(bodies) {
+            self.transmit(
+                id,
+                &Message::Records {
+                    sync: true,
+                    bodies: frame,
+                },
+            );
+        }
+    }
+
+    fn on_records(&mut self, from: ConnId, bodies: Vec<Vec<u8>>, via_sync: bool, now: Now) {
+        let mut records = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            match Record::decode(&body) {
+                Ok(r) => records.push((r, body)),
+                Err(e) => return self.close(from, ConnReason::MalformedRecord(e)),
+            }
+        }
+        let items = &self.items;
+        let verified = self
+            .admission
+            .verify_batch(&records, |id| items.get(id.as_bytes()), self.threads);
+        let mut accepted = Vec::new();
+        for ((r, body), signature_ok) in records.into_iter().zip(verified) {
+            self.admit(r, body, via_sync, Some(from), signature_ok, now, &mut accepted);
+        }
+        self.batch.extend(accepted.into_iter().map(|p| (p, Some(from))));
+    }
+
+    /// Decides whether a received record is stored (see [`admission`]); accepted
+    /// records go into `accepted` (and the sync index) for one batched commit.
+    #[allow(clippy::too_many_arguments)]
+    fn admit(
+        &mut self,
+        r: Record,
+        body: Vec<u8>,
+        via_sync: bool,
+        from: Option<ConnId>,
+        signature_ok: Option<bool>,
+        now: Now,
+        accepted: &mut Vec<Put>,
+    ) {
+        let held = self.items.get(r.id.as_bytes());
+        let cert = match self.admission.judge(&r, held, now.unix_ms(), signature_ok) {
+            Verdict::Duplicate => {
+                self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Verdict::Hold(member) => {
+                self.held.hold(member, HeldRecord { body, via_sync, from });
+                return;
+            }
+            Verdict::Reject(why) => {
+                tracing::info!("rejected record {} from {}: {why}", r.id, r.creator);
+                return;
+            }
+            Verdict::Accept(cert) => cert,
+        };
+        if held.is_some_and(|e| e.version == r.version) && !self.wins_conflict(&r, accepted) {
+            return;
+        }
+        self.items.insert(Item {
+            id: *r.id.as_bytes(),
+            version: r.version,
+            digest: r.digest(),
+        });
+        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let creator = r.creator;
+        accepted.push(Put {
+            record: r,
+            body,
+            via_sync,
+            received_ns: now.unix_ns,
+        });
+        if let Some(cert) = cert {
+            self.admission.learn(creator, *cert);
+            self.release_held(creator, now, accepted);
+        }
+    }
+
+    /// Two copies of one version: the conflict rule picks, the same on every peer.
+    fn wins_conflict(&self, r: &Record, accepted: &[Put]) -> bool {
+        let ours = accepted
+            .iter()
+            .rev()
+            .find(|p| p.record.id == r.id)
+            .map(|p| p.record.clone())
+            .or_else(|| self.store.get(&r.id).ok().flatten());
+        ours.is_none_or(|ours| record::compare(r, &ours) == std::cmp::Ordering::Greater)
+    }
+
+    /// Admits the records that waited for `member`'s membership, now known.
+    fn release_held(&mut self, member: MemberId, now: Now, accepted: &mut Vec<Put>) {
+        for p in self.held.release(&member) {
+            if let Ok(r) = Record::decode(&p.body) {
+                self.admit(r, p.body, p.via_sync, p.from, None, now, accepted);
+            }
+        }
+    }
+
+    /// After records are durable: flood them, update presence, tell front ends.
+    fn after_commit(&mut self, accepted: Vec<Put>, from: Option<ConnId>, now: Now) {
+        let mut chat = false;
+        for p in &accepted {
+            if p.record.rtype == PRESENCE_TYPE {
+                self.apply_presence(&p.record, now);
+            }
+            chat |= p.record.rtype == CHAT_TYPE;
+        }
+        let bodies: Vec<Vec<u8>> = accepted.into_iter().map(|p| p.body).collect();
+        let frames: Vec<Arc<Vec<u8>>> = pack(bodies)
+            .into_iter()
+            .map(|b| Arc::new(Message::Records { sync: false, bodies: b }.encode()))
+            .collect();
+        let targets: Vec<ConnId> = self
+            .conns
+            .iter_mut()
+            .filter(|(id, c)| Some(**id) != from && c.purpose == Purpose::Neighbour)
+            // Never drop: a lagging neighbour is caught up by sync later.
+            .filter_map(|(id, c)| c.flow.admits_flood().then_some(*id))
+            .collect();
+        for id in targets {
+            for f in &frames {
+                self.transmit_frame(id, f.clone());
+            }
+        }
+        if chat {
+            self.out.push_back(Output::ChatStored(self.store.last_seq()));
+        }
+    }
+
+    fn apply_presence(&mut self, r: &Record, now: Now) {
+        if r.creator == self.me {
+            return;
+        }
+        if !r.deleted && r.expires_ms > now.unix_ms() && self.mesh.note_addresses(r.creator, &r.presence_addresses()) {
+            self.out.push_back(Output::KnownPeers(self.mesh.known().render()));
+        }
+        let Some((change, name)) = self.roster.apply(r, now.unix_ms()) else {
+            return;
+        };
+        for c in self.conns.values_mut().filter(|c| c.member == r.creator) {
+            c.name = name.clone();
+        }
+        self.emit(Event::Member {
+            change,
+            member: r.creator,
+            name,
+        });
+    }
+}
+
+/// Groups bodies into Records frames under the size budget.
+fn pack(bodies: Vec<Vec<u8>>) -> Vec<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut size = 0;
+    for b in bodies {
+        if !cur.is_empty() && (size + b.len() > RECORDS_FRAME_BUDGET || cur.len() >= wire::MAX_RECORDS_PER_FRAME) {
+            out.push(std::mem::take(&mut cur));
+            size = 0;
+        }
+        size += b.len() + 4;
+        cur.push(b);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}

@@ -275,51 +275,6 @@ impl Names {
     }
 }
 
-/// The front end's display cursor: the arrival number of the last chat line shown,
-/// kept in a small file beside the store and rewritten after every line, so a restart
-/// (even after SIGKILL) shows nothing twice. One 8-byte `pwrite` per line: cheap enough
-/// to keep off the message path's cost, unlike a SQLite commit.
-#[derive(Debug)]
-pub struct Cursor {
-    file: std::fs::File,
-    /// Last shown arrival number.
-    pub seq: i64,
-}
-
-impl Cursor {
-    /// Opens (creating) the cursor file.
-    pub fn open(path: &std::path::Path) -> std::io::Result<Cursor> {
-        use std::os::unix::fs::FileExt;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        let mut b = [0u8; 8];
-        let seq = match file.read_at(&mut b, 0) {
-            Ok(8) => i64::from_be_bytes(b),
-            _ => 0,
-        };
-        Ok(Cursor { file, seq })
-    }
-
-    /// Records that `seq` was shown.
-    pub fn advance(&mut self, seq: i64) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        self.seq = seq;
-        self.file.write_all_at(&seq.to_be_bytes(), 0)
-    }
-}
-
-/// File name of the display cursor inside a membership directory.
-pub const CURSOR_FILE: &str = "display.cursor";
-
-/// A short form of a member id for human output.
-pub fn short(member: &str) -> &str {
-    &member[..8.min(member.len())]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

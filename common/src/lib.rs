@@ -20,12 +20,14 @@
 //! - [`sim`]: the deterministic driver of the core: many nodes, simulated links and time.
 //! - [`sync`]: range-based set reconciliation over record summaries.
 //! - [`chat`]: group-chat's input commands and output lines (human and JSON).
+//! - [`follow`]: following the store for display: the cursor, bounded catch-up, history.
 //! - [`cli`]: what the binaries share: home flag, input/output, error reporting.
 
 pub mod chat;
 pub mod cli;
 pub mod clock;
 pub mod core;
+pub mod follow;
 pub mod group;
 pub mod home;
 pub mod identity;

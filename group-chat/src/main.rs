@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::Parser;
 use common::chat::{self, Input, Line, Mode};
 use common::cli::{self, HomeArgs, parse_duration_arg};
+use common::follow::{self, Drained, Follower, View};
 use common::identity::Identity;
 use common::membership::{self, Membership};
 use common::node::{self, Event, NodeConfig, PeerSpec};
@@ -95,23 +96,10 @@ fn run(args: Args, offset: UtcOffset) -> anyhow::Result<()> {
 
 fn print_history(identity: &Identity, m: &Membership, offset: UtcOffset) -> anyhow::Result<()> {
     let store = Store::open_read_only(&m.dir.join(STORE_FILE))?;
-    let mut names = chat::Names::new(identity.member_id(), identity.friendly_name());
-    let mut all = Vec::new();
-    let mut cursor = 0;
-    loop {
-        let batch = store.after(&common::record::CHAT_TYPE, cursor, 1024)?;
-        let Some(last) = batch.last() else { break };
-        cursor = last.seq;
-        all.extend(batch.into_iter().filter(|r| !r.record.deleted));
-    }
-    all.sort_by_key(|r| (r.record.created_ms, r.record.id));
     let mut out = String::new();
-    for r in &all {
-        let name = names.name(&store, &r.record.creator);
-        if let Line::Out(l) = chat::message_line(Mode::Human, r, &name, offset, i64::MAX) {
-            out.push_str(&l);
-            out.push('\n');
-        }
+    for l in follow::history(&store, identity.member_id(), identity.friendly_name(), offset)? {
+        out.push_str(&l);
+        out.push('\n');
     }
     cli::write_stdout(out.as_bytes())
 }
@@ -132,8 +120,7 @@ async fn online(
     let mode = if args.json { Mode::Json } else { Mode::Human };
     let me = identity.member_id();
     let my_name = identity.friendly_name().to_string();
-    let store_path = m.dir.join(STORE_FILE);
-    let cursor_path = m.dir.join(chat::CURSOR_FILE);
+    let dir = m.dir.clone();
     let online_since_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
     let group_name = m.group.name.clone();
     let cfg = NodeConfig {
@@ -153,13 +140,14 @@ async fn online(
     };
     // The output thread's own store connection and cursor, opened before going online so
     // that the first events are not held up behind it.
-    let opened = Store::open_read_only(&store_path)
-        .map_err(|e| e.to_string())
-        .and_then(|s| {
-            chat::Cursor::open(&cursor_path)
-                .map(|c| (s, c))
-                .map_err(|e| format!("{}: {e}", cursor_path.display()))
-        });
+    let view = View {
+        me,
+        my_name: my_name.clone(),
+        mode,
+        offset,
+        online_since_ms,
+    };
+    let opened = Follower::open(&dir, view);
     let (handle, mut events, task) = node::start(cfg).await.context("cannot go online")?;
     // --send is for scripts: in human mode only errors are worth a line.
     let quiet = mode == Mode::Human && args.send.is_some();
@@ -180,15 +168,7 @@ async fn online(
     let closed = Arc::new(AtomicBool::new(false));
     let output = {
         let (dirty, closed) = (dirty.clone(), closed.clone());
-        let my_name = my_name.clone();
-        let view = View {
-            me,
-            my_name,
-            mode,
-            offset,
-            online_since_ms,
-        };
-        std::thread::spawn(move || output_loop(out_rx, opened, &view, &dirty, &closed))
+        std::thread::spawn(move || output_loop(out_rx, opened, &dirty, &closed))
     };
     let notify_records = |tx: &std::sync::mpsc::Sender<Out>| {
         if !dirty.swap(true, Ordering::AcqRel) {
@@ -280,24 +260,13 @@ async fn online(
     Ok(result)
 }
 
-/// What the output thread needs to format lines.
-struct View {
-    me: common::member::MemberId,
-    my_name: String,
-    mode: Mode,
-    offset: UtcOffset,
-    online_since_ms: i64,
-}
-
 fn output_loop(
     rx: std::sync::mpsc::Receiver<Out>,
-    opened: Result<(Store, chat::Cursor), String>,
-    view: &View,
+    opened: Result<Follower, follow::FollowError>,
     dirty: &AtomicBool,
     closed: &AtomicBool,
 ) {
-    let (me, mode, offset) = (view.me, view.mode, view.offset);
-    let (store, mut cursor) = match opened {
+    let mut follower = match opened {
         Ok(x) => x,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "group-chat: cannot follow the store: {e}");
@@ -305,7 +274,6 @@ fn output_loop(
             return;
         }
     };
-    let mut names = chat::Names::new(me, &view.my_name);
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     let mut write = |line: Line| -> bool {
@@ -322,33 +290,18 @@ fn output_loop(
             }
         }
     };
-    // Continue after what an earlier session showed: a restart shows nothing twice.
-    let mut drain = |cursor: &mut chat::Cursor, write: &mut dyn FnMut(Line) -> bool| -> bool {
+    // Continue after what an earlier session showed: a restart shows nothing twice. A
+    // store that cannot be read now is tried again at the next notice.
+    let mut drain = |write: &mut dyn FnMut(Line) -> bool| -> bool {
         dirty.store(false, Ordering::Release);
-        loop {
-            let Ok(batch) = store.after(&common::record::CHAT_TYPE, cursor.seq, 256) else {
-                return true;
-            };
-            if batch.is_empty() {
-                return true;
-            }
-            for r in &batch {
-                if r.record.creator != me && !r.record.deleted {
-                    let name = names.name(&store, &r.record.creator);
-                    if !write(chat::message_line(mode, r, &name, offset, view.online_since_ms)) {
-                        return false;
-                    }
-                }
-                let _ = cursor.advance(r.seq);
-            }
-        }
+        !matches!(follower.drain(write), Drained::Stopped)
     };
     while let Ok(msg) = rx.recv() {
         let ok = match msg {
             Out::Line(l) => write(l),
-            Out::Records => drain(&mut cursor, &mut write),
+            Out::Records => drain(&mut write),
             Out::Flush(ack) => {
-                let ok = drain(&mut cursor, &mut write);
+                let ok = drain(&mut write);
                 let _ = ack.send(());
                 ok
             }

@@ -73,6 +73,42 @@ pub struct SimNode {
     boots: u64,
 }
 
+impl SimNode {
+    /// The group's id.
+    pub fn group_id(&self) -> Uuid {
+        self.membership.group.id
+    }
+
+    /// The member's signing key.
+    pub fn key(&self) -> rcgen::KeyPair {
+        rcgen::KeyPair::try_from(self.key_pkcs8.as_slice()).expect("the key was made here")
+    }
+
+    /// The member's membership certificate.
+    pub fn membership_cert(&self) -> &Cert {
+        &self.membership.membership
+    }
+
+    fn config(&self, seed: u64) -> core::Config {
+        core::Config {
+            identity: Identity {
+                name: self.membership.identity.clone(),
+                key: self.key(),
+                cert: self.identity_cert.clone(),
+            },
+            membership: self.membership.clone(),
+            advertised: vec![self.addr.to_string()],
+            peers: self.peers.clone(),
+            max_neighbours: core::DEFAULT_MAX_NEIGHBOURS,
+            discover: false,
+            known: KnownPeers::default(),
+            initial_messages: Vec::new(),
+            seed,
+            threads: 1,
+        }
+    }
+}
+
 /// What happens at a moment of simulated time.
 #[derive(Debug)]
 enum Happening {
@@ -329,29 +365,19 @@ impl Sim {
         let node = &mut self.nodes[i];
         let Some(store) = node.stored.take() else { return };
         node.boots += 1;
-        let key = rcgen::KeyPair::try_from(node.key_pkcs8.as_slice()).expect("the key was made here");
-        let cfg = core::Config {
-            identity: Identity {
-                name: node.membership.identity.clone(),
-                key,
-                cert: node.identity_cert.clone(),
-            },
-            membership: node.membership.clone(),
-            advertised: vec![node.addr.to_string()],
-            peers: node.peers.clone(),
-            max_neighbours: core::DEFAULT_MAX_NEIGHBOURS,
-            discover: false,
-            known: KnownPeers::default(),
-            initial_messages: Vec::new(),
-            seed: self.seed ^ ((i as u64) << 20) ^ node.boots,
-            threads: 1,
-        };
+        let cfg = node.config(self.seed ^ ((i as u64) << 20) ^ node.boots);
         let boot = node.boots;
         let now = self.clock();
         self.nodes[i].core = Some(Core::new(cfg, store, now).expect("a simulated node starts"));
         let first = Duration::from_micros(self.rng.below(TICK.as_micros() as u64));
         self.schedule(first, Happening::Tick { node: i, boot });
         self.carry_out(i);
+    }
+
+    /// A new core for node `i` over an empty store, outside the simulated network (for
+    /// tests that drive one core by hand).
+    pub fn fresh_core(&self, i: usize, now: Now) -> Core<MemStore> {
+        Core::new(self.nodes[i].config(self.seed), MemStore::new(), now).expect("a core starts")
     }
 
     /// Crashes node `i`: its connections break, its store survives.

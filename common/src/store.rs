@@ -464,6 +464,33 @@ impl Store {
     }
 }
 
+/// The SQLite store is what the tokio driver gives the core.
+impl crate::core::RecordStore for Store {
+    type Error = StoreError;
+
+    fn put_batch(&mut self, batch: &[Put]) -> Result<(), Self::Error> {
+        Store::put_batch(self, batch)
+    }
+    fn get(&self, id: &Uuid) -> Result<Option<Record>, Self::Error> {
+        Store::get(self, id)
+    }
+    fn bodies(&self, ids: &[Uuid]) -> Result<Vec<Vec<u8>>, Self::Error> {
+        Store::bodies(self, ids)
+    }
+    fn summaries(&self) -> Result<Vec<Summary>, Self::Error> {
+        Store::summaries(self)
+    }
+    fn of_type(&self, rtype: &Uuid) -> Result<Vec<Record>, Self::Error> {
+        Store::of_type(self, rtype)
+    }
+    fn purge_expired(&mut self, now_ms: i64) -> Result<Vec<(Uuid, Uuid, MemberId)>, Self::Error> {
+        Store::purge_expired(self, now_ms)
+    }
+    fn last_seq(&self) -> i64 {
+        Store::last_seq(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

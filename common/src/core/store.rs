@@ -144,32 +144,6 @@ impl RecordStore for MemStore {
     }
 }
 
-impl RecordStore for crate::store::Store {
-    type Error = crate::store::StoreError;
-
-    fn put_batch(&mut self, batch: &[Put]) -> Result<(), Self::Error> {
-        crate::store::Store::put_batch(self, batch)
-    }
-    fn get(&self, id: &Uuid) -> Result<Option<Record>, Self::Error> {
-        crate::store::Store::get(self, id)
-    }
-    fn bodies(&self, ids: &[Uuid]) -> Result<Vec<Vec<u8>>, Self::Error> {
-        crate::store::Store::bodies(self, ids)
-    }
-    fn summaries(&self) -> Result<Vec<Summary>, Self::Error> {
-        crate::store::Store::summaries(self)
-    }
-    fn of_type(&self, rtype: &Uuid) -> Result<Vec<Record>, Self::Error> {
-        crate::store::Store::of_type(self, rtype)
-    }
-    fn purge_expired(&mut self, now_ms: i64) -> Result<Vec<(Uuid, Uuid, MemberId)>, Self::Error> {
-        crate::store::Store::purge_expired(self, now_ms)
-    }
-    fn last_seq(&self) -> i64 {
-        crate::store::Store::last_seq(self)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 //! every loss, the crashes and the messages; a failing seed replays the same run (up
 //! to certificate serial numbers, which rcgen draws at random).
 
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,6 +84,11 @@ impl SimNode {
         rcgen::KeyPair::try_from(self.key_pkcs8.as_slice()).expect("the key was made here")
     }
 
+    /// The group's root certificate.
+    pub fn root(&self) -> &Cert {
+        &self.membership.root
+    }
+
     /// The member's membership certificate.
     pub fn membership_cert(&self) -> &Cert {
         &self.membership.membership
@@ -116,6 +121,7 @@ enum Happening {
         node: usize,
         conn: ConnId,
         msg: Message,
+        bytes: usize,
     },
     Up {
         node: usize,
@@ -123,6 +129,7 @@ enum Happening {
     },
     DialFailed {
         node: usize,
+        boot: u64,
         addr: SocketAddr,
         purpose: Purpose,
         expected: Option<MemberId>,
@@ -141,6 +148,20 @@ enum Happening {
     },
 }
 
+impl Happening {
+    /// The node it happens to.
+    fn node(&self) -> usize {
+        match self {
+            Happening::Deliver { node, .. }
+            | Happening::Up { node, .. }
+            | Happening::DialFailed { node, .. }
+            | Happening::Down { node, .. }
+            | Happening::Tick { node, .. }
+            | Happening::Publish { node, .. } => *node,
+        }
+    }
+}
+
 /// One end of a simulated connection.
 #[derive(Debug, Clone, Copy)]
 struct End {
@@ -150,6 +171,9 @@ struct End {
     alive: bool,
     /// When the last frame sent from this end arrives (frames stay in order).
     last_arrival: Duration,
+    /// Bytes sent from this end not yet delivered: what a socket's queue would hold,
+    /// reported to the core as `Input::Queued` at every tick.
+    in_flight: usize,
 }
 
 /// A scheduled happening, earliest first (then in scheduling order).
@@ -192,7 +216,8 @@ pub struct Sim {
     now: Duration,
     queue: BinaryHeap<Scheduled>,
     seq: u64,
-    ends: HashMap<ConnId, End>,
+    /// Connection ends, in id order (visited in a fixed order, so a seed replays).
+    ends: BTreeMap<ConnId, End>,
     next_conn: ConnId,
     /// Side of each node while partitioned (None: one network).
     partition: Option<Vec<bool>>,
@@ -200,6 +225,9 @@ pub struct Sim {
     pub frames: u64,
     /// Connections broken by loss so far.
     pub broken: u64,
+    /// A digest of every happening's time and node, in order: equal for two runs only
+    /// if they happened alike.
+    pub trace: u64,
 }
 
 /// A deterministic Ed25519 key from the simulation's randomness.
@@ -323,11 +351,12 @@ impl Sim {
             now: Duration::ZERO,
             queue: BinaryHeap::new(),
             seq: 0,
-            ends: HashMap::new(),
+            ends: BTreeMap::new(),
             next_conn: 1,
             partition: None,
             frames: 0,
             broken: 0,
+            trace: 0,
         };
         for i in 0..n {
             sim.boot(i);
@@ -452,6 +481,7 @@ impl Sim {
             }
             let Some(s) = self.queue.pop() else { break };
             self.now = s.at;
+            self.trace = self.trace.rotate_left(7) ^ (s.at.as_nanos() as u64) ^ ((s.what.node() as u64) << 48);
             self.happen(s.what);
         }
         self.now = until;
@@ -466,18 +496,30 @@ impl Sim {
         let now = self.clock();
         let (node, input) = match what {
             Happening::Tick { node, boot } => {
+                let queued: Vec<(ConnId, usize)> = self
+                    .ends
+                    .iter()
+                    .filter(|(_, e)| e.alive && e.node == node && e.boot == boot)
+                    .map(|(id, e)| (*id, e.in_flight))
+                    .collect();
                 let n = &mut self.nodes[node];
                 let Some(core) = n.core.as_mut().filter(|_| n.boots == boot) else {
                     return;
                 };
+                for (id, bytes) in queued {
+                    core.handle(now, Input::Queued(id, bytes));
+                }
                 core.handle_timeout(now);
                 self.schedule(TICK, Happening::Tick { node, boot });
                 self.carry_out(node);
                 return;
             }
-            Happening::Deliver { node, conn, msg } => {
-                if !self.ends.get(&conn).is_some_and(|e| e.alive) {
+            Happening::Deliver { node, conn, msg, bytes } => {
+                let Some(peer) = self.ends.get(&conn).filter(|e| e.alive).map(|e| e.peer) else {
                     return;
+                };
+                if let Some(sender) = self.ends.get_mut(&peer) {
+                    sender.in_flight = sender.in_flight.saturating_sub(bytes);
                 }
                 self.frames += 1;
                 (node, Input::Frame(conn, msg))
@@ -494,10 +536,14 @@ impl Sim {
             }
             Happening::DialFailed {
                 node,
+                boot,
                 addr,
                 purpose,
                 expected,
             } => {
+                if self.nodes[node].boots != boot {
+                    return;
+                }
                 let reason = ConnReason::Transport("connect: unreachable".into());
                 (
                     node,
@@ -556,6 +602,7 @@ impl Sim {
         let arrival = (self.now + self.one_way()).max(end.last_arrival);
         if let Some(e) = self.ends.get_mut(&conn) {
             e.last_arrival = arrival;
+            e.in_flight += frame.len();
         }
         let Some(peer) = self.ends.get(&end.peer).copied() else {
             return;
@@ -568,6 +615,7 @@ impl Sim {
                 node: peer.node,
                 conn: end.peer,
                 msg,
+                bytes: frame.len(),
             },
         });
     }
@@ -580,10 +628,12 @@ impl Sim {
         let failed = ok.is_none() || self.chance(self.links.dial_loss_ppm);
         let rtt = self.one_way() + self.one_way();
         let Some(t) = ok.filter(|_| !failed) else {
+            let boot = self.nodes[i].boots;
             return self.schedule(
                 rtt,
                 Happening::DialFailed {
                     node: i,
+                    boot,
                     addr,
                     purpose,
                     expected,
@@ -598,6 +648,7 @@ impl Sim {
             peer,
             alive: true,
             last_arrival: Duration::ZERO,
+            in_flight: 0,
         };
         self.ends.insert(a, end(i, self.nodes[i].boots, b));
         self.ends.insert(b, end(t, self.nodes[t].boots, a));

@@ -248,6 +248,15 @@ impl Message {
     }
 }
 
+/// The protocol version a Hello payload announces, read before the rest is decoded,
+/// so a peer of another version is told so rather than "malformed".
+pub fn hello_version(payload: &[u8]) -> Option<u8> {
+    match payload {
+        [T_HELLO, version, ..] => Some(*version),
+        _ => None,
+    }
+}
+
 fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], WireError> {
     if rest.len() < n {
         return Err(WireError::Malformed("truncated"));
@@ -290,6 +299,17 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Red-team finding: a version 1 peer's Hello (no nonce) was reported as a malformed
+    /// frame; its version is read first so the handshake can say what is wrong.
+    #[test]
+    fn a_hello_of_another_version_is_recognised_before_decoding() {
+        let v1 = [T_HELLO, 1, 0, 0];
+        assert!(Message::decode(&v1).is_err());
+        assert_eq!(hello_version(&v1), Some(1));
+        assert_eq!(hello_version(&[T_PING]), None);
+        assert_eq!(hello_version(&[]), None);
+    }
 
     fn samples() -> Vec<Message> {
         vec![

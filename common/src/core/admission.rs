@@ -387,3 +387,210 @@ pub fn decode_chain(mut b: &[u8]) -> Option<Vec<Cert>> {
     }
     b.is_empty().then_some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::{LinkParams, SIM_EPOCH_SECS, Sim, SimNode};
+
+    const NOW_MS: i64 = SIM_EPOCH_SECS * 1000;
+
+    /// A group of three (m0 admin, m1 and m2 members) and admission as m0 sees it,
+    /// knowing m1's membership but not m2's.
+    fn setup() -> (Sim, Admission) {
+        let sim = Sim::new(11, 3, 1, LinkParams::default()).unwrap();
+        let n0 = &sim.nodes[0];
+        let lifetimes = Lifetimes::from_secs(7 * 86_400, 300);
+        let mut a = Admission::new(
+            n0.group_id(),
+            sim_root(n0),
+            lifetimes,
+            (n0.id, n0.membership_cert().clone()),
+        );
+        a.learn(sim.nodes[1].id, sim.nodes[1].membership_cert().clone());
+        (sim, a)
+    }
+
+    fn sim_root(n: &SimNode) -> Cert {
+        n.root().clone()
+    }
+
+    fn chat(by: &SimNode, text: &str) -> Record {
+        let mut r = Record::new(CHAT_TYPE, by.id, NOW_MS, 60_000);
+        r.data = text.as_bytes().to_vec();
+        r.sign(&by.group_id(), &by.key()).unwrap();
+        r
+    }
+
+    fn item(r: &Record) -> Item {
+        Item {
+            id: *r.id.as_bytes(),
+            version: r.version,
+            digest: r.digest(),
+        }
+    }
+
+    #[test]
+    fn a_valid_record_of_a_known_member_is_accepted_and_a_copy_held_is_a_duplicate() {
+        let (sim, a) = setup();
+        let r = chat(&sim.nodes[1], "hi");
+        assert!(matches!(a.judge(&r, None, NOW_MS, None), Verdict::Accept(None)));
+        assert!(matches!(a.judge(&r, Some(item(&r)), NOW_MS, None), Verdict::Duplicate));
+        let mut older = item(&r);
+        older.version = 2;
+        assert!(
+            matches!(a.judge(&r, Some(older), NOW_MS, None), Verdict::Duplicate),
+            "a newer copy is held"
+        );
+    }
+
+    #[test]
+    fn records_of_an_unknown_member_are_held_not_judged() {
+        let (sim, a) = setup();
+        let r = chat(&sim.nodes[2], "who am I");
+        assert!(matches!(a.judge(&r, None, NOW_MS, None), Verdict::Hold(m) if m == sim.nodes[2].id));
+    }
+
+    #[test]
+    fn forged_and_malformed_records_are_rejected_with_their_reason() {
+        let (sim, a) = setup();
+        let (m0, m1) = (&sim.nodes[0], &sim.nodes[1]);
+        let reject = |r: &Record| match a.judge(r, None, NOW_MS, None) {
+            Verdict::Reject(why) => why,
+            other => panic!("{other:?}"),
+        };
+        let mut tampered = chat(m1, "hi");
+        tampered.data = b"ho".to_vec();
+        assert_eq!(reject(&tampered), Rejection::BadSignature);
+        // m1's text under m0's name, signed with m1's key.
+        let mut posing = chat(m1, "I am m0");
+        posing.creator = m0.id;
+        posing.modifier = m0.id;
+        assert_eq!(reject(&posing), Rejection::BadSignature);
+        // A member edits someone else's record.
+        let mut edit = chat(m0, "original");
+        edit.modifier = m1.id;
+        edit.version = 2;
+        edit.sign(&m1.group_id(), &m1.key()).unwrap();
+        assert_eq!(reject(&edit), Rejection::ForeignModifier);
+        let mut future = chat(m1, "later");
+        future.created_ms = NOW_MS + MAX_CLOCK_SKEW_MS + 1;
+        future.modified_ms = future.created_ms;
+        assert_eq!(reject(&future), Rejection::InTheFuture);
+        let mut forever = chat(m1, "forever");
+        forever.expires_ms = i64::MAX;
+        forever.sign(&m1.group_id(), &m1.key()).unwrap();
+        assert_eq!(reject(&forever), Rejection::OutlivesGroupLimit);
+        let mut gone = chat(m1, "gone");
+        gone.expires_ms = NOW_MS;
+        assert_eq!(reject(&gone), Rejection::Expired);
+        let mut bad_text = chat(m1, "");
+        bad_text.data = vec![0xff, 0xfe];
+        bad_text.sign(&m1.group_id(), &m1.key()).unwrap();
+        assert_eq!(reject(&bad_text), Rejection::BadChatText);
+    }
+
+    #[test]
+    fn a_precomputed_signature_result_is_used_for_its_record() {
+        let (sim, a) = setup();
+        let r = chat(&sim.nodes[1], "hi");
+        assert!(matches!(
+            a.judge(&r, None, NOW_MS, Some(false)),
+            Verdict::Reject(Rejection::BadSignature)
+        ));
+        // A batch result belongs to its position: two copies of one id with one
+        // signature, one of them altered, get different results.
+        let mut forged = r.clone();
+        forged.data = b"not what was signed".to_vec();
+        let batch: Vec<(Record, Vec<u8>)> = std::iter::repeat_n(r.clone(), PARALLEL_VERIFY_MIN)
+            .chain([forged.clone()])
+            .map(|r| {
+                let b = r.encode();
+                (r, b)
+            })
+            .collect();
+        let results = a.verify_batch(&batch, |_| None, 2);
+        assert_eq!(results.len(), batch.len());
+        assert_eq!(results[0], Some(true));
+        assert_eq!(
+            results[PARALLEL_VERIFY_MIN],
+            Some(false),
+            "the forged copy is not covered by the good one"
+        );
+        assert_eq!(
+            a.verify_batch(&batch[..3], |_| None, 2),
+            vec![None; 3],
+            "small batches go the single way"
+        );
+    }
+
+    #[test]
+    fn a_membership_record_brings_its_certificate_only_when_self_published() {
+        let (sim, a) = setup();
+        let n2 = &sim.nodes[2];
+        let m = n2
+            .core
+            .as_ref()
+            .unwrap()
+            .store()
+            .records()
+            .find(|r| r.rtype == MEMBERSHIP_TYPE && r.creator == n2.id)
+            .unwrap()
+            .clone();
+        match a.judge(&m, None, NOW_MS, None) {
+            Verdict::Accept(Some(cert)) => assert_eq!(cert.member_id, n2.id),
+            other => panic!("{other:?}"),
+        }
+        let mut foreign = m.clone();
+        foreign.creator = sim.nodes[1].id;
+        foreign.modifier = sim.nodes[1].id;
+        assert!(matches!(
+            a.judge(&foreign, None, NOW_MS, None),
+            Verdict::Reject(Rejection::NotSelfPublished)
+        ));
+        let mut junk = m.clone();
+        junk.data = vec![1, 0, 0, 0, 9, 1];
+        assert!(matches!(a.judge(&junk, None, NOW_MS, None), Verdict::Reject(_)));
+    }
+
+    #[test]
+    fn a_membership_that_has_ended_counts_as_unknown() {
+        let (sim, a) = setup();
+        let r = chat(&sim.nodes[1], "late");
+        let after_end = sim.nodes[1].membership_cert().not_after.unix_timestamp() * 1000 + 1000;
+        let mut late = r.clone();
+        late.created_ms = after_end;
+        late.modified_ms = after_end;
+        late.expires_ms = after_end + 1000;
+        assert!(matches!(a.judge(&late, None, after_end, None), Verdict::Hold(_)));
+    }
+
+    #[test]
+    fn held_records_are_bounded_deduplicated_and_released_once() {
+        let mut held: Held<u8> = Held::default();
+        let m = MemberId::from_bytes([1; 20]);
+        let rec = |b: u8| HeldRecord {
+            body: vec![b],
+            via_sync: false,
+            from: Some(1),
+        };
+        assert!(held.hold(m, rec(1)));
+        assert!(!held.hold(m, rec(1)), "the same bytes once");
+        assert!(held.hold(m, rec(2)));
+        assert_eq!(held.len(), 2);
+        assert_eq!(held.release(&m).len(), 2);
+        assert!(held.release(&m).is_empty());
+        assert!(held.is_empty());
+        for i in 0..MAX_HELD_RECORDS {
+            held.hold(
+                MemberId::from_bytes([2; 20]),
+                HeldRecord {
+                    body: i.to_be_bytes().to_vec(),
+                    via_sync: true,
+                    from: None,
+                },
+            );
+        }
+        assert!(!held.hold(m, rec(3)), "over the budget");
+    }
+}

@@ -101,9 +101,11 @@ pub struct Mesh {
     peers: Vec<PeerSpec>,
     dialing: HashSet<SocketAddr>,
     backoff: HashMap<SocketAddr, Backoff>,
-    /// Addresses known to belong to a member: where it was reached, what it says in its
-    /// Hello and presence. A bootstrap address (dialled without a member id) that
-    /// belongs to a connected member is not dialled again.
+    /// Addresses where this node reached a member (an outbound connection whose TLS
+    /// proved who answered), while that member is connected. A bootstrap address
+    /// (dialled without a member id) that belongs to a connected member is not dialled
+    /// again. Never from what a peer claims (its Hello or presence): a hostile member
+    /// could claim others' addresses and so keep this node from dialling them.
     owners: HashMap<SocketAddr, MemberId>,
     known: KnownPeers,
 }
@@ -132,11 +134,6 @@ impl Mesh {
 
     /// Remembers where `member` advertises; true when that changed the known peers.
     pub fn note_addresses(&mut self, member: MemberId, addresses: &[String]) -> bool {
-        for a in addresses {
-            if let Ok(addr) = a.parse() {
-                self.owners.insert(addr, member);
-            }
-        }
         self.known.note(member, addresses)
     }
 
@@ -145,18 +142,20 @@ impl Mesh {
         self.dialing.insert(addr)
     }
 
-    /// A connection came up: `addr` belongs to `member`; an outbound one ends its dial.
-    pub fn note_up(&mut self, addr: SocketAddr, member: MemberId, outbound: bool, addresses: &[String]) {
+    /// A connection came up; an outbound one ends its dial and shows that `addr`
+    /// belongs to `member`.
+    pub fn note_up(&mut self, addr: SocketAddr, member: MemberId, outbound: bool) {
         if outbound {
             self.dialing.remove(&addr);
             self.backoff.remove(&addr);
             self.owners.insert(addr, member);
         }
-        for a in addresses {
-            if let Ok(a) = a.parse() {
-                self.owners.insert(a, member);
-            }
-        }
+    }
+
+    /// The last connection to `member` went down: where it was reached may be someone
+    /// else's by the next dial.
+    pub fn note_gone(&mut self, member: MemberId) {
+        self.owners.retain(|_, m| *m != member);
     }
 
     /// The address turned out to be this node's own: not dialled for a long while.
@@ -185,11 +184,23 @@ impl Mesh {
     }
 
     /// `--peer ID@ADDR` named someone who is not there: drop that entry (its backoff
-    /// would also hold back dials of the address without an id).
-    pub fn forget_peer(&mut self, addr: SocketAddr, member: Option<MemberId>) {
-        self.dialing.remove(&addr);
+    /// would also hold back dials of the address without an id). False when no such
+    /// `--peer` entry exists (a presence record named the wrong address: that is an
+    /// ordinary failure, backed off like any other).
+    pub fn forget_peer(&mut self, addr: SocketAddr, member: Option<MemberId>) -> bool {
+        let before = self.peers.len();
         self.peers.retain(|p| !(p.addr == addr && p.member == member));
+        if self.peers.len() == before {
+            return false;
+        }
+        self.dialing.remove(&addr);
         self.backoff.remove(&addr);
+        true
+    }
+
+    /// Addresses known to belong to a connected member.
+    pub fn owned(&self) -> usize {
+        self.owners.len()
     }
 
     /// The addresses to dial now, best first: `--peer` entries, then presence and the
@@ -276,8 +287,10 @@ mod tests {
         let bob = id('b');
         let mut mesh = Mesh::new(Vec::new(), KnownPeers::default());
         let bootstrap = vec!["127.0.0.1:7400".to_string(), "10.0.0.2:7400".to_string()];
-        // Connected to bob through loopback; his Hello names both addresses.
-        mesh.note_up(addr("127.0.0.1:7400"), bob, true, &bootstrap);
+        // Both of bob's addresses were dialled from the invitation and reached him; the
+        // tie-break closed one of the two connections.
+        mesh.note_up(addr("127.0.0.1:7400"), bob, true);
+        mesh.note_up(addr("10.0.0.2:7400"), bob, true);
         let connected: HashSet<MemberId> = [bob].into();
         let connected_addrs: HashSet<SocketAddr> = [addr("127.0.0.1:7400")].into();
         let view = View {
@@ -298,6 +311,61 @@ mod tests {
             fresh.candidates(&view, Instant::now(), &mut rng),
             vec![(addr("10.0.0.2:7400"), None)]
         );
+    }
+
+    /// Red-team finding: a member's claims (Hello, presence) once made addresses its
+    /// own, so a hostile member could claim an invitation's addresses and keep a
+    /// newcomer from dialling anyone else. Only an address that answered as a member is
+    /// its, and only while it is connected.
+    #[test]
+    fn a_member_cannot_claim_someone_elses_address() {
+        let hostile = id('f');
+        let mut mesh = Mesh::new(Vec::new(), KnownPeers::default());
+        let carol_addr = "192.0.2.7:7400".to_string();
+        // Inbound from the hostile member, whose Hello and presence name carol's address.
+        mesh.note_up(addr("192.0.2.66:5000"), hostile, false);
+        mesh.note_addresses(hostile, std::slice::from_ref(&carol_addr));
+        let connected: HashSet<MemberId> = [hostile].into();
+        let connected_addrs: HashSet<SocketAddr> = [addr("192.0.2.66:5000")].into();
+        let bootstrap = vec![carol_addr.clone()];
+        let view = View {
+            me: id('a'),
+            own: &[],
+            connected: &connected,
+            connected_addrs: &connected_addrs,
+            present: Vec::new(),
+            bootstrap: &bootstrap,
+            wanted: 3,
+            discover: true,
+        };
+        let got = mesh.candidates(&view, Instant::now(), &mut Rng::new(1));
+        assert_eq!(
+            got,
+            vec![(addr("192.0.2.7:7400"), None)],
+            "carol's address is still dialled"
+        );
+        // What was reached is forgotten when its member goes: the map stays bounded.
+        mesh.note_up(addr("192.0.2.8:1"), id('b'), true);
+        assert_eq!(mesh.owned(), 1);
+        mesh.note_gone(id('b'));
+        assert_eq!(mesh.owned(), 0);
+    }
+
+    /// Red-team finding: a wrong-member dial of an address from presence (not a
+    /// `--peer` entry) dropped its backoff, so it was redialled every tick.
+    #[test]
+    fn a_wrong_member_at_an_address_from_presence_is_backed_off() {
+        let mut mesh = Mesh::new(Vec::new(), KnownPeers::default());
+        assert!(
+            !mesh.forget_peer(addr("192.0.2.9:9"), Some(id('c'))),
+            "not a --peer entry"
+        );
+        let peers = vec![PeerSpec {
+            member: Some(id('c')),
+            addr: addr("192.0.2.9:9"),
+        }];
+        let mut mesh = Mesh::new(peers, KnownPeers::default());
+        assert!(mesh.forget_peer(addr("192.0.2.9:9"), Some(id('c'))));
     }
 
     #[test]

@@ -785,10 +785,10 @@ impl<S: RecordStore> Core<S> {
         reason: ConnReason,
         now: Now,
     ) {
-        if purpose == Purpose::Neighbour && expected.is_some() && matches!(reason, ConnReason::WrongMember(_)) {
+        let wrong = purpose == Purpose::Neighbour && matches!(reason, ConnReason::WrongMember(_));
+        if wrong && expected.is_some() && self.mesh.forget_peer(addr, expected) {
             // `--peer ID@ADDR` names someone who is not there: a mistake in the command
             // line, not a member to retry.
-            self.mesh.forget_peer(addr, expected);
             self.emit(Event::Error(format!(
                 "--peer {}@{addr}: {reason}; no longer dialling it as that member",
                 expected.map(|m| m.to_string()).unwrap_or_default()
@@ -825,7 +825,7 @@ impl<S: RecordStore> Core<S> {
             self.out.push_back(Output::Close { conn: up.id });
             return;
         }
-        self.mesh.note_up(up.addr, up.member, up.outbound, &up.peer_addresses);
+        self.mesh.note_up(up.addr, up.member, up.outbound);
         // The peer's chain was verified in the handshake: keep its certificate, and
         // admit records that were waiting for it.
         if self.admission.cert(&up.member).is_none() {
@@ -951,6 +951,7 @@ impl<S: RecordStore> Core<S> {
                 .values()
                 .any(|o| o.member == c.member && o.purpose == Purpose::Neighbour)
         {
+            self.mesh.note_gone(c.member);
             self.emit(Event::Member {
                 change: MemberChange::Disconnected,
                 member: c.member,

@@ -115,12 +115,15 @@ impl RecordStore for MemStore {
     }
 
     fn of_type(&self, rtype: &Uuid) -> Result<Vec<Record>, Never> {
-        Ok(self
+        // In id order: a simulation replays the same way from its seed.
+        let mut out: Vec<Record> = self
             .records
             .values()
             .filter(|(r, _, _)| r.rtype == *rtype)
             .map(|(r, _, _)| r.clone())
-            .collect())
+            .collect();
+        out.sort_by_key(|r| r.id);
+        Ok(out)
     }
 
     fn purge_expired(&mut self, now_ms: i64) -> Result<Vec<(Uuid, Uuid, MemberId)>, Never> {

@@ -335,7 +335,11 @@ async fn finish(mut stream: TlsStream<TcpStream>, hello: &Message, outbound: boo
             }
         })?
         .ok_or("the peer closed the connection during the handshake")?;
-    match Message::decode(&payload).map_err(|e| e.to_string())? {
+    let decoded = Message::decode(&payload).map_err(|e| match wire::hello_version(&payload) {
+        Some(v) if v != wire::PROTOCOL_VERSION => format!("peer speaks protocol version {v}"),
+        _ => e.to_string(),
+    });
+    match decoded? {
         Message::Hello {
             version,
             purpose,

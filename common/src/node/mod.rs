@@ -323,6 +323,9 @@ impl Driver {
                             Err(_) => break,
                         }
                     }
+                    // What the core queued for these events goes to the writers first,
+                    // so the counts it floods by include it.
+                    self.carry_out();
                     self.report_queued();
                     self.core.flush(now());
                 }
@@ -402,6 +405,7 @@ impl Driver {
 
     fn on_tick(&mut self) {
         let t = now();
+        self.carry_out();
         self.report_queued();
         let silent: Vec<(ConnId, Duration)> = self
             .links

@@ -276,7 +276,9 @@ pub async fn start(
         addresses: advertised.clone(),
         stats,
     };
-    let driver = Driver {
+    // Boxed: the task's future then holds a pointer, not the driver (and the core)
+    // itself, so building it costs no large copies on the caller's stack.
+    let mut driver = Box::new(Driver {
         core,
         links: HashMap::new(),
         askers: HashMap::new(),
@@ -289,7 +291,7 @@ pub async fn start(
         seq_tx,
         known_path,
         _checkpointer: checkpointer,
-    };
+    });
     let task = tokio::spawn(async move {
         let _lock = lock;
         driver.run(conn_rx, cmd_rx).await;
@@ -307,7 +309,7 @@ fn hello(purpose: Purpose, addresses: &[String], nonce: u64) -> Message {
 }
 
 impl Driver {
-    async fn run(mut self, mut conn_rx: mpsc::Receiver<ConnEvent>, mut cmd_rx: mpsc::Receiver<(Command, Asker)>) {
+    async fn run(&mut self, mut conn_rx: mpsc::Receiver<ConnEvent>, mut cmd_rx: mpsc::Receiver<(Command, Asker)>) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.core.handle_timeout(now());
@@ -487,7 +489,7 @@ impl Driver {
 
     /// After the core removed presence: give writers a moment to send what is queued
     /// (the tombstone included), then close every connection.
-    async fn leave(mut self) {
+    async fn leave(&mut self) {
         self.carry_out();
         let deadline = Instant::now() + LEAVE_DRAIN;
         while Instant::now() < deadline && self.links.values().any(|l| l.writer.queued_bytes() > 0) {

@@ -406,7 +406,17 @@ impl Sim {
     /// A new core for node `i` over an empty store, outside the simulated network (for
     /// tests that drive one core by hand).
     pub fn fresh_core(&self, i: usize, now: Now) -> Core<MemStore> {
-        Core::new(self.nodes[i].config(self.seed), MemStore::new(), now).expect("a core starts")
+        self.core_over(i, MemStore::new(), now).expect("a core starts")
+    }
+
+    /// A new core for node `i` over `store`, outside the simulated network.
+    pub fn core_over<S: crate::core::RecordStore>(
+        &self,
+        i: usize,
+        store: S,
+        now: Now,
+    ) -> Result<Core<S>, core::CoreError> {
+        Core::new(self.nodes[i].config(self.seed), store, now)
     }
 
     /// Crashes node `i`: its connections break, its store survives.
@@ -661,7 +671,6 @@ impl Sim {
                 addr: peer.addr,
                 outbound,
                 purpose,
-                peer_addresses: vec![peer.addr.to_string()],
                 tie,
             })
         };

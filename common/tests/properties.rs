@@ -153,7 +153,6 @@ fn ends_with(f: &Fixture, order: &[usize], chunk: usize) -> Vec<Item> {
             addr,
             outbound: false,
             purpose: Purpose::Neighbour,
-            peer_addresses: Vec::new(),
             tie: (1, 2),
         })),
     );

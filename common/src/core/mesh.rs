@@ -268,6 +268,24 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// Member a's view with only the invitation's addresses to go by.
+    fn bootstrap_view<'a>(
+        connected: &'a HashSet<MemberId>,
+        connected_addrs: &'a HashSet<SocketAddr>,
+        bootstrap: &'a [String],
+    ) -> View<'a> {
+        View {
+            me: id('a'),
+            own: &[],
+            connected,
+            connected_addrs,
+            present: Vec::new(),
+            bootstrap,
+            wanted: 3,
+            discover: true,
+        }
+    }
+
     #[test]
     fn both_ends_keep_the_same_connection_of_a_duplicate_pair() {
         let (c1, c2) = ((7, 100), (3, 900));
@@ -293,16 +311,7 @@ mod tests {
         mesh.note_up(addr("10.0.0.2:7400"), bob, true);
         let connected: HashSet<MemberId> = [bob].into();
         let connected_addrs: HashSet<SocketAddr> = [addr("127.0.0.1:7400")].into();
-        let view = View {
-            me: id('a'),
-            own: &[],
-            connected: &connected,
-            connected_addrs: &connected_addrs,
-            present: Vec::new(),
-            bootstrap: &bootstrap,
-            wanted: 3,
-            discover: true,
-        };
+        let view = bootstrap_view(&connected, &connected_addrs, &bootstrap);
         let mut rng = Rng::new(1);
         assert_eq!(mesh.candidates(&view, Instant::now(), &mut rng), vec![]);
         // Without knowing the owner, the second address would have been dialled.
@@ -328,16 +337,7 @@ mod tests {
         let connected: HashSet<MemberId> = [hostile].into();
         let connected_addrs: HashSet<SocketAddr> = [addr("192.0.2.66:5000")].into();
         let bootstrap = vec![carol_addr.clone()];
-        let view = View {
-            me: id('a'),
-            own: &[],
-            connected: &connected,
-            connected_addrs: &connected_addrs,
-            present: Vec::new(),
-            bootstrap: &bootstrap,
-            wanted: 3,
-            discover: true,
-        };
+        let view = bootstrap_view(&connected, &connected_addrs, &bootstrap);
         let got = mesh.candidates(&view, Instant::now(), &mut Rng::new(1));
         assert_eq!(
             got,

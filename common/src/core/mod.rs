@@ -177,8 +177,6 @@ pub struct ConnUp {
     pub outbound: bool,
     /// Why the dialler connected.
     pub purpose: Purpose,
-    /// Where the peer says it listens.
-    pub peer_addresses: Vec<String>,
     /// The tie-break key from both Hellos (dialler's nonce, acceptor's nonce).
     pub tie: Tie,
 }
@@ -1262,4 +1260,102 @@ fn pack(bodies: Vec<Vec<u8>>) -> Vec<Vec<Vec<u8>>> {
         out.push(cur);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::member::MemberId;
+    use crate::sim::{LinkParams, SIM_EPOCH_SECS, Sim};
+    use crate::store::Summary;
+
+    /// A memory store that fails every write while `fail` is set.
+    struct Flaky {
+        inner: MemStore,
+        fail: Rc<Cell<bool>>,
+    }
+
+    impl RecordStore for Flaky {
+        type Error = String;
+        fn put_batch(&mut self, batch: &[Put]) -> Result<(), String> {
+            if self.fail.get() {
+                return Err("disk full".into());
+            }
+            self.inner.put_batch(batch).map_err(|e| match e {})
+        }
+        fn get(&self, id: &Uuid) -> Result<Option<Record>, String> {
+            Ok(self.inner.get(id).unwrap_or_else(|e| match e {}))
+        }
+        fn bodies(&self, ids: &[Uuid]) -> Result<Vec<Vec<u8>>, String> {
+            Ok(self.inner.bodies(ids).unwrap_or_else(|e| match e {}))
+        }
+        fn summaries(&self) -> Result<Vec<Summary>, String> {
+            Ok(self.inner.summaries().unwrap_or_else(|e| match e {}))
+        }
+        fn of_type(&self, rtype: &Uuid) -> Result<Vec<Record>, String> {
+            Ok(self.inner.of_type(rtype).unwrap_or_else(|e| match e {}))
+        }
+        fn purge_expired(&mut self, now_ms: i64) -> Result<Vec<(Uuid, Uuid, MemberId)>, String> {
+            Ok(self.inner.purge_expired(now_ms).unwrap_or_else(|e| match e {}))
+        }
+        fn last_seq(&self) -> i64 {
+            self.inner.last_seq()
+        }
+    }
+
+    /// Durable before forwarded, when the disk says no: a message whose commit fails is
+    /// refused to its sender, not flooded, and not counted as held.
+    #[test]
+    fn a_record_whose_commit_fails_is_neither_flooded_nor_held() {
+        let sim = Sim::new(3, 2, 1, LinkParams::default()).unwrap();
+        let now = Now {
+            instant: Instant::now(),
+            unix_ns: SIM_EPOCH_SECS * 1_000_000_000,
+        };
+        let fail = Rc::new(Cell::new(false));
+        let store = Flaky {
+            inner: MemStore::new(),
+            fail: fail.clone(),
+        };
+        let mut core = sim.core_over(0, store, now).unwrap();
+        let peer = &sim.nodes[1];
+        let up = ConnUp {
+            id: 9,
+            member: peer.id,
+            cert: peer.membership_cert().clone(),
+            addr: peer.addr,
+            outbound: false,
+            purpose: Purpose::Neighbour,
+            tie: (1, 1),
+        };
+        core.handle(now, Input::Up(Box::new(up)));
+        while core.poll_output().is_some() {}
+        let held = core.items().len();
+        fail.set(true);
+        core.handle(now, Input::Command(7, Command::Publish("lost?".into())));
+        let outputs: Vec<Output> = std::iter::from_fn(|| core.poll_output()).collect();
+        assert!(
+            !outputs.iter().any(|o| matches!(o, Output::Transmit { .. })),
+            "flooded before it was durable: {outputs:?}"
+        );
+        assert!(
+            outputs
+                .iter()
+                .any(|o| matches!(o, Output::Reply(7, Reply::Published(Err(CoreError::Store(_)))))),
+            "the sender is not told: {outputs:?}"
+        );
+        assert_eq!(
+            core.items().len(),
+            held,
+            "the sync index claims a record the store lacks"
+        );
+        fail.set(false);
+        core.handle(now, Input::Command(8, Command::Publish("kept".into())));
+        let outputs: Vec<Output> = std::iter::from_fn(|| core.poll_output()).collect();
+        assert!(outputs.iter().any(|o| matches!(o, Output::Transmit { conn: 9, .. })));
+        assert_eq!(core.items().len(), held + 1);
+    }
 }

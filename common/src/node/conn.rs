@@ -15,7 +15,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
-use crate::core::{ConnId, ConnReason, ConnUp, Stats};
+use crate::core::{ConnId, ConnReason, ConnUp, Input, Stats};
 use crate::member::MemberId;
 use crate::pki::Cert;
 use crate::tls::{self, TlsConfigs};
@@ -39,34 +39,16 @@ pub const KEEPALIVE: Duration = Duration::from_secs(1);
 /// dials someone reachable. Several keepalives long, so a busy peer is not cut.
 pub const SILENCE_LIMIT: Duration = Duration::from_secs(5);
 
-/// What a connection task tells the node.
+/// What a connection task tells the node: a connection up (with the tasks' handles,
+/// which the driver keeps) or down, or an input for the core as it is.
 #[derive(Debug)]
 pub enum ConnEvent {
     /// A connection finished its handshake and Hello exchange.
     Up(Box<Up>),
-    /// A frame arrived (already decoded).
-    Frame(ConnId, Message),
     /// The connection ended.
-    Down(ConnId, String),
-    /// An incoming connection failed its handshake (not a member, not our group,
-    /// expired, timed out, or not TLS at all).
-    AcceptFailed {
-        /// Where it came from.
-        addr: SocketAddr,
-        /// What went wrong.
-        reason: String,
-    },
-    /// A dial failed before the connection was up.
-    DialFailed {
-        /// Where.
-        addr: SocketAddr,
-        /// Why we dialled.
-        purpose: Purpose,
-        /// The member expected there, if any.
-        expected: Option<MemberId>,
-        /// What went wrong.
-        reason: ConnReason,
-    },
+    Down(ConnId, ConnReason),
+    /// A frame, a failed dial or a failed incoming handshake.
+    Core(Input),
 }
 
 /// A connection ready for frames: what the core learns, and the tasks' handles.
@@ -218,12 +200,12 @@ pub async fn dial(spec: DialSpec, tls: TlsConfigs, events: mpsc::Sender<ConnEven
         }
         Err(reason) => {
             let _ = events
-                .send(ConnEvent::DialFailed {
+                .send(ConnEvent::Core(Input::DialFailed {
                     addr,
                     purpose,
                     expected,
                     reason,
-                })
+                }))
                 .await;
         }
     }
@@ -291,12 +273,12 @@ pub async fn accept_loop(
                 }
                 Ok(Err(reason)) => {
                     tracing::info!("refused connection from {addr}: {reason}");
-                    let _ = events.send(ConnEvent::AcceptFailed { addr, reason }).await;
+                    let _ = events.send(ConnEvent::Core(Input::AcceptFailed { addr, reason })).await;
                 }
                 Err(_) => {
                     tracing::info!("refused connection from {addr}: handshake timed out");
                     let reason = "handshake timed out".to_string();
-                    let _ = events.send(ConnEvent::AcceptFailed { addr, reason }).await;
+                    let _ = events.send(ConnEvent::Core(Input::AcceptFailed { addr, reason })).await;
                 }
             }
         });
@@ -308,7 +290,6 @@ struct Handshaken {
     stream: TlsStream<TcpStream>,
     cert: Cert,
     purpose: Purpose,
-    addresses: Vec<String>,
     nonce: u64,
 }
 
@@ -340,16 +321,17 @@ async fn finish(mut stream: TlsStream<TcpStream>, hello: &Message, outbound: boo
         _ => e.to_string(),
     });
     match decoded? {
+        // The addresses a peer's Hello names are its claim only: where to dial comes
+        // from signed presence records and from connections that reached a member.
         Message::Hello {
             version,
             purpose,
-            addresses,
             nonce,
+            ..
         } if version == wire::PROTOCOL_VERSION => Ok(Handshaken {
             stream,
             cert,
             purpose,
-            addresses,
             nonce,
         }),
         Message::Hello { version, .. } => Err(format!("peer speaks protocol version {version}")),
@@ -401,7 +383,6 @@ async fn start(
             addr,
             outbound,
             purpose: purpose.unwrap_or(h.purpose),
-            peer_addresses: h.addresses,
             tie,
         },
         writer,
@@ -434,7 +415,7 @@ async fn read_loop(
                 // A full node queue makes us wait here: back-pressure onto the sender.
                 Ok(msg) => {
                     read.heard.hold();
-                    if events.send(ConnEvent::Frame(id, msg)).await.is_err() {
+                    if events.send(ConnEvent::Core(Input::Frame(id, msg))).await.is_err() {
                         return;
                     }
                     read.heard.touch();
@@ -445,7 +426,7 @@ async fn read_loop(
             Err(e) => break format!("bad frame: {e}"),
         }
     };
-    let _ = events.send(ConnEvent::Down(id, reason)).await;
+    let _ = events.send(ConnEvent::Down(id, ConnReason::Transport(reason))).await;
 }
 
 async fn write_loop(

@@ -376,23 +376,11 @@ impl Driver {
                 );
                 Input::Up(Box::new(up.conn))
             }
-            ConnEvent::Frame(id, msg) => Input::Frame(id, msg),
             ConnEvent::Down(id, reason) => {
                 self.links.remove(&id);
-                Input::Down(id, ConnReason::Transport(reason))
+                Input::Down(id, reason)
             }
-            ConnEvent::AcceptFailed { addr, reason } => Input::AcceptFailed { addr, reason },
-            ConnEvent::DialFailed {
-                addr,
-                purpose,
-                expected,
-                reason,
-            } => Input::DialFailed {
-                addr,
-                purpose,
-                expected,
-                reason,
-            },
+            ConnEvent::Core(input) => input,
         };
         self.core.handle(now(), input);
     }

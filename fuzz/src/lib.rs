@@ -15,7 +15,6 @@ use common::clock;
 use common::identity::{Identity, PublicIdentity};
 use common::invitation::Invitation;
 use common::pki::{Cert, KeyType};
-use common::record;
 use common::sync::{Item, ItemSet};
 use time::OffsetDateTime;
 use uuid::Uuid;

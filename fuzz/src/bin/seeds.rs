@@ -173,9 +173,10 @@ fn write_all(out: &Path, home: &Path) -> Result<usize> {
         (
             "hello",
             Message::Hello {
-                version: 1,
+                version: common::wire::PROTOCOL_VERSION,
                 purpose: Purpose::Neighbour,
                 addresses: vec!["192.0.2.2:7401".into(), "[2001:db8::2]:7401".into()],
+                nonce: 0x0123_4567_89ab_cdef,
             },
         ),
         (

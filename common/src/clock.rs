@@ -4,7 +4,8 @@
 //! another date (`PEERGROUP_FAKE_NOW`), the way `faketime` would, without waiting for
 //! certificates to expire.
 
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use time::OffsetDateTime;
@@ -30,25 +31,81 @@ pub enum ClockError {
     BadDate(String),
 }
 
+/// A fake clock: the time `PEERGROUP_FAKE_NOW` names at the first reading, advancing
+/// with the real (monotonic) time from then on, as `faketime` does.
+#[derive(Debug, Clone, Copy)]
+pub struct FakeClock {
+    start: OffsetDateTime,
+    since: Instant,
+}
+
+impl FakeClock {
+    /// A clock that reads `start` at `since`.
+    pub fn new(start: OffsetDateTime, since: Instant) -> FakeClock {
+        FakeClock { start, since }
+    }
+
+    /// What the clock reads at `at`.
+    pub fn at(&self, at: Instant) -> OffsetDateTime {
+        let elapsed = at.saturating_duration_since(self.since);
+        self.start
+            .checked_add(elapsed.try_into().unwrap_or(time::Duration::ZERO))
+            .unwrap_or(self.start)
+    }
+}
+
+/// What `PEERGROUP_FAKE_NOW` (the value `var`) makes of the clock, read at `since`: the
+/// fake clock if it is a date, and the warning to print either way. A variable forgotten
+/// in a shell would otherwise freeze or shift every tool's clock without a word.
+pub fn fake_clock(var: Option<&str>, since: Instant) -> (Option<FakeClock>, Option<String>) {
+    let Some(v) = var else { return (None, None) };
+    match parse_rfc3339(v) {
+        Ok(start) => (
+            Some(FakeClock::new(start, since)),
+            Some(format!(
+                "warning: {FAKE_NOW_ENV} is set: the clock starts at {} instead of the real time (a test setting: unset it)",
+                format_rfc3339(start)
+            )),
+        ),
+        Err(_) => (
+            None,
+            Some(format!(
+                "warning: ignoring {FAKE_NOW_ENV}={v:?}: not an RFC 3339 date (a test setting: unset it)"
+            )),
+        ),
+    }
+}
+
+/// The process's fake clock, if `PEERGROUP_FAKE_NOW` set one; its warning is printed
+/// on stderr once, at the first reading.
+fn process_fake_clock() -> Option<FakeClock> {
+    static FAKE: OnceLock<Option<FakeClock>> = OnceLock::new();
+    *FAKE.get_or_init(|| {
+        let var = std::env::var(FAKE_NOW_ENV).ok();
+        let (clock, warning) = fake_clock(var.as_deref(), Instant::now());
+        if let Some(w) = warning {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "{w}");
+        }
+        clock
+    })
+}
+
 /// The current time, truncated to whole seconds (certificates carry seconds).
 ///
-/// Honours `PEERGROUP_FAKE_NOW`; a malformed value is ignored rather than trusted.
+/// Honours `PEERGROUP_FAKE_NOW` (see [`fake_clock`]).
 pub fn now() -> OffsetDateTime {
-    let real = OffsetDateTime::now_utc();
-    let t = std::env::var(FAKE_NOW_ENV)
-        .ok()
-        .and_then(|v| parse_rfc3339(&v).ok())
-        .unwrap_or(real);
+    let t = now_precise();
     t.replace_nanosecond(0).unwrap_or(t)
 }
 
 /// The current time with full precision (for arrival stamps and record times);
-/// honours `PEERGROUP_FAKE_NOW` like [`now`], plus the real time elapsed since start.
+/// honours `PEERGROUP_FAKE_NOW` like [`now`]: its date plus the real time elapsed since
+/// the first reading.
 pub fn now_precise() -> OffsetDateTime {
-    let real = OffsetDateTime::now_utc();
-    match std::env::var(FAKE_NOW_ENV).ok().and_then(|v| parse_rfc3339(&v).ok()) {
-        Some(fake) => fake,
-        None => real,
+    match process_fake_clock() {
+        Some(fake) => fake.at(Instant::now()),
+        None => OffsetDateTime::now_utc(),
     }
 }
 
@@ -140,6 +197,23 @@ mod tests {
         }
         assert!(matches!(parse_duration("0s"), Err(ClockError::DurationRange(_))));
         assert!(matches!(parse_duration("36501d"), Err(ClockError::DurationRange(_))));
+    }
+
+    #[test]
+    fn a_fake_clock_warns_and_advances_from_its_start() {
+        let t0 = Instant::now();
+        let (clock, warning) = fake_clock(Some("2030-01-01T00:00:00Z"), t0);
+        let clock = clock.unwrap();
+        assert!(warning.unwrap().contains("2030-01-01T00:00:00Z"));
+        assert_eq!(format_rfc3339(clock.at(t0)), "2030-01-01T00:00:00Z");
+        assert_eq!(
+            format_rfc3339(clock.at(t0 + Duration::from_secs(90))),
+            "2030-01-01T00:01:30Z"
+        );
+        let (clock, warning) = fake_clock(Some("tomorrow"), t0);
+        assert!(clock.is_none());
+        assert!(warning.unwrap().contains("ignoring"));
+        assert!(matches!(fake_clock(None, t0), (None, None)));
     }
 
     #[test]

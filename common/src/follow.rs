@@ -162,9 +162,16 @@ impl Follower {
     }
 }
 
-/// `--history`: every stored chat message that is not deleted, own ones included, as
-/// human lines sorted by creation time (arrival order differs between members).
-pub fn history(store: &Store, me: MemberId, my_name: &str, offset: UtcOffset) -> Result<Vec<String>, StoreError> {
+/// `--history`: every stored chat message that is neither deleted nor expired at
+/// `now_ms` (an offline store is purged only when a node next runs), own ones included,
+/// as human lines sorted by creation time (arrival order differs between members).
+pub fn history(
+    store: &Store,
+    me: MemberId,
+    my_name: &str,
+    offset: UtcOffset,
+    now_ms: i64,
+) -> Result<Vec<String>, StoreError> {
     let mut names = Names::new(me, my_name);
     let mut all = Vec::new();
     let mut seq = 0;
@@ -172,7 +179,11 @@ pub fn history(store: &Store, me: MemberId, my_name: &str, offset: UtcOffset) ->
         let batch = store.after(&CHAT_TYPE, seq, HISTORY_BATCH_RECORDS)?;
         let Some(last) = batch.last() else { break };
         seq = last.seq;
-        all.extend(batch.into_iter().filter(|r| !r.record.deleted));
+        all.extend(
+            batch
+                .into_iter()
+                .filter(|r| !r.record.deleted && r.record.expires_ms > now_ms),
+        );
     }
     all.sort_by_key(|r| (r.record.created_ms, r.record.id));
     let mut lines = Vec::with_capacity(all.len());
@@ -345,6 +356,15 @@ mod tests {
     }
 
     #[test]
+    fn history_hides_messages_expired_but_not_purged_yet() {
+        let mut d = Dir::new();
+        d.put(&[(BOB, 0, "old", false), (BOB, 1800, "newer", false)]);
+        // Both live 1 h: an hour and a second after T0 only the newer one is live.
+        let lines = history(&d.store, ME, "me", UtcOffset::UTC, T0 + 3_601_000).unwrap();
+        assert_eq!(lines, [format!("[00:30:00] <{}> newer", BOB.short())]);
+    }
+
+    #[test]
     fn history_is_sorted_by_creation_with_own_messages_and_without_deleted() {
         let mut d = Dir::new();
         d.put(&[
@@ -353,7 +373,7 @@ mod tests {
             (CAROL, 20, "deleted", true),
             (CAROL, 20, "second", false),
         ]);
-        let lines = history(&d.store, ME, "me", UtcOffset::UTC).unwrap();
+        let lines = history(&d.store, ME, "me", UtcOffset::UTC, T0).unwrap();
         let carol = &CAROL.short();
         let bob = &BOB.short();
         assert_eq!(

@@ -94,7 +94,7 @@ impl SimNode {
         &self.membership.membership
     }
 
-    fn config(&self, seed: u64) -> core::Config {
+    pub(crate) fn config(&self, seed: u64) -> core::Config {
         core::Config {
             identity: Identity {
                 name: self.membership.identity.clone(),

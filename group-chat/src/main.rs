@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::Parser;
 use common::chat::{self, Input, Line, Mode};
 use common::cli::{self, HomeArgs, parse_duration_arg};
+use common::clock;
 use common::follow::{self, Drained, Follower, View};
 use common::identity::Identity;
 use common::membership::{self, Membership};
@@ -97,7 +98,8 @@ fn run(args: Args, offset: UtcOffset) -> anyhow::Result<()> {
 fn print_history(identity: &Identity, m: &Membership, offset: UtcOffset) -> anyhow::Result<()> {
     let store = Store::open_read_only(&m.dir.join(STORE_FILE))?;
     let mut out = String::new();
-    for l in follow::history(&store, identity.member_id(), identity.friendly_name(), offset)? {
+    let now_ms = (clock::now_precise().unix_timestamp_nanos() / 1_000_000) as i64;
+    for l in follow::history(&store, identity.member_id(), identity.friendly_name(), offset, now_ms)? {
         out.push_str(&l);
         out.push('\n');
     }

@@ -90,7 +90,12 @@ impl Output {
     #[track_caller]
     pub fn fails_with(self, needle: &str) -> Self {
         assert_eq!(self.code, 1, "expected exit code 1\n{}", self.report());
-        let lines: Vec<&str> = self.stderr.lines().collect();
+        // A run under the fake clock says so first; that line is not part of the error.
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| !l.starts_with("warning: PEERGROUP_FAKE_NOW is set"))
+            .collect();
         assert!(!lines.is_empty(), "no error message\n{}", self.report());
         assert!(
             lines[0].contains(needle),

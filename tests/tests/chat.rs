@@ -5,7 +5,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use peergroup_tests::group::*;
-use peergroup_tests::{Home, Peer, free_addr};
+use peergroup_tests::{Home, Peer, free_addr, unix_ms};
 use serde_json::Value;
 
 // ---- tests -------------------------------------------------------------------------
@@ -500,6 +500,15 @@ fn send_publishes_and_waits_for_a_neighbour_or_fails_after_its_timeout() {
         "{}",
         history.stdout
     );
+    // Eight days on, past the 7-day message lifetime, nothing has purged the offline
+    // store yet, and --history shows nothing expired.
+    let later = common::clock::format_rfc3339(common::clock::from_unix(unix_ms() / 1000 + 8 * 86_400));
+    let mut cmd = g[0]
+        .home
+        .command("group-chat", &["--identity", "alice", "--group", GROUP, "--history"]);
+    cmd.env("PEERGROUP_FAKE_NOW", &later);
+    let expired = peergroup_tests::run_command(cmd, None).ok();
+    assert_eq!(expired.stdout, "", "--history shows expired messages");
 
     // The stored message spreads when bob comes back.
     let mut bob = g[1].online();

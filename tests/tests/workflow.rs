@@ -289,10 +289,19 @@ fn an_invitation_used_after_its_expiry_is_refused_with_dates() {
     let inv = invite(&home, "alice", "Friends", &bob, &["--expires", "1h"]);
     let later = Home::new().at("2100-01-01T00:00:00Z");
     peergroup_tests::copy_dir(home.path(), later.path());
-    later
+    let out = later
         .run_with("group-join", &["--identity", "bob", "-"], Some(inv.as_bytes()))
         .fails_with("invitation expired on ")
         .hints("new invitation");
+    // The fake clock never takes effect silently (a variable left in a shell).
+    assert!(
+        out.stderr
+            .starts_with("warning: PEERGROUP_FAKE_NOW is set: the clock starts at 2100-01-01T00:00:00Z"),
+        "{}",
+        out.stderr
+    );
+    let normal = home.run("identity-export", &["alice"]).ok();
+    assert!(!normal.stderr.contains("PEERGROUP_FAKE_NOW"), "{}", normal.stderr);
 }
 
 #[test]

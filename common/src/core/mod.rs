@@ -25,6 +25,9 @@ pub mod session;
 pub mod store;
 pub mod whisper;
 
+#[cfg(test)]
+mod hostile_tests;
+
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;

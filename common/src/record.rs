@@ -4,13 +4,19 @@
 //!
 //! Encoding (big-endian, every length bounded, no trailing bytes):
 //! ```text
-//! "PGR1" id(16) type(16) version(u64) creator(20) modifier(20)
+//! "PGR2" id(16) nonce(16) type(16) version(u64) creator(20) modifier(20)
 //! created_ms(i64) modified_ms(i64) expires_ms(i64) deleted(u8)
 //! attr_count(u8) { name_len(u8) name kind(u8: 0 str, 1 int, 2 date) value }*
 //! data_len(u32) data  sig_len(u16) signature
 //! ```
-//! The signature covers `"peergroup record v1\0" || group id || encoding without the
+//! The signature covers `"peergroup record v2\0" || group id || encoding without the
 //! signature`, so a record cannot be replayed into another group.
+//!
+//! A record's id is bound to who made it (format 2): a per-member type's id is
+//! [`per_member_id`]`(type, creator)` with a zero nonce, any other type's is
+//! [`ordinary_id`]`(type, creator, nonce)`. So nobody can write under another member's
+//! id, and no ordinary record can take a per-member id (the two hashes differ in
+//! domain). Format 1 carried free ids, so any member could rewrite any record.
 
 use std::cmp::Ordering;
 
@@ -37,10 +43,20 @@ pub const MAX_ATTRIBUTES: usize = 32;
 pub const MAX_ATTRIBUTE_BYTES: usize = 4096;
 /// Largest encoded record.
 pub const MAX_RECORD_BYTES: usize =
-    4 + 16 + 16 + 8 + 40 + 25 + 1 + MAX_DATA_BYTES + 2 + 1024 + MAX_ATTRIBUTES * (256 + 5 + MAX_ATTRIBUTE_BYTES);
+    4 + 16 + 16 + 16 + 8 + 40 + 25 + 1 + MAX_DATA_BYTES + 2 + 1024 + MAX_ATTRIBUTES * (256 + 5 + MAX_ATTRIBUTE_BYTES);
 
-const MAGIC: &[u8; 4] = b"PGR1";
-const DOMAIN: &[u8] = b"peergroup record v1\0";
+const MAGIC: &[u8; 4] = b"PGR2";
+const DOMAIN: &[u8] = b"peergroup record v2\0";
+const ID_DOMAIN: &[u8] = b"peergroup record id v2\0";
+
+/// The highest version a record whose versions are not clock times may carry: ample
+/// for edits, and far from `u64::MAX`, which would end every later edit.
+pub const MAX_PLAIN_VERSION: u64 = 1 << 32;
+
+/// Whether records of this type are one per member, under [`per_member_id`].
+pub fn is_per_member_type(rtype: &Uuid) -> bool {
+    *rtype == PRESENCE_TYPE || *rtype == MEMBERSHIP_TYPE
+}
 
 /// Errors about records.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
@@ -70,8 +86,11 @@ pub enum AttrValue {
 /// A record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    /// Record id.
+    /// Record id: [`Record::expected_id`] for a valid record.
     pub id: Uuid,
+    /// Random bytes chosen by the creator, from which an ordinary record's id derives
+    /// (zero for per-member types).
+    pub nonce: [u8; 16],
     /// Record type.
     pub rtype: Uuid,
     /// Version, from 1, raised by each update.
@@ -102,7 +121,22 @@ pub fn per_member_id(rtype: &Uuid, member: &MemberId) -> Uuid {
     let mut input = Vec::with_capacity(36);
     input.extend_from_slice(rtype.as_bytes());
     input.extend_from_slice(member.as_bytes());
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &input);
+    uuid_v8_of(&input)
+}
+
+/// The id of an ordinary record of `rtype` by `creator` with `nonce`: SHA-256 over a
+/// domain, the type, the creator and the nonce, as a version 8 UUID.
+pub fn ordinary_id(rtype: &Uuid, creator: &MemberId, nonce: &[u8; 16]) -> Uuid {
+    let mut input = Vec::with_capacity(ID_DOMAIN.len() + 52);
+    input.extend_from_slice(ID_DOMAIN);
+    input.extend_from_slice(rtype.as_bytes());
+    input.extend_from_slice(creator.as_bytes());
+    input.extend_from_slice(nonce);
+    uuid_v8_of(&input)
+}
+
+fn uuid_v8_of(input: &[u8]) -> Uuid {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, input);
     let mut b = [0u8; 16];
     b.copy_from_slice(&d.as_ref()[..16]);
     // Mark it as a version 8 (custom) UUID.
@@ -112,10 +146,12 @@ pub fn per_member_id(rtype: &Uuid, member: &MemberId) -> Uuid {
 }
 
 impl Record {
-    /// A new unsigned record created by `creator` now.
+    /// A new unsigned record created by `creator` now, with a random nonce (and the id
+    /// that follows from it).
     pub fn new(rtype: Uuid, creator: MemberId, now_ms: i64, lifetime_ms: i64) -> Record {
-        Record {
-            id: Uuid::now_v7(),
+        let mut r = Record {
+            id: Uuid::nil(),
+            nonce: *Uuid::new_v4().as_bytes(),
             rtype,
             version: 1,
             creator,
@@ -127,7 +163,33 @@ impl Record {
             attributes: Vec::new(),
             data: Vec::new(),
             signature: Vec::new(),
+        };
+        if is_per_member_type(&rtype) {
+            r.nonce = [0; 16];
         }
+        r.id = r.expected_id();
+        r
+    }
+
+    /// Sets an ordinary record's nonce and the id that follows from it.
+    pub fn set_nonce(&mut self, nonce: [u8; 16]) {
+        self.nonce = nonce;
+        self.id = self.expected_id();
+    }
+
+    /// The id the record's type, creator and nonce call for.
+    pub fn expected_id(&self) -> Uuid {
+        if is_per_member_type(&self.rtype) {
+            per_member_id(&self.rtype, &self.creator)
+        } else {
+            ordinary_id(&self.rtype, &self.creator, &self.nonce)
+        }
+    }
+
+    /// Whether the id is the one its type, creator and nonce call for (a per-member
+    /// record's nonce is zero: one encoding per content).
+    pub fn id_is_bound(&self) -> bool {
+        self.id == self.expected_id() && (!is_per_member_type(&self.rtype) || self.nonce == [0; 16])
     }
 
     /// First attribute named `name` that is a string.
@@ -152,6 +214,7 @@ impl Record {
     fn encode_unsigned(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(self.id.as_bytes());
+        out.extend_from_slice(&self.nonce);
         out.extend_from_slice(self.rtype.as_bytes());
         out.extend_from_slice(&self.version.to_be_bytes());
         out.extend_from_slice(self.creator.as_bytes());
@@ -250,6 +313,7 @@ impl Record {
             return Err(RecordError::Malformed("bad magic"));
         }
         let id = Uuid::from_bytes(r.array()?);
+        let nonce = r.array()?;
         let rtype = Uuid::from_bytes(r.array()?);
         let version = r.u64()?;
         let creator = MemberId::from_bytes(r.array()?);
@@ -302,6 +366,7 @@ impl Record {
         }
         let record = Record {
             id,
+            nonce,
             rtype,
             version,
             creator,
@@ -444,6 +509,28 @@ mod tests {
         e.signature = vec![1, 2, 4];
         assert_eq!(compare(&e, &a), Ordering::Greater);
         assert_eq!(compare(&a, &a.clone()), Ordering::Equal);
+    }
+
+    #[test]
+    fn ids_are_bound_to_type_creator_and_nonce() {
+        let r = sample();
+        assert!(r.id_is_bound());
+        let mut squat = r.clone();
+        squat.creator = MemberId::from_bytes([8; 20]);
+        assert!(!squat.id_is_bound(), "another creator under the same id");
+        let mut retyped = r.clone();
+        retyped.rtype = Uuid::from_u128(42);
+        assert!(!retyped.id_is_bound(), "another type under the same id");
+        let p = Record::new(PRESENCE_TYPE, MemberId::from_bytes([7; 20]), 0, 1);
+        assert!(p.id_is_bound());
+        assert_eq!(p.id, per_member_id(&PRESENCE_TYPE, &p.creator));
+        let mut noisy = p.clone();
+        noisy.nonce = [1; 16];
+        assert!(!noisy.id_is_bound(), "a per-member record with a nonce");
+        // An ordinary record cannot take a per-member id: its id is its own hash.
+        let mut chat_as_presence = r.clone();
+        chat_as_presence.id = per_member_id(&PRESENCE_TYPE, &r.creator);
+        assert!(!chat_as_presence.id_is_bound());
     }
 
     #[test]

@@ -19,8 +19,11 @@ use thiserror::Error;
 /// File name of the record store inside a membership directory.
 pub const STORE_FILE: &str = "store.db";
 
-/// Schema version written to `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+/// Schema version written to `PRAGMA user_version`. Version 2 holds record format 2
+/// (ids bound to their creators); a version 1 store's records, in format 1, are dropped
+/// at open: no node admits them any more, and they come back from peers re-published
+/// only if their authors publish again.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Errors from the store.
 #[derive(Debug, Error)]
@@ -171,10 +174,27 @@ impl Store {
         // A current store needs no write at open (each costs a commit on the start path).
         if version < SCHEMA_VERSION {
             conn.execute_batch(SCHEMA).map_err(err)?;
+            if version == 1 {
+                // Arrival numbers go on from where they were: display cursors beside the
+                // store point into them.
+                conn.execute_batch(
+                    "BEGIN;
+                     INSERT OR REPLACE INTO meta (key, value)
+                         SELECT 'next_seq', coalesce(max(seq), 0) + 1 FROM records;
+                     DELETE FROM records;
+                     COMMIT;",
+                )
+                .map_err(err)?;
+            }
             conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(err)?;
         }
         let next_seq: i64 = conn
-            .query_row("SELECT coalesce(max(seq), 0) + 1 FROM records", [], |r| r.get(0))
+            .query_row(
+                "SELECT max(coalesce((SELECT max(seq) FROM records), 0) + 1,
+                            coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'next_seq'), 0))",
+                [],
+                |r| r.get(0),
+            )
             .map_err(err)?;
         Ok(Store {
             conn,
@@ -504,5 +524,34 @@ mod tests {
         assert_eq!(store.integrity_check().unwrap(), "ok");
         drop(store);
         Store::open(&path, Durability::Full).unwrap();
+    }
+
+    #[test]
+    fn a_format_1_store_is_emptied_once_and_arrival_numbers_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STORE_FILE);
+        let mut store = Store::open(&path, Durability::Normal).unwrap();
+        let puts: Vec<Put> = (0..3)
+            .map(|i| {
+                Put::new(
+                    Record::new(crate::record::CHAT_TYPE, MemberId::from_bytes([i; 20]), 0, 1),
+                    false,
+                    0,
+                )
+            })
+            .collect();
+        store.put_batch(&puts).unwrap();
+        assert_eq!(store.last_seq(), 3);
+        store.conn.pragma_update(None, "user_version", 1).unwrap();
+        drop(store);
+        let mut store = Store::open(&path, Durability::Normal).unwrap();
+        assert_eq!(store.record_count().unwrap(), 0, "format 1 records kept");
+        assert_eq!(store.last_seq(), 3, "arrival numbers restart under the display cursor");
+        store.put_batch(&puts[..1]).unwrap();
+        assert_eq!(store.last_seq(), 4);
+        drop(store);
+        let store = Store::open(&path, Durability::Normal).unwrap();
+        assert_eq!(store.record_count().unwrap(), 1, "emptied again at the second open");
+        assert_eq!(store.last_seq(), 4);
     }
 }

@@ -117,7 +117,7 @@ fn fixture() -> Fixture {
         records.push(membership);
         for k in 0..4 {
             let mut r = Record::new(CHAT_TYPE, node.id, t + k, 3_600_000);
-            r.id = uuid::Uuid::from_u64_pair(n as u64, k as u64);
+            r.set_nonce(*uuid::Uuid::from_u64_pair(n as u64, k as u64).as_bytes());
             r.data = format!("{n}/{k}").into_bytes();
             r.sign(&node.group_id(), &node.key()).unwrap();
             records.push(r.clone());

@@ -40,9 +40,16 @@ pub enum Rejection {
     /// Modified by a member who is neither its creator nor (where allowed) an admin.
     #[error("modified by someone other than its creator")]
     ForeignModifier,
-    /// A presence record whose id is not its creator's presence id.
-    #[error("presence record with a foreign id")]
-    ForeignPresenceId,
+    /// An id other than the one its type, creator and nonce call for (someone else's
+    /// record id, or a per-member id on another type).
+    #[error("its id is not bound to its creator")]
+    UnboundId,
+    /// A membership record whose version is not its certificate's start.
+    #[error("version {0} is not its certificate's start")]
+    MembershipVersion(u64),
+    /// A version above the ceiling its type allows.
+    #[error("version {0} is above its ceiling")]
+    VersionTooHigh(u64),
     /// Chat text that is not UTF-8 or over the size limit.
     #[error("chat text is not UTF-8 within the size limit")]
     BadChatText,
@@ -147,6 +154,37 @@ pub fn check_times(r: &Record, now_ms: i64, lifetimes: &Lifetimes) -> Result<(),
     Ok(())
 }
 
+/// The version of the membership record that publishes `cert`: its start, in unix
+/// seconds, so a newer certificate replaces an older one everywhere.
+pub fn membership_version(cert: &Cert) -> u64 {
+    u64::try_from(cert.not_before.unix_timestamp()).unwrap_or(1).max(1)
+}
+
+/// The highest version `r` may carry: a presence record's versions follow the clock
+/// (at most its modification time in ms); a membership record's is its certificate's
+/// start, checked with the chain; anything else counts edits, at most
+/// [`record::MAX_PLAIN_VERSION`].
+pub fn version_ceiling(r: &Record) -> u64 {
+    match r.rtype {
+        t if t == PRESENCE_TYPE => u64::try_from(r.modified_ms).unwrap_or(0).max(1),
+        t if t == MEMBERSHIP_TYPE => u64::try_from(r.modified_ms / 1000).unwrap_or(0).max(1),
+        _ => record::MAX_PLAIN_VERSION,
+    }
+}
+
+/// Checks what the record alone says of its place: an id bound to its creator, a
+/// version within its ceiling. Decided before anything else, so a record under another
+/// member's id is refused even while that member is unknown.
+pub fn check_form(r: &Record) -> Result<(), Rejection> {
+    if !r.id_is_bound() {
+        return Err(Rejection::UnboundId);
+    }
+    if r.version > version_ceiling(r) {
+        return Err(Rejection::VersionTooHigh(r.version));
+    }
+    Ok(())
+}
+
 /// Checks a non-membership record's content rules and signature, given the
 /// modifier's certificate. `signature_ok` is a result computed ahead (in a parallel
 /// batch) for this very record, if any.
@@ -156,9 +194,6 @@ pub fn check_content(r: &Record, group: &Uuid, modifier: &Cert, signature_ok: Op
         if !admin || r.rtype == PRESENCE_TYPE {
             return Err(Rejection::ForeignModifier);
         }
-    }
-    if r.rtype == PRESENCE_TYPE && r.id != record::per_member_id(&PRESENCE_TYPE, &r.creator) {
-        return Err(Rejection::ForeignPresenceId);
     }
     if r.rtype == CHAT_TYPE && (r.data.len() > record::MAX_CHAT_BYTES || std::str::from_utf8(&r.data).is_err()) {
         return Err(Rejection::BadChatText);
@@ -204,7 +239,7 @@ impl Admission {
         if is_duplicate(held, r.version, &r.digest()) {
             return Verdict::Duplicate;
         }
-        if let Err(why) = check_times(r, now_ms, &self.lifetimes) {
+        if let Err(why) = check_form(r).and_then(|()| check_times(r, now_ms, &self.lifetimes)) {
             return Verdict::Reject(why);
         }
         if r.rtype == MEMBERSHIP_TYPE {
@@ -230,7 +265,7 @@ impl Admission {
     /// A membership record carries its chain: check it against the root, and its
     /// signature by the member itself.
     pub fn verify_membership_record(&self, r: &Record, now_ms: i64) -> Result<Cert, Rejection> {
-        if r.creator != r.modifier || r.id != record::per_member_id(&MEMBERSHIP_TYPE, &r.creator) {
+        if r.creator != r.modifier || !r.id_is_bound() {
             return Err(Rejection::NotSelfPublished);
         }
         let certs = decode_chain(&r.data).ok_or(Rejection::ChainDoesNotDecode)?;
@@ -241,6 +276,11 @@ impl Admission {
         match claim {
             Claim::Membership { member, .. } if member == r.creator => {}
             _ => return Err(Rejection::ChainForAnotherMember),
+        }
+        // One version per certificate: its start. A member cannot pin an old
+        // certificate above a newer one with a made-up version.
+        if r.version != membership_version(leaf) {
+            return Err(Rejection::MembershipVersion(r.version));
         }
         if r.expires_ms > leaf.not_after.unix_timestamp().saturating_mul(1000) + MAX_CLOCK_SKEW_MS {
             return Err(Rejection::OutlivesMembership);
@@ -462,10 +502,13 @@ mod tests {
         let mut tampered = chat(m1, "hi");
         tampered.data = b"ho".to_vec();
         assert_eq!(reject(&tampered), Rejection::BadSignature);
-        // m1's text under m0's name, signed with m1's key.
+        // m1's text under m0's name, signed with m1's key: under the id it had, then
+        // under the id m0's name calls for.
         let mut posing = chat(m1, "I am m0");
         posing.creator = m0.id;
         posing.modifier = m0.id;
+        assert_eq!(reject(&posing), Rejection::UnboundId);
+        posing.set_nonce(posing.nonce);
         assert_eq!(reject(&posing), Rejection::BadSignature);
         // A member edits someone else's record.
         let mut edit = chat(m0, "original");
@@ -488,6 +531,49 @@ mod tests {
         bad_text.data = vec![0xff, 0xfe];
         bad_text.sign(&m1.group_id(), &m1.key()).unwrap();
         assert_eq!(reject(&bad_text), Rejection::BadChatText);
+    }
+
+    /// Attack 2: a member writes under another member's record id (a chat message, a
+    /// presence or membership id) with a higher version, signed with its own key.
+    #[test]
+    fn nobody_writes_under_another_members_id_or_above_the_version_ceiling() {
+        let (sim, a) = setup();
+        let (m0, m1) = (&sim.nodes[0], &sim.nodes[1]);
+        let reject = |r: &Record| match a.judge(r, None, NOW_MS, None) {
+            Verdict::Reject(why) => why,
+            other => panic!("{other:?}"),
+        };
+        let victim = chat(m0, "original");
+        for target in [
+            victim.id,
+            record::per_member_id(&PRESENCE_TYPE, &m0.id),
+            record::per_member_id(&MEMBERSHIP_TYPE, &m0.id),
+        ] {
+            let mut squat = chat(m1, "rewritten");
+            squat.id = target;
+            squat.version = u64::MAX;
+            squat.sign(&m1.group_id(), &m1.key()).unwrap();
+            assert_eq!(reject(&squat), Rejection::UnboundId, "{target}");
+        }
+        let mut presence_as_other = Record::new(PRESENCE_TYPE, m1.id, NOW_MS, 60_000);
+        presence_as_other.id = record::per_member_id(&PRESENCE_TYPE, &m0.id);
+        presence_as_other.sign(&m1.group_id(), &m1.key()).unwrap();
+        assert_eq!(reject(&presence_as_other), Rejection::UnboundId);
+        // Its own record, but a version nothing could ever follow.
+        let mut pinned = chat(m1, "final");
+        pinned.version = record::MAX_PLAIN_VERSION + 1;
+        pinned.sign(&m1.group_id(), &m1.key()).unwrap();
+        assert_eq!(
+            reject(&pinned),
+            Rejection::VersionTooHigh(record::MAX_PLAIN_VERSION + 1)
+        );
+        let mut presence = Record::new(PRESENCE_TYPE, m1.id, NOW_MS, 60_000);
+        presence.version = NOW_MS as u64 + 1;
+        presence.sign(&m1.group_id(), &m1.key()).unwrap();
+        assert_eq!(reject(&presence), Rejection::VersionTooHigh(NOW_MS as u64 + 1));
+        presence.version = NOW_MS as u64;
+        presence.sign(&m1.group_id(), &m1.key()).unwrap();
+        assert!(matches!(a.judge(&presence, None, NOW_MS, None), Verdict::Accept(None)));
     }
 
     #[test]
@@ -546,7 +632,20 @@ mod tests {
         foreign.modifier = sim.nodes[1].id;
         assert!(matches!(
             a.judge(&foreign, None, NOW_MS, None),
+            Verdict::Reject(Rejection::UnboundId)
+        ));
+        let mut by_other = m.clone();
+        by_other.modifier = sim.nodes[1].id;
+        assert!(matches!(
+            a.judge(&by_other, None, NOW_MS, None),
             Verdict::Reject(Rejection::NotSelfPublished)
+        ));
+        let mut pinned = m.clone();
+        pinned.version += 1;
+        pinned.sign(&n2.group_id(), &n2.key()).unwrap();
+        assert!(matches!(
+            a.judge(&pinned, None, NOW_MS, None),
+            Verdict::Reject(Rejection::MembershipVersion(_))
         ));
         let mut junk = m.clone();
         junk.data = vec![1, 0, 0, 0, 9, 1];

@@ -637,15 +637,13 @@ impl<S: RecordStore> Core<S> {
         Ok(id)
     }
 
-    /// A record id for a new record: UUIDv7 from the wall clock and the core's seeded
-    /// randomness (so a simulation replays).
-    fn new_record_id(&mut self, now: Now) -> Uuid {
-        let bits = self.rng.next_u64().to_be_bytes();
-        let more = self.rng.next_u64().to_be_bytes();
-        let mut rand = [0u8; 10];
-        rand[..8].copy_from_slice(&bits);
-        rand[8..].copy_from_slice(&more[..2]);
-        uuid::Builder::from_unix_timestamp_millis(now.unix_ms().max(0) as u64, &rand).into_uuid()
+    /// A nonce for a new record from the core's seeded randomness (so a simulation
+    /// replays); the record's id follows from it.
+    fn new_nonce(&mut self) -> [u8; 16] {
+        let mut nonce = [0u8; 16];
+        nonce[..8].copy_from_slice(&self.rng.next_u64().to_be_bytes());
+        nonce[8..].copy_from_slice(&self.rng.next_u64().to_be_bytes());
+        nonce
     }
 
     fn publish_chat(&mut self, text: &str, now: Now) -> Result<Uuid, CoreError> {
@@ -654,7 +652,7 @@ impl<S: RecordStore> Core<S> {
         }
         let lifetime = self.admission.lifetimes().message_ms;
         let mut r = Record::new(CHAT_TYPE, self.me, now.unix_ms(), lifetime);
-        r.id = self.new_record_id(now);
+        r.set_nonce(self.new_nonce());
         r.data = text.as_bytes().to_vec();
         self.sign_and_store(r, now)
     }
@@ -662,14 +660,11 @@ impl<S: RecordStore> Core<S> {
     fn publish_membership(&mut self, now: Now) -> Result<(), CoreError> {
         let id = record::per_member_id(&MEMBERSHIP_TYPE, &self.me);
         let m = &self.membership;
-        let version = u64::try_from(m.membership.not_before.unix_timestamp())
-            .unwrap_or(1)
-            .max(1);
+        let version = admission::membership_version(&m.membership);
         if self.items.get(id.as_bytes()).is_some_and(|i| i.version >= version) {
             return Ok(());
         }
         let mut r = Record::new(MEMBERSHIP_TYPE, self.me, now.unix_ms(), 0);
-        r.id = id;
         r.version = version;
         r.expires_ms = m.membership.not_after.unix_timestamp().saturating_mul(1000);
         r.data = admission::encode_chain(&m.membership, &m.chain);
@@ -683,8 +678,10 @@ impl<S: RecordStore> Core<S> {
         // Versions follow the clock so a restarted node's presence is always newer.
         self.presence_version = (self.presence_version + 1).max(t as u64);
         let mut r = Record::new(PRESENCE_TYPE, self.me, t, lifetime);
-        r.id = record::per_member_id(&PRESENCE_TYPE, &self.me);
         r.version = self.presence_version;
+        // A version is at most its modification time (its ceiling): two publications
+        // in one millisecond date the second a millisecond on.
+        r.modified_ms = r.modified_ms.max(i64::try_from(r.version).unwrap_or(i64::MAX));
         r.deleted = leaving;
         r.attributes.push(("name".into(), AttrValue::Str(self.my_name.clone())));
         r.attributes

@@ -663,6 +663,10 @@ impl Sim {
         self.ends.insert(a, end(i, self.nodes[i].boots, b));
         self.ends.insert(b, end(t, self.nodes[t].boots, a));
         let tie = (nonce, self.rng.next_u64());
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&self.rng.next_u64().to_be_bytes());
+        key[8..].copy_from_slice(&self.rng.next_u64().to_be_bytes());
+        let sync_key = crate::sync::SyncKey::new(key);
         let up = |id, peer: &SimNode, outbound| {
             Box::new(ConnUp {
                 id,
@@ -672,6 +676,7 @@ impl Sim {
                 outbound,
                 purpose,
                 tie,
+                sync_key,
             })
         };
         let (up_i, up_t) = (up(a, &self.nodes[t], true), up(b, &self.nodes[i], false));

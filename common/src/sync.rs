@@ -36,16 +36,23 @@
 //!
 //! # Fingerprints
 //! An item's hash is SHA-256 over its id, version and digest, cut to 16 bytes and
-//! cached at insert. A range's fingerprint is its item count and the wrapping sum of
-//! its item hashes: a sum needs no tree to rebuild on insert, and the count catches
-//! most sums that only match by accident. The sum is not collision resistant against
-//! someone who chooses many records on purpose; at worst such records stay unsynced,
-//! nothing is forged, since records are signed and checked elsewhere.
+//! cached at insert. A range's fingerprint is its item count and the wrapping sum, mod
+//! 2^128, of a keyed function of its item hashes: SipHash-1-3 with 128-bit output under
+//! a [`SyncKey`] that only the two ends of one connection know (derived from their TLS
+//! session). A sum needs no tree to rebuild on insert.
+//!
+//! The key is what makes the sum safe. Unkeyed, a sum (or XOR) of item hashes, at any
+//! width, falls to a generalised-birthday (k-sum) search: a member who picks the ids
+//! of its own records builds two different sets with one count and one sum in about a
+//! minute of CPU (`scripts/ksum-collide.py`), shows one to each half of a partition,
+//! and after healing both halves call the range equal and never exchange them. Under
+//! an unknown key, the member cannot evaluate the function it would have to collide.
 
 use std::collections::BTreeMap;
 use std::ops::Bound as StdBound;
 
 use aws_lc_rs::digest::{SHA256, digest};
+use siphasher::sip128::{Hasher128, SipHasher13};
 use thiserror::Error;
 
 /// How many sub-ranges a differing range with many items is split into.
@@ -122,6 +129,31 @@ impl Item {
     }
 }
 
+/// The secret that keys one session's fingerprints: both ends of a connection derive
+/// it from their TLS session, so no third member can aim a collision at it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SyncKey([u8; 16]);
+
+impl std::fmt::Debug for SyncKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncKey(..)")
+    }
+}
+
+impl SyncKey {
+    /// A key from 16 secret bytes.
+    pub const fn new(bytes: [u8; 16]) -> SyncKey {
+        SyncKey(bytes)
+    }
+
+    /// The keyed function of one item hash that fingerprints add up.
+    fn mix(&self, hash: &[u8; 16]) -> u128 {
+        let mut h = SipHasher13::new_with_key(&self.0);
+        std::hash::Hasher::write(&mut h, hash);
+        h.finish128().as_u128()
+    }
+}
+
 /// A point in the id space: an id, or past every id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Bound {
@@ -136,12 +168,13 @@ impl Bound {
     pub const MIN: Bound = Bound::Id([0; 16]);
 }
 
-/// A summary of the items in a range: their count and the wrapping sum of their hashes.
+/// A summary of the items in a range: their count and the wrapping sum of the keyed
+/// function of their hashes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Fingerprint {
     /// How many items the range holds.
     pub count: u64,
-    /// Sum of the item hashes as little-endian u128s, wrapping, as 16 little-endian bytes.
+    /// Sum of the keyed item functions as u128s, wrapping, as 16 little-endian bytes.
     pub hash: [u8; 16],
 }
 
@@ -231,16 +264,16 @@ impl ItemSet {
         self.items.iter().map(|(id, entry)| to_item(id, entry))
     }
 
-    /// The fingerprint of the items with `lower <= id < upper`.
-    pub fn fingerprint(&self, lower: &Bound, upper: &Bound) -> Fingerprint {
-        self.sum(lower, upper).fingerprint()
+    /// The fingerprint of the items with `lower <= id < upper` under `key`.
+    pub fn fingerprint(&self, lower: &Bound, upper: &Bound, key: &SyncKey) -> Fingerprint {
+        self.sum(lower, upper, key).fingerprint()
     }
 
     /// The running sum over `lower <= id < upper`, whose count stays a usize.
-    fn sum(&self, lower: &Bound, upper: &Bound) -> Sum {
+    fn sum(&self, lower: &Bound, upper: &Bound, key: &SyncKey) -> Sum {
         let mut sum = Sum::default();
         for (_, entry) in self.entries(lower, upper) {
-            sum.add(entry);
+            sum.add(entry, key);
         }
         sum
     }
@@ -277,9 +310,9 @@ struct Sum {
 }
 
 impl Sum {
-    fn add(&mut self, entry: &Entry) {
+    fn add(&mut self, entry: &Entry, key: &SyncKey) {
         self.count += 1;
-        self.hash = self.hash.wrapping_add(u128::from_le_bytes(entry.hash));
+        self.hash = self.hash.wrapping_add(key.mix(&entry.hash));
     }
 
     fn fingerprint(&self) -> Fingerprint {
@@ -290,12 +323,13 @@ impl Sum {
     }
 }
 
-/// The first message of a session: the whole set's fingerprint, or its items if few.
-pub fn initiate(set: &ItemSet) -> Vec<Range> {
+/// The first message of a session keyed by `key`: the whole set's fingerprint, or its
+/// items if few.
+pub fn initiate(set: &ItemSet, key: &SyncKey) -> Vec<Range> {
     let mode = if set.len() <= ID_LIST_THRESHOLD {
         Mode::IdList(set.iter().collect())
     } else {
-        Mode::Fingerprint(set.fingerprint(&Bound::MIN, &Bound::End))
+        Mode::Fingerprint(set.fingerprint(&Bound::MIN, &Bound::End, key))
     };
     vec![Range {
         upper: Bound::End,
@@ -306,12 +340,13 @@ pub fn initiate(set: &ItemSet) -> Vec<Range> {
 /// Answers the peer's ranges: the reply, and which records to send and to request.
 ///
 /// An empty `incoming` means the peer has finished; the outcome is then empty too.
-pub fn reconcile(set: &ItemSet, incoming: &[Range]) -> Result<Outcome, SyncError> {
-    reconcile_within(set, incoming, MAX_RANGES)
+/// Fingerprints are compared under `key`, the session's.
+pub fn reconcile(set: &ItemSet, incoming: &[Range], key: &SyncKey) -> Result<Outcome, SyncError> {
+    reconcile_within(set, incoming, key, MAX_RANGES)
 }
 
 /// [`reconcile`] with a smaller message cap, so tests can exercise running out of room.
-fn reconcile_within(set: &ItemSet, incoming: &[Range], max_ranges: usize) -> Result<Outcome, SyncError> {
+fn reconcile_within(set: &ItemSet, incoming: &[Range], key: &SyncKey, max_ranges: usize) -> Result<Outcome, SyncError> {
     validate(incoming)?;
     let mut outcome = Outcome::default();
     let mut reply = Vec::new();
@@ -321,7 +356,7 @@ fn reconcile_within(set: &ItemSet, incoming: &[Range], max_ranges: usize) -> Res
         // remainder. The first range that is not Skip always fits (the Skips before it
         // merge into one), which is what guarantees progress.
         if reply.len() + BRANCHES + 1 > max_ranges {
-            let rest = set.fingerprint(&lower, &Bound::End);
+            let rest = set.fingerprint(&lower, &Bound::End, key);
             reply.push(Range {
                 upper: Bound::End,
                 mode: Mode::Fingerprint(rest),
@@ -331,7 +366,7 @@ fn reconcile_within(set: &ItemSet, incoming: &[Range], max_ranges: usize) -> Res
         let upper = range.upper;
         match &range.mode {
             Mode::Skip => push_skip(&mut reply, upper),
-            Mode::Fingerprint(theirs) => answer_fingerprint(set, &lower, &upper, theirs, &mut reply),
+            Mode::Fingerprint(theirs) => answer_fingerprint(set, &lower, &upper, theirs, key, &mut reply),
             Mode::IdList(theirs) => {
                 compare_items(set, &lower, &upper, theirs, &mut outcome);
                 push_skip(&mut reply, upper);
@@ -362,8 +397,15 @@ fn push_skip(reply: &mut Vec<Range>, upper: Bound) {
 }
 
 /// Answers a fingerprint: Skip if equal, our items if few, else BRANCHES fingerprints.
-fn answer_fingerprint(set: &ItemSet, lower: &Bound, upper: &Bound, theirs: &Fingerprint, reply: &mut Vec<Range>) {
-    let ours = set.sum(lower, upper);
+fn answer_fingerprint(
+    set: &ItemSet,
+    lower: &Bound,
+    upper: &Bound,
+    theirs: &Fingerprint,
+    key: &SyncKey,
+    reply: &mut Vec<Range>,
+) {
+    let ours = set.sum(lower, upper, key);
     if ours.fingerprint() == *theirs {
         push_skip(reply, *upper);
         return;
@@ -393,7 +435,7 @@ fn answer_fingerprint(set: &ItemSet, lower: &Bound, upper: &Bound, theirs: &Fing
             sum = Sum::default();
             part += 1;
         }
-        sum.add(entry);
+        sum.add(entry, key);
     }
     reply.push(Range {
         upper: *upper,
@@ -598,6 +640,9 @@ impl Reader<'_> {
 mod tests {
     use super::*;
 
+    /// The key of the sessions these tests run.
+    const KEY: SyncKey = SyncKey::new([7; 16]);
+
     /// splitmix64: deterministic test data without a dependency.
     struct Rng(u64);
 
@@ -657,7 +702,7 @@ mod tests {
     /// through the wire encoding. `rounds` counts messages, the last (empty) one too.
     fn run_session_within(a: &ItemSet, b: &ItemSet, max_ranges: usize) -> Session {
         let mut s = Session::default();
-        let mut message = initiate(a);
+        let mut message = initiate(a, &KEY);
         let mut a_turn = false;
         loop {
             assert!(message.len() <= max_ranges, "a message of {} ranges", message.len());
@@ -675,7 +720,7 @@ mod tests {
             } else {
                 (b, &mut s.b_send, &mut s.b_want)
             };
-            let out = reconcile_within(set, &received, max_ranges).expect("our own message reconciles");
+            let out = reconcile_within(set, &received, &KEY, max_ranges).expect("our own message reconciles");
             send.extend(out.send);
             want.extend(out.want);
             message = out.reply;
@@ -741,6 +786,51 @@ mod tests {
         let s = run_session(a, b);
         check_session(a, b, &s, true);
         s
+    }
+
+    /// Two sets built to collide under the unkeyed sum of item hashes (by
+    /// `scripts/ksum-collide.py --seed 1`, a k-sum search) reconcile under a key.
+    #[test]
+    fn sets_built_to_collide_under_a_plain_sum_still_reconcile() {
+        let fixture = include_str!("../tests/data/ksum-collision.txt");
+        let (mut only_a, mut only_b) = (Vec::new(), Vec::new());
+        for line in fixture.lines().filter(|l| !l.starts_with('#')) {
+            let f: Vec<&str> = line.split(' ').collect();
+            let hex16 = |h: &str| -> [u8; 16] {
+                let mut b = [0u8; 16];
+                for (i, byte) in b.iter_mut().enumerate() {
+                    *byte = u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap();
+                }
+                b
+            };
+            let item = Item {
+                id: hex16(f[1]),
+                version: f[2].parse().unwrap(),
+                digest: hex16(f[3]),
+            };
+            if f[0] == "A" {
+                only_a.push(item)
+            } else {
+                only_b.push(item)
+            }
+        }
+        let plain = |items: &[Item]| {
+            let sum = items
+                .iter()
+                .fold(0u128, |s, i| s.wrapping_add(u128::from_le_bytes(i.hash())));
+            (items.len(), sum)
+        };
+        assert_eq!(only_a.len(), 64);
+        assert_eq!(
+            plain(&only_a),
+            plain(&only_b),
+            "the fixture does not collide under a plain sum"
+        );
+        let base = Rng(21).items(500);
+        let a = set_of(&[base.clone(), only_a].concat());
+        let b = set_of(&[base, only_b].concat());
+        let s = session(&a, &b);
+        assert_eq!(s.a_send.len() + s.b_want.len() + s.a_want.len() + s.b_send.len(), 128);
     }
 
     #[test]
@@ -979,7 +1069,7 @@ mod tests {
             upper: Bound::End,
             mode: Mode::Fingerprint(Fingerprint::default()),
         }];
-        let out = reconcile(&set, &probe).unwrap();
+        let out = reconcile(&set, &probe, &KEY).unwrap();
         assert_eq!(out.reply.len(), BRANCHES);
         let total: u64 = out
             .reply
@@ -993,7 +1083,7 @@ mod tests {
         assert!(out.send.is_empty() && out.want.is_empty());
 
         let small = set_of(&Rng(12).items(ID_LIST_THRESHOLD));
-        let out = reconcile(&small, &probe).unwrap();
+        let out = reconcile(&small, &probe, &KEY).unwrap();
         assert!(matches!(&out.reply[..], [Range { upper: Bound::End, mode: Mode::IdList(l) }] if l.len() == 16));
     }
 
@@ -1001,16 +1091,21 @@ mod tests {
     fn fingerprints_add_up_and_insert_replaces() {
         let items = Rng(13).items(300);
         let mut set = set_of(&items);
-        let whole = set.fingerprint(&Bound::MIN, &Bound::End);
+        let whole = set.fingerprint(&Bound::MIN, &Bound::End, &KEY);
         assert_eq!(whole.count, 300);
         let mid = Bound::Id(set.iter().nth(150).unwrap().id);
-        let (lo, hi) = (set.fingerprint(&Bound::MIN, &mid), set.fingerprint(&mid, &Bound::End));
+        let (lo, hi) = (
+            set.fingerprint(&Bound::MIN, &mid, &KEY),
+            set.fingerprint(&mid, &Bound::End, &KEY),
+        );
         assert_eq!(lo.count + hi.count, 300);
         let sum = u128::from_le_bytes(lo.hash).wrapping_add(u128::from_le_bytes(hi.hash));
+        // A fingerprint under one key says nothing of another's.
+        assert_ne!(set.fingerprint(&Bound::MIN, &Bound::End, &SyncKey::new([8; 16])), whole);
         assert_eq!(sum.to_le_bytes(), whole.hash);
         // Inverted and empty ranges are empty, not a panic.
-        assert_eq!(set.fingerprint(&Bound::End, &Bound::MIN), Fingerprint::default());
-        assert_eq!(set.fingerprint(&mid, &mid), Fingerprint::default());
+        assert_eq!(set.fingerprint(&Bound::End, &Bound::MIN, &KEY), Fingerprint::default());
+        assert_eq!(set.fingerprint(&mid, &mid, &KEY), Fingerprint::default());
 
         let newer = Item {
             version: items[0].version + 1,
@@ -1019,7 +1114,7 @@ mod tests {
         assert_eq!(set.insert(newer), Some(items[0]));
         assert_eq!(set.get(&items[0].id), Some(newer));
         assert_eq!(set.len(), 300);
-        assert_ne!(set.fingerprint(&Bound::MIN, &Bound::End), whole);
+        assert_ne!(set.fingerprint(&Bound::MIN, &Bound::End, &KEY), whole);
         assert_eq!(set.remove(&items[0].id), Some(newer));
         assert_eq!(set.len(), 299);
         assert!(set.iter().zip(set.iter().skip(1)).all(|(x, y)| x.id < y.id));
@@ -1061,7 +1156,7 @@ mod tests {
             },
             Range {
                 upper: Bound::Id(mid),
-                mode: Mode::Fingerprint(set.fingerprint(&Bound::MIN, &Bound::End)),
+                mode: Mode::Fingerprint(set.fingerprint(&Bound::MIN, &Bound::End, &KEY)),
             },
             Range {
                 upper: Bound::End,
@@ -1130,7 +1225,7 @@ mod tests {
         ];
         for (ranges, error) in cases {
             assert_eq!(decode_ranges(&encode_ranges(&ranges)), Err(error.clone()), "{ranges:?}");
-            assert_eq!(reconcile(&ItemSet::new(), &ranges), Err(error));
+            assert_eq!(reconcile(&ItemSet::new(), &ranges, &KEY), Err(error));
         }
         let too_many: Vec<Range> = (0..=MAX_RANGES as u16)
             .map(|i| {
@@ -1146,7 +1241,7 @@ mod tests {
             Err(SyncError::TooManyRanges(MAX_RANGES + 1))
         );
         assert_eq!(
-            reconcile(&ItemSet::new(), &too_many),
+            reconcile(&ItemSet::new(), &too_many, &KEY),
             Err(SyncError::TooManyRanges(MAX_RANGES + 1))
         );
         assert_eq!(decode_ranges(&[0, 1, 2, 0]), Err(SyncError::BadBoundTag(2)));
@@ -1154,6 +1249,6 @@ mod tests {
         // An item count that promises more than the message holds is refused up front.
         assert_eq!(decode_ranges(&[0, 1, 1, 2, 0x10, 0]), Err(SyncError::Truncated));
         // The peer having finished is not an error.
-        assert_eq!(reconcile(&ItemSet::new(), &[]), Ok(Outcome::default()));
+        assert_eq!(reconcile(&ItemSet::new(), &[], &KEY), Ok(Outcome::default()));
     }
 }

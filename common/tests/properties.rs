@@ -45,7 +45,8 @@ fn reconcile(a: &mut ItemSet, b: &mut ItemSet) {
             to.insert(it);
         }
     };
-    let mut msg = session::initiate(a);
+    let key = common::sync::SyncKey::new([5; 16]);
+    let mut msg = session::initiate(a, &key);
     for round in 0.. {
         assert!(round < 64, "a session that does not end");
         let Message::SyncRanges { from_initiator, ranges } = msg else {
@@ -56,7 +57,7 @@ fn reconcile(a: &mut ItemSet, b: &mut ItemSet) {
         } else {
             (&mut *a, &mut *b)
         };
-        let step = session::on_ranges(me, from_initiator, &ranges).unwrap();
+        let step = session::on_ranges(me, &key, from_initiator, &ranges).unwrap();
         for id in &step.send {
             take(peer, me.get(id.as_bytes()).unwrap());
         }
@@ -154,6 +155,7 @@ fn ends_with(f: &Fixture, order: &[usize], chunk: usize) -> Vec<Item> {
             outbound: false,
             purpose: Purpose::Neighbour,
             tie: (1, 2),
+            sync_key: common::sync::SyncKey::new([1; 16]),
         })),
     );
     let bodies: Vec<Vec<u8>> = order.iter().map(|&i| f.records[i].encode()).collect();

@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 
 use common::record::Record;
-use common::sync::{self, ItemSet};
+use common::sync::{self, ItemSet, SyncKey};
 use common::wire::{self, Message};
 use libfuzzer_sys::fuzz_target;
 use peergroup_fuzz::{block_on, fixture};
@@ -47,7 +47,7 @@ fuzz_target!(init: { fixture(); }, |data: &[u8]| {
                 };
                 // Against a fixed set, and an empty one (a member that just joined).
                 for items in [&fixture.items, &ItemSet::new()] {
-                    let outcome = match sync::reconcile(items, &ranges) {
+                    let outcome = match sync::reconcile(items, &ranges, &SyncKey::new([1; 16])) {
                         Ok(outcome) => outcome,
                         Err(e) => return drop(e.to_string()),
                     };

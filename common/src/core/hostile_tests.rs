@@ -40,6 +40,7 @@ impl Bench {
             outbound: false,
             purpose: Purpose::Neighbour,
             tie: (i as u64, 1),
+            sync_key: crate::sync::SyncKey::new([i as u8; 16]),
         };
         self.core.handle(self.now, Input::Up(Box::new(up)));
         self.drain();

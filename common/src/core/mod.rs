@@ -43,7 +43,7 @@ use crate::membership::Membership;
 use crate::pki::Cert;
 use crate::record::{self, AttrValue, CHAT_TYPE, MEMBERSHIP_TYPE, PRESENCE_TYPE, Record, RecordError};
 use crate::store::Put;
-use crate::sync::{Item, ItemSet};
+use crate::sync::{Item, ItemSet, SyncKey};
 use crate::wire::{self, Message, Purpose};
 use admission::{Admission, Held, HeldRecord, Lifetimes, Verdict};
 pub use event::{ConnChange, ConnKind, ConnReason, Event, MemberChange, MemberInfo, Status};
@@ -182,6 +182,9 @@ pub struct ConnUp {
     pub purpose: Purpose,
     /// The tie-break key from both Hellos (dialler's nonce, acceptor's nonce).
     pub tie: Tie,
+    /// A secret only the two ends know (from their TLS session): it keys the sync
+    /// fingerprints of this connection.
+    pub sync_key: SyncKey,
 }
 
 /// What a driver tells the core.
@@ -299,6 +302,7 @@ struct Conn {
     outbound: bool,
     purpose: Purpose,
     tie: Tie,
+    sync_key: SyncKey,
     flow: Flow,
     last_used: Instant,
 }
@@ -889,6 +893,7 @@ impl<S: RecordStore> Core<S> {
                 outbound: up.outbound,
                 purpose: up.purpose,
                 tie: up.tie,
+                sync_key: up.sync_key,
                 flow: Flow::default(),
                 last_used: now.instant,
             },
@@ -1057,15 +1062,18 @@ impl<S: RecordStore> Core<S> {
     }
 
     fn start_sync(&mut self, id: ConnId) {
-        let first = session::initiate(&self.items);
         if let Some(c) = self.conns.get_mut(&id) {
+            let first = session::initiate(&self.items, &c.sync_key);
             c.flow.syncing = true;
             self.transmit(id, &first);
         }
     }
 
     fn on_sync_ranges(&mut self, id: ConnId, from_initiator: bool, bytes: &[u8]) {
-        let step = match session::on_ranges(&self.items, from_initiator, bytes) {
+        let Some(key) = self.conns.get(&id).map(|c| c.sync_key) else {
+            return;
+        };
+        let step = match session::on_ranges(&self.items, &key, from_initiator, bytes) {
             Ok(s) => s,
             Err(e) => return self.close(id, ConnReason::BadSync(e)),
         };
@@ -1330,6 +1338,7 @@ mod tests {
             outbound: false,
             purpose: Purpose::Neighbour,
             tie: (1, 1),
+            sync_key: SyncKey::new([1; 16]),
         };
         core.handle(now, Input::Up(Box::new(up)));
         while core.poll_output().is_some() {}

@@ -8,7 +8,7 @@
 
 use uuid::Uuid;
 
-use crate::sync::{self, ItemSet, SyncError};
+use crate::sync::{self, ItemSet, SyncError, SyncKey};
 use crate::wire::{MAX_WANT_IDS, Message};
 
 /// What to do after a SyncRanges message.
@@ -24,16 +24,16 @@ pub struct Step {
     pub finished: bool,
 }
 
-/// The first message of a session this node initiates.
-pub fn initiate(items: &ItemSet) -> Message {
+/// The first message of a session this node initiates, keyed by the connection's key.
+pub fn initiate(items: &ItemSet, key: &SyncKey) -> Message {
     Message::SyncRanges {
         from_initiator: true,
-        ranges: sync::encode_ranges(&sync::initiate(items)),
+        ranges: sync::encode_ranges(&sync::initiate(items, key)),
     }
 }
 
 /// Answers one SyncRanges message.
-pub fn on_ranges(items: &ItemSet, from_initiator: bool, bytes: &[u8]) -> Result<Step, SyncError> {
+pub fn on_ranges(items: &ItemSet, key: &SyncKey, from_initiator: bool, bytes: &[u8]) -> Result<Step, SyncError> {
     let incoming = sync::decode_ranges(bytes)?;
     if !from_initiator && incoming.is_empty() {
         // The responder answered our last wants before this empty reply (one ordered
@@ -44,7 +44,7 @@ pub fn on_ranges(items: &ItemSet, from_initiator: bool, bytes: &[u8]) -> Result<
             ..Step::default()
         });
     }
-    let outcome = sync::reconcile(items, &incoming)?;
+    let outcome = sync::reconcile(items, &incoming, key)?;
     let mut step = Step {
         send: outcome.send.iter().map(|b| Uuid::from_bytes(*b)).collect(),
         want: outcome
@@ -78,6 +78,8 @@ pub fn on_ranges(items: &ItemSet, from_initiator: bool, bytes: &[u8]) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const KEY: SyncKey = SyncKey::new([3; 16]);
     use crate::sync::Item;
 
     fn item(n: u8, version: u64) -> Item {
@@ -102,7 +104,7 @@ mod tests {
     /// Runs a whole session between two sets, as two nodes would over one stream,
     /// applying sends and wants at once; returns the number of round trips.
     fn run(a: &mut ItemSet, b: &mut ItemSet) -> usize {
-        let mut msg = initiate(a);
+        let mut msg = initiate(a, &KEY);
         let mut rounds = 0;
         let mut at_b = true;
         loop {
@@ -112,7 +114,7 @@ mod tests {
                 return rounds;
             };
             let (me, peer) = if at_b { (&mut *b, &mut *a) } else { (&mut *a, &mut *b) };
-            let step = on_ranges(me, from_initiator, &ranges).unwrap();
+            let step = on_ranges(me, &KEY, from_initiator, &ranges).unwrap();
             for id in &step.send {
                 peer.insert(me.get(id.as_bytes()).unwrap());
             }
@@ -149,10 +151,10 @@ mod tests {
     fn equal_sets_finish_in_one_round_trip() {
         let items: Vec<Item> = (0..50).map(|n| item(n, 1)).collect();
         let (a, b) = (set(&items), set(&items));
-        let Message::SyncRanges { ranges, .. } = initiate(&a) else {
+        let Message::SyncRanges { ranges, .. } = initiate(&a, &KEY) else {
             panic!()
         };
-        let step = on_ranges(&b, true, &ranges).unwrap();
+        let step = on_ranges(&b, &KEY, true, &ranges).unwrap();
         assert!(step.send.is_empty() && step.want.is_empty());
         let Some(Message::SyncRanges {
             ranges,
@@ -161,13 +163,13 @@ mod tests {
         else {
             panic!()
         };
-        let end = on_ranges(&a, false, &ranges).unwrap();
+        let end = on_ranges(&a, &KEY, false, &ranges).unwrap();
         assert!(end.finished);
         assert_eq!(end.reply, Some(Message::SyncEnd));
     }
 
     #[test]
     fn garbage_ranges_are_an_error_not_a_panic() {
-        assert!(on_ranges(&ItemSet::new(), true, &[0xff, 0, 1]).is_err());
+        assert!(on_ranges(&ItemSet::new(), &KEY, true, &[0xff, 0, 1]).is_err());
     }
 }

@@ -18,6 +18,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 use crate::core::{ConnId, ConnReason, ConnUp, Input, Stats};
 use crate::member::MemberId;
 use crate::pki::Cert;
+use crate::sync::SyncKey;
 use crate::tls::{self, TlsConfigs};
 use crate::wire::{self, Message, Purpose};
 
@@ -291,6 +292,7 @@ struct Handshaken {
     cert: Cert,
     purpose: Purpose,
     nonce: u64,
+    sync_key: SyncKey,
 }
 
 /// After TLS: read the peer's certificate, send our Hello, read theirs.
@@ -329,6 +331,7 @@ async fn finish(mut stream: TlsStream<TcpStream>, hello: &Message, outbound: boo
             nonce,
             ..
         } if version == wire::PROTOCOL_VERSION => Ok(Handshaken {
+            sync_key: sync_key(&stream)?,
             stream,
             cert,
             purpose,
@@ -337,6 +340,19 @@ async fn finish(mut stream: TlsStream<TcpStream>, hello: &Message, outbound: boo
         Message::Hello { version, .. } => Err(format!("peer speaks protocol version {version}")),
         _ => Err("the peer did not start with hello".into()),
     }
+}
+
+/// The connection's sync key: keying material exported from its TLS session (RFC 8446
+/// section 7.5), the same at both ends and unknown to anyone else.
+fn sync_key(stream: &TlsStream<TcpStream>) -> Result<SyncKey, String> {
+    const LABEL: &[u8] = b"EXPORTER-peergroup-sync-key";
+    let mut key = [0u8; 16];
+    let exported = match stream {
+        TlsStream::Client(s) => s.get_ref().1.export_keying_material(&mut key, LABEL, None).map(|_| ()),
+        TlsStream::Server(s) => s.get_ref().1.export_keying_material(&mut key, LABEL, None).map(|_| ()),
+    };
+    exported.map_err(|e| format!("cannot derive the sync key: {e}"))?;
+    Ok(SyncKey::new(key))
 }
 
 /// Spawns the reader and writer tasks and tells the node the connection is up.
@@ -384,6 +400,7 @@ async fn start(
             outbound,
             purpose: purpose.unwrap_or(h.purpose),
             tie,
+            sync_key: h.sync_key,
         },
         writer,
         reader,

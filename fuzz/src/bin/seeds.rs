@@ -21,7 +21,10 @@ use common::membership;
 use common::node;
 use common::pki::{self, Cert, CertSpec, Claim, KeyType, Role};
 use common::record::{self, AttrValue, Record};
-use common::sync::{self, ItemSet};
+use common::sync::{self, ItemSet, SyncKey};
+
+/// The key of the sync sessions the seeds record.
+const KEY: SyncKey = SyncKey::new([1; 16]);
 use common::wire::{Message, Purpose};
 use libfuzzer_sys::fuzz_target;
 use peergroup_fuzz::{FIXTURE_ITEMS, fixture, item_set};
@@ -159,11 +162,11 @@ fn write_all(out: &Path, home: &Path) -> Result<usize> {
     for item in item_set(2, FIXTURE_ITEMS / 2).iter() {
         theirs.insert(item);
     }
-    let mut rounds = vec![sync::initiate(&theirs)];
+    let mut rounds = vec![sync::initiate(&theirs, &KEY)];
     let sides = [&fixture.items, &theirs];
     for step in 0..6 {
         let last = rounds.last().cloned().unwrap_or_default();
-        let reply = sync::reconcile(sides[step % 2], &last)?.reply;
+        let reply = sync::reconcile(sides[step % 2], &last, &KEY)?.reply;
         if reply.is_empty() {
             break;
         }

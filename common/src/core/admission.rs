@@ -5,7 +5,8 @@
 //! A record whose creator's or modifier's membership is not known yet is held (not
 //! stored, not forwarded) until that membership arrives.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use uuid::Uuid;
@@ -118,6 +119,7 @@ pub struct Admission {
     root: Cert,
     lifetimes: Lifetimes,
     certs: HashMap<MemberId, Cert>,
+    membership_ids: HashSet<Uuid>,
 }
 
 /// Whether a copy with `digest` at `version` adds nothing to what is held.
@@ -208,12 +210,14 @@ impl Admission {
     /// Admission for `group` under `root`, knowing only `own` (this node's membership).
     pub fn new(group: Uuid, root: Cert, lifetimes: Lifetimes, own: (MemberId, Cert)) -> Admission {
         let mut certs = HashMap::new();
+        let membership_ids = HashSet::from([record::per_member_id(&MEMBERSHIP_TYPE, &own.0)]);
         certs.insert(own.0, own.1);
         Admission {
             group,
             root,
             lifetimes,
             certs,
+            membership_ids,
         }
     }
 
@@ -230,7 +234,14 @@ impl Admission {
     /// Learns a membership (verified by the caller: a handshake or a record).
     /// Returns true if it was not known before.
     pub fn learn(&mut self, member: MemberId, cert: Cert) -> bool {
+        self.membership_ids
+            .insert(record::per_member_id(&MEMBERSHIP_TYPE, &member));
         self.certs.insert(member, cert).is_none()
+    }
+
+    /// Whether `id` is the membership record id of a member known here.
+    pub fn is_membership_id(&self, id: &Uuid) -> bool {
+        self.membership_ids.contains(id)
     }
 
     /// Judges one record: `held` is what the node holds of its id, `now_ms` the time,
@@ -345,48 +356,108 @@ pub struct HeldRecord<F> {
     pub from: Option<F>,
 }
 
-/// Records waiting for memberships, bounded by count.
+/// Most bytes held for one claimed member: a membership normally follows its records
+/// within one sync, and sync sends memberships first, so an honest member's records
+/// are seldom held at all.
+pub const MAX_HELD_BYTES_PER_MEMBER: usize = 4 * 1024 * 1024;
+/// Most bytes held in all. Held records are kept before any signature check (their
+/// signer is unknown), so this is what anyone who can send records can make a node
+/// hold, however many members they claim.
+pub const MAX_HELD_BYTES: usize = 32 * 1024 * 1024;
+/// How long a record is held: a membership that has not come by then is not coming
+/// soon, and the next sync session fetches the record again.
+pub const HELD_FOR: Duration = Duration::from_secs(60);
+
+/// Records waiting for memberships, bounded by count and bytes, in total and per
+/// claimed member, each for at most [`HELD_FOR`].
 #[derive(Debug)]
 pub struct Held<F> {
-    by_member: HashMap<MemberId, Vec<HeldRecord<F>>>,
+    by_member: HashMap<MemberId, HeldList<F>>,
+    order: VecDeque<(Instant, MemberId)>,
     count: usize,
+    bytes: usize,
+}
+
+/// The records held for one member, their bytes, and when the first came.
+#[derive(Debug)]
+struct HeldList<F> {
+    records: Vec<HeldRecord<F>>,
+    bytes: usize,
+    since: Instant,
 }
 
 impl<F> Default for Held<F> {
     fn default() -> Self {
         Held {
             by_member: HashMap::new(),
+            order: VecDeque::new(),
             count: 0,
+            bytes: 0,
         }
     }
 }
 
 impl<F> Held<F> {
-    /// Holds a record for `member`; false when the budget is spent (it comes back
-    /// with the next sync) or the same bytes are held already.
-    pub fn hold(&mut self, member: MemberId, record: HeldRecord<F>) -> bool {
-        if self.count >= MAX_HELD_RECORDS {
+    /// Holds a record for `member` at `now`; false when a budget is spent (it comes
+    /// back with the next sync) or the same bytes are held already.
+    pub fn hold(&mut self, member: MemberId, record: HeldRecord<F>, now: Instant) -> bool {
+        let len = record.body.len();
+        if self.count >= MAX_HELD_RECORDS || self.bytes + len > MAX_HELD_BYTES {
             return false;
         }
-        let list = self.by_member.entry(member).or_default();
-        if list.iter().any(|p| p.body == record.body) {
+        let list = self.by_member.entry(member).or_insert_with(|| {
+            self.order.push_back((now, member));
+            HeldList {
+                records: Vec::new(),
+                bytes: 0,
+                since: now,
+            }
+        });
+        if list.bytes + len > MAX_HELD_BYTES_PER_MEMBER || list.records.iter().any(|p| p.body == record.body) {
             return false;
         }
-        list.push(record);
+        list.records.push(record);
+        list.bytes += len;
         self.count += 1;
+        self.bytes += len;
         true
     }
 
     /// Takes the records that waited for `member`.
     pub fn release(&mut self, member: &MemberId) -> Vec<HeldRecord<F>> {
-        let list = self.by_member.remove(member).unwrap_or_default();
-        self.count -= list.len();
-        list
+        let Some(list) = self.by_member.remove(member) else {
+            return Vec::new();
+        };
+        self.count -= list.records.len();
+        self.bytes -= list.bytes;
+        list.records
+    }
+
+    /// Drops what was held longer than [`HELD_FOR`] at `now`: every record of a member
+    /// whose first held record is that old (the list goes as one). Returns how many.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let mut dropped = 0;
+        while let Some(&(since, member)) = self.order.front() {
+            if now.duration_since(since) < HELD_FOR {
+                break;
+            }
+            self.order.pop_front();
+            // A list released and started again since has an entry of its own.
+            if self.by_member.get(&member).is_some_and(|l| l.since == since) {
+                dropped += self.release(&member).len();
+            }
+        }
+        dropped
     }
 
     /// Records held.
     pub fn len(&self) -> usize {
         self.count
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Whether nothing is held.
@@ -666,6 +737,7 @@ mod tests {
 
     #[test]
     fn held_records_are_bounded_deduplicated_and_released_once() {
+        let t0 = Instant::now();
         let mut held: Held<u8> = Held::default();
         let m = MemberId::from_bytes([1; 20]);
         let rec = |b: u8| HeldRecord {
@@ -673,9 +745,9 @@ mod tests {
             via_sync: false,
             from: Some(1),
         };
-        assert!(held.hold(m, rec(1)));
-        assert!(!held.hold(m, rec(1)), "the same bytes once");
-        assert!(held.hold(m, rec(2)));
+        assert!(held.hold(m, rec(1), t0));
+        assert!(!held.hold(m, rec(1), t0), "the same bytes once");
+        assert!(held.hold(m, rec(2), t0));
         assert_eq!(held.len(), 2);
         assert_eq!(held.release(&m).len(), 2);
         assert!(held.release(&m).is_empty());
@@ -688,8 +760,41 @@ mod tests {
                     via_sync: true,
                     from: None,
                 },
+                t0,
             );
         }
-        assert!(!held.hold(m, rec(3)), "over the budget");
+        assert!(!held.hold(m, rec(3), t0), "over the budget");
+    }
+
+    /// Attack 4: records of 200 KB claiming unknown creators, before any signature
+    /// check: bounded in bytes per claimed member and in all, and dropped in time.
+    #[test]
+    fn held_bytes_are_capped_per_member_and_in_total_and_expire() {
+        let t0 = Instant::now();
+        let mut held: Held<u8> = Held::default();
+        let big = |i: u32| HeldRecord {
+            body: [i.to_be_bytes().to_vec(), vec![0; 200_000]].concat(),
+            via_sync: false,
+            from: None,
+        };
+        let one = MemberId::from_bytes([1; 20]);
+        let taken = (0..100).filter(|&i| held.hold(one, big(i), t0)).count();
+        assert_eq!(taken, MAX_HELD_BYTES_PER_MEMBER / 200_004);
+        for k in 0..=255u8 {
+            for i in 0..100 {
+                held.hold(MemberId::from_bytes([k; 20]), big(i), t0);
+            }
+        }
+        assert!(held.bytes() <= MAX_HELD_BYTES, "{} bytes held", held.bytes());
+        assert!(held.bytes() > MAX_HELD_BYTES - 400_000);
+        assert_eq!(held.expire(t0 + HELD_FOR / 2), 0);
+        let later = t0 + Duration::from_secs(1);
+        let fresh = MemberId::from_bytes([1; 20]);
+        assert!(!held.release(&fresh).is_empty(), "its membership came: room again");
+        assert!(held.hold(fresh, big(1), later));
+        let dropped = held.expire(t0 + HELD_FOR);
+        assert_eq!(held.len(), 1, "only what came later is left ({dropped} dropped)");
+        assert_eq!(held.expire(later + HELD_FOR), 1);
+        assert!(held.is_empty() && held.bytes() == 0);
     }
 }

@@ -1,12 +1,42 @@
 //! Flow control per neighbour: never drop a record, never let one slow reader hold
-//! the others back. A neighbour whose queue passes [`LAGGING_BYTES`] is no longer
-//! flooded; once its queue drains it is caught up by a sync session instead. One that
-//! reads nothing while its queue passes [`STALLED_BYTES`] is disconnected.
+//! the others back, never let one peer make this node queue more than a budget.
+//!
+//! - A neighbour whose queue passes [`LAGGING_BYTES`] is no longer flooded; once its
+//!   queue drains it is caught up by a sync session instead.
+//! - What a peer asks for (Want ids, a sync session's records and replies) waits in an
+//!   ordered queue of ids and small frames, [`Owed`], and bodies are read from the store
+//!   only while less than [`SERVE_BYTES`] is queued to the peer: a peer that asks for
+//!   the whole database, or one large record two thousand times, costs 16 bytes an id
+//!   until it reads.
+//! - A peer that reads nothing for [`WRITE_STALL`] while bytes wait, or whose queue
+//!   passes [`STALLED_BYTES`], or that leaves more than [`MAX_OWED_FRAME_BYTES`] of
+//!   sync replies unread, is disconnected.
 
-/// Queued bytes beyond which a neighbour is no longer flooded (it catches up by sync).
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+/// Queued bytes beyond which a neighbour is no longer flooded (it catches up by sync):
+/// about a second of a fast link, and eight times the largest frame the node builds.
 pub const LAGGING_BYTES: usize = 4 * 1024 * 1024;
-/// Queued bytes beyond which a peer that does not read is disconnected.
-pub const STALLED_BYTES: usize = 64 * 1024 * 1024;
+/// Queued bytes beyond which a peer is disconnected: floods stop at [`LAGGING_BYTES`]
+/// and bodies at [`SERVE_BYTES`], so only a peer that does not read gets here.
+pub const STALLED_BYTES: usize = 16 * 1024 * 1024;
+/// Bodies a peer asked for are read from the store while less than this is queued to
+/// it: enough to keep a fast link busy between two reports of its queue.
+pub const SERVE_BYTES: usize = 2 * 1024 * 1024;
+/// Most record ids owed to one peer: a catch-up of this many records at once (and
+/// 2 MiB of ids at most); ids beyond it are not queued, and the peer's next sync asks
+/// for them again.
+pub const MAX_OWED_IDS: usize = 131_072;
+/// Most bytes of sync frames (wants, replies) owed to one peer: an honest peer has
+/// one sync message in flight and reads our replies; one that leaves this much unread
+/// is disconnected.
+pub const MAX_OWED_FRAME_BYTES: usize = 8 * 1024 * 1024;
+/// How long a peer may read nothing while bytes wait for it before it is disconnected.
+pub const WRITE_STALL: Duration = Duration::from_secs(30);
 
 /// What the periodic check decides for one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,8 +49,80 @@ pub enum FlowAction {
     Close,
 }
 
+/// One thing owed to a peer, in the order it is owed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwedItem {
+    /// A record's body, read from the store when the budget allows.
+    Body(Uuid),
+    /// An encoded frame (a Want or a sync reply) that must follow the bodies before it.
+    Frame(Arc<Vec<u8>>),
+}
+
+/// What is owed to one peer, deduplicated and bounded.
+#[derive(Debug, Default)]
+pub struct Owed {
+    queue: VecDeque<OwedItem>,
+    ids: HashSet<Uuid>,
+    frame_bytes: usize,
+}
+
+impl Owed {
+    /// Owes the bodies of `ids` (repeats and ids already owed are skipped); returns how
+    /// many did not fit under [`MAX_OWED_IDS`].
+    pub fn bodies(&mut self, ids: impl IntoIterator<Item = Uuid>) -> usize {
+        let mut refused = 0;
+        for id in ids {
+            if self.ids.contains(&id) {
+                continue;
+            }
+            if self.ids.len() >= MAX_OWED_IDS {
+                refused += 1;
+                continue;
+            }
+            self.ids.insert(id);
+            self.queue.push_back(OwedItem::Body(id));
+        }
+        refused
+    }
+
+    /// Owes a frame after everything owed so far; false when the peer has left more
+    /// than [`MAX_OWED_FRAME_BYTES`] unread (it should be disconnected).
+    pub fn frame(&mut self, frame: Arc<Vec<u8>>) -> bool {
+        self.frame_bytes += frame.len();
+        self.queue.push_back(OwedItem::Frame(frame));
+        self.frame_bytes <= MAX_OWED_FRAME_BYTES
+    }
+
+    /// The next owed item.
+    pub fn pop(&mut self) -> Option<OwedItem> {
+        let item = self.queue.pop_front()?;
+        match &item {
+            OwedItem::Body(id) => {
+                self.ids.remove(id);
+            }
+            OwedItem::Frame(f) => self.frame_bytes -= f.len(),
+        }
+        Some(item)
+    }
+
+    /// Whether the next owed item is a body.
+    pub fn next_is_body(&self) -> bool {
+        matches!(self.queue.front(), Some(OwedItem::Body(_)))
+    }
+
+    /// Whether nothing is owed.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Items owed.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+}
+
 /// One connection's send side as the core sees it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug)]
 pub struct Flow {
     /// Bytes queued and not yet written: the driver's last report plus what the core
     /// queued since.
@@ -29,17 +131,44 @@ pub struct Flow {
     pub lagging: bool,
     /// A sync session this node started with it is under way.
     pub syncing: bool,
+    /// What the peer asked for and has not been sent yet.
+    pub owed: Owed,
+    /// The driver's last count, and when the peer last read something (or had nothing
+    /// waiting).
+    reported: usize,
+    progress: Instant,
 }
 
 impl Flow {
-    /// The driver's count of bytes still queued.
-    pub fn report(&mut self, queued: usize) {
+    /// A connection's flow, up at `now`.
+    pub fn new(now: Instant) -> Flow {
+        Flow {
+            queued: 0,
+            lagging: false,
+            syncing: false,
+            owed: Owed::default(),
+            reported: 0,
+            progress: now,
+        }
+    }
+
+    /// The driver's count of bytes still queued, at `now`.
+    pub fn report(&mut self, queued: usize, now: Instant) {
+        if queued == 0 || queued < self.reported {
+            self.progress = now;
+        }
+        self.reported = queued;
         self.queued = queued;
     }
 
     /// The core queued `bytes` more.
     pub fn queue(&mut self, bytes: usize) {
         self.queued = self.queued.saturating_add(bytes);
+    }
+
+    /// Whether owed bodies may be read now.
+    pub fn may_serve(&self) -> bool {
+        self.queued < SERVE_BYTES
     }
 
     /// Whether a flood goes to this neighbour; marks it lagging when its queue is over
@@ -55,9 +184,10 @@ impl Flow {
         true
     }
 
-    /// The periodic check.
-    pub fn check(&mut self) -> FlowAction {
-        if self.queued > STALLED_BYTES {
+    /// The periodic check at `now`.
+    pub fn check(&mut self, now: Instant) -> FlowAction {
+        let stalled = self.reported > 0 && now.duration_since(self.progress) > WRITE_STALL;
+        if self.queued > STALLED_BYTES || stalled {
             FlowAction::Close
         } else if self.lagging && self.queued < LAGGING_BYTES / 4 && !self.syncing {
             self.lagging = false;
@@ -74,21 +204,62 @@ mod tests {
 
     #[test]
     fn a_slow_neighbour_lags_then_resyncs_and_a_stalled_one_is_cut() {
-        let mut f = Flow::default();
+        let t0 = Instant::now();
+        let mut f = Flow::new(t0);
         assert!(f.admits_flood());
         f.queue(LAGGING_BYTES + 1);
         assert!(!f.admits_flood(), "over budget: not flooded");
         assert!(f.lagging);
-        f.report(LAGGING_BYTES / 2);
+        f.report(LAGGING_BYTES / 2, t0);
         assert!(!f.admits_flood(), "still lagging until it syncs");
-        assert_eq!(f.check(), FlowAction::None, "not drained enough");
-        f.report(0);
+        assert_eq!(f.check(t0), FlowAction::None, "not drained enough");
+        f.report(0, t0);
         f.syncing = true;
-        assert_eq!(f.check(), FlowAction::None, "a session is already under way");
+        assert_eq!(f.check(t0), FlowAction::None, "a session is already under way");
         f.syncing = false;
-        assert_eq!(f.check(), FlowAction::Resync);
+        assert_eq!(f.check(t0), FlowAction::Resync);
         assert!(f.admits_flood());
-        f.report(STALLED_BYTES + 1);
-        assert_eq!(f.check(), FlowAction::Close);
+        f.report(STALLED_BYTES + 1, t0);
+        assert_eq!(f.check(t0), FlowAction::Close);
+    }
+
+    #[test]
+    fn a_peer_that_reads_nothing_for_the_stall_limit_is_cut() {
+        let t0 = Instant::now();
+        let mut f = Flow::new(t0);
+        f.report(1000, t0);
+        f.report(1000, t0 + WRITE_STALL / 2);
+        assert_eq!(f.check(t0 + WRITE_STALL / 2), FlowAction::None);
+        // It read a little: the clock starts again.
+        f.report(900, t0 + WRITE_STALL);
+        assert_eq!(f.check(t0 + WRITE_STALL * 3 / 2), FlowAction::None);
+        f.report(900, t0 + WRITE_STALL * 2);
+        assert_eq!(
+            f.check(t0 + WRITE_STALL * 2 + Duration::from_secs(1)),
+            FlowAction::Close
+        );
+        // Nothing waiting is never a stall.
+        let mut idle = Flow::new(t0);
+        idle.report(0, t0);
+        assert_eq!(idle.check(t0 + WRITE_STALL * 10), FlowAction::None);
+    }
+
+    #[test]
+    fn owed_ids_are_deduplicated_bounded_and_kept_in_order_with_frames() {
+        let mut o = Owed::default();
+        let a = Uuid::from_u128(1);
+        assert_eq!(o.bodies(std::iter::repeat_n(a, 2048)), 0);
+        assert_eq!(o.len(), 1, "one id asked 2,048 times is owed once");
+        assert!(o.frame(Arc::new(vec![0; 10])));
+        assert_eq!(o.bodies([Uuid::from_u128(2), a]), 0);
+        assert_eq!(o.pop(), Some(OwedItem::Body(a)));
+        assert!(matches!(o.pop(), Some(OwedItem::Frame(_))));
+        assert_eq!(o.pop(), Some(OwedItem::Body(Uuid::from_u128(2))));
+        assert!(o.is_empty());
+        let refused = o.bodies((0..MAX_OWED_IDS as u128 + 5).map(Uuid::from_u128));
+        assert_eq!((o.len(), refused), (MAX_OWED_IDS, 5));
+        let mut o = Owed::default();
+        assert!(o.frame(Arc::new(vec![0; MAX_OWED_FRAME_BYTES])));
+        assert!(!o.frame(Arc::new(vec![0; 1])), "unread sync replies past the cap");
     }
 }

@@ -101,3 +101,72 @@ fn a_forged_copy_cannot_borrow_the_signature_of_a_valid_record_in_the_same_batch
     assert_eq!(stored.creator, b.sim.nodes[mallory].id, "F was stored as alice's");
     assert_eq!(stored.data, g.data);
 }
+
+/// Bytes of the frames among `outputs` sent on `conn`.
+fn sent_to(outputs: &[Output], conn: ConnId) -> usize {
+    outputs
+        .iter()
+        .map(|o| match o {
+            Output::Transmit { conn: c, frame } if *c == conn => frame.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Attack 3: a Want naming one large record 2,048 times, and a sync message whose
+/// empty id list asks for the whole database, from a member who never reads. What the
+/// node queues stays within the serving budget; the rest waits as ids.
+#[test]
+fn asking_for_everything_queues_no_more_than_the_serving_budget() {
+    let mut b = Bench::new(3, 1);
+    let (alice, mallory) = (1, 2);
+    let from_alice = b.connect(alice);
+    let to_mallory = b.connect(mallory);
+    let text = "x".repeat(record::MAX_CHAT_BYTES);
+    let chats: Vec<Record> = (0..400).map(|_| b.chat(alice, &text)).collect();
+    for part in chats.chunks(50) {
+        b.feed(from_alice, records(&part.iter().collect::<Vec<_>>()));
+    }
+    let total: usize = chats.iter().map(|r| r.encode().len()).sum();
+    assert!(total > 6 * 1024 * 1024);
+
+    let one = Message::Want {
+        ids: vec![chats[0].id; 2048],
+    };
+    let out = b.feed(to_mallory, one);
+    let sent = sent_to(&out, to_mallory);
+    assert!(
+        sent < 2 * record::MAX_CHAT_BYTES,
+        "one record asked 2,048 times: {sent} bytes"
+    );
+
+    let everything = Message::SyncRanges {
+        from_initiator: true,
+        ranges: crate::sync::encode_ranges(&[crate::sync::Range {
+            upper: crate::sync::Bound::End,
+            mode: crate::sync::Mode::IdList(Vec::new()),
+        }]),
+    };
+    let out = b.feed(to_mallory, everything);
+    let sent = sent_to(&out, to_mallory);
+    assert!(
+        sent <= flow::SERVE_BYTES + RECORDS_FRAME_BUDGET,
+        "queued {sent} bytes of a {total}-byte database at once"
+    );
+    // As the peer reads, the rest follows, in order, then the sync reply.
+    let mut more = 0;
+    for _ in 0..100 {
+        b.core.handle(b.now, Input::Queued(to_mallory, 0));
+        let out = b.drain();
+        let n = sent_to(&out, to_mallory);
+        if n == 0 {
+            break;
+        }
+        more += n;
+    }
+    assert!(
+        sent + more >= total,
+        "only {} of {total} bytes were served",
+        sent + more
+    );
+}

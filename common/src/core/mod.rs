@@ -47,7 +47,7 @@ use crate::sync::{Item, ItemSet, SyncKey};
 use crate::wire::{self, Message, Purpose};
 use admission::{Admission, Held, HeldRecord, Lifetimes, Verdict};
 pub use event::{ConnChange, ConnKind, ConnReason, Event, MemberChange, MemberInfo, Status};
-use flow::{Flow, FlowAction};
+use flow::{Flow, FlowAction, OwedItem};
 use known::KnownPeers;
 pub use mesh::PeerSpec;
 use mesh::{Keep, Mesh, TARGET_NEIGHBOURS, Tie, View};
@@ -426,7 +426,8 @@ impl<S: RecordStore> Core<S> {
             } => self.on_dial_failed(addr, purpose, expected, reason, now),
             Input::Queued(id, bytes) => {
                 if let Some(c) = self.conns.get_mut(&id) {
-                    c.flow.report(bytes);
+                    c.flow.report(bytes, now.instant);
+                    self.serve(id);
                 }
             }
             Input::Command(req, cmd) => self.on_command(req, cmd, now),
@@ -443,7 +444,7 @@ impl<S: RecordStore> Core<S> {
         self.maintain(now);
         let mut actions = Vec::new();
         for (id, c) in &mut self.conns {
-            actions.push((*id, c.flow.check()));
+            actions.push((*id, c.flow.check(now.instant)));
         }
         for (id, action) in actions {
             match action {
@@ -470,6 +471,10 @@ impl<S: RecordStore> Core<S> {
         if now.instant.duration_since(self.last_purge) >= PURGE_EVERY {
             self.last_purge = now.instant;
             self.purge(now);
+        }
+        let dropped = self.held.expire(now.instant);
+        if dropped > 0 {
+            tracing::info!("dropped {dropped} records whose signer's membership did not come in time");
         }
     }
 
@@ -894,7 +899,7 @@ impl<S: RecordStore> Core<S> {
                 purpose: up.purpose,
                 tie: up.tie,
                 sync_key: up.sync_key,
-                flow: Flow::default(),
+                flow: Flow::new(now.instant),
                 last_used: now.instant,
             },
         );
@@ -1043,10 +1048,11 @@ impl<S: RecordStore> Core<S> {
             _ if purpose == Purpose::Direct => self.close(id, ConnReason::OnlyWhispers),
             Message::Hello { .. } => self.close(id, ConnReason::UnexpectedHello),
             Message::Records { sync, bodies } => self.on_records(id, bodies, sync, now),
-            Message::Want { ids } => self.send_bodies(id, &ids),
+            Message::Want { ids } => self.owe(id, ids, Vec::new()),
             Message::SyncRanges { from_initiator, ranges } => self.on_sync_ranges(id, from_initiator, &ranges),
             Message::SyncEnd => {
-                self.transmit(id, &Message::SyncEndAck);
+                // After every body owed before it: the Ack tells the peer it has them.
+                self.owe(id, Vec::new(), vec![Arc::new(Message::SyncEndAck.encode())]);
                 self.set_status(|s| s.synchronized = true);
             }
             Message::SyncEndAck => self.finish_sync(id),
@@ -1077,36 +1083,80 @@ impl<S: RecordStore> Core<S> {
             Ok(s) => s,
             Err(e) => return self.close(id, ConnReason::BadSync(e)),
         };
-        self.send_bodies(id, &step.send);
-        for want in &step.want {
-            self.transmit(id, want);
-        }
-        if let Some(reply) = &step.reply {
-            self.transmit(id, reply);
-        }
+        // Memberships first: the records that need them are then never held.
+        let (memberships, rest): (Vec<Uuid>, Vec<Uuid>) =
+            step.send.into_iter().partition(|u| self.admission.is_membership_id(u));
+        let mut frames: Vec<Arc<Vec<u8>>> = step.want.iter().map(|w| Arc::new(w.encode())).collect();
+        frames.extend(step.reply.as_ref().map(|r| Arc::new(r.encode())));
+        self.owe(id, memberships.into_iter().chain(rest).collect(), frames);
         if step.finished {
             self.finish_sync(id);
         }
     }
 
-    /// Sends stored records by id (answers to Want and sync), in frames of bounded size.
-    fn send_bodies(&mut self, id: ConnId, ids: &[Uuid]) {
-        if ids.is_empty() || !self.conns.contains_key(&id) {
-            return;
-        }
-        let bodies = match self.store.bodies(ids) {
-            Ok(b) => b,
-            Err(e) => return self.emit(Event::Error(format!("cannot read the store: {e}"))),
-        };
-        for frame in pack(bodies) {
-            self.transmit(
-                id,
-                &Message::Records {
-                    sync: true,
-                    bodies: frame,
-                },
+    /// Owes `conn` the bodies of `ids` (duplicates dropped), then `frames`, in order,
+    /// and serves what the budget allows.
+    fn owe(&mut self, id: ConnId, ids: Vec<Uuid>, frames: Vec<Arc<Vec<u8>>>) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        let refused = c.flow.owed.bodies(ids);
+        if refused > 0 {
+            tracing::info!(
+                "{refused} record ids asked by {} not queued: over the owed cap",
+                c.member
             );
         }
+        for f in frames {
+            if !c.flow.owed.frame(f) {
+                return self.close(id, ConnReason::NotReading);
+            }
+        }
+        self.serve(id);
+    }
+
+    /// Sends what is owed to `id` while its queue is under budget: bodies read from the
+    /// store one at a time into frames of bounded size, and the frames owed after them.
+    fn serve(&mut self, id: ConnId) {
+        let mut frame: Vec<Vec<u8>> = Vec::new();
+        let mut size = 0;
+        loop {
+            let Some(c) = self.conns.get_mut(&id) else { return };
+            let full = !frame.is_empty()
+                && (size >= RECORDS_FRAME_BUDGET
+                    || frame.len() >= wire::MAX_RECORDS_PER_FRAME
+                    || !c.flow.owed.next_is_body()
+                    || c.flow.queued + size >= flow::SERVE_BYTES);
+            if full {
+                let bodies = std::mem::take(&mut frame);
+                size = 0;
+                self.transmit(id, &Message::Records { sync: true, bodies });
+                continue;
+            }
+            if c.flow.owed.next_is_body() && c.flow.queued >= flow::SERVE_BYTES {
+                return;
+            }
+            match c.flow.owed.pop() {
+                Some(OwedItem::Body(u)) => match self.store.bodies(std::slice::from_ref(&u)) {
+                    Ok(mut b) => {
+                        if let Some(body) = b.pop() {
+                            size += body.len() + 4;
+                            frame.push(body);
+                        }
+                    }
+                    Err(e) => return self.emit(Event::Error(format!("cannot read the store: {e}"))),
+                },
+                Some(OwedItem::Frame(f)) => self.transmit_frame(id, f),
+                None => return,
+            }
+        }
+    }
+
+    /// Connections owed something the budget held back: the driver asks to hear as
+    /// soon as their queues drain.
+    pub fn owing(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.conns
+            .iter()
+            .filter(|(_, c)| !c.flow.owed.is_empty())
+            .map(|(id, _)| *id)
     }
 
     fn on_records(&mut self, from: ConnId, bodies: Vec<Vec<u8>>, via_sync: bool, now: Now) {
@@ -1148,7 +1198,7 @@ impl<S: RecordStore> Core<S> {
                 return;
             }
             Verdict::Hold(member) => {
-                self.held.hold(member, HeldRecord { body, via_sync, from });
+                self.held.hold(member, HeldRecord { body, via_sync, from }, now.instant);
                 return;
             }
             Verdict::Reject(why) => {

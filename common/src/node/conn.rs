@@ -4,17 +4,18 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWriteExt, BufWriter, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
+use crate::core::flow::SERVE_BYTES;
 use crate::core::{ConnId, ConnReason, ConnUp, Input, Stats};
 use crate::member::MemberId;
 use crate::pki::Cert;
@@ -48,9 +49,21 @@ pub enum ConnEvent {
     Up(Box<Up>),
     /// The connection ended.
     Down(ConnId, ConnReason),
-    /// A frame, a failed dial or a failed incoming handshake.
+    /// A failed dial or a failed incoming handshake; a queue that drained.
     Core(Input),
+    /// A frame, holding its bytes of the connection's inbound budget until the node
+    /// has taken it.
+    Frame(ConnId, Message, OwnedSemaphorePermit),
 }
+
+/// Most bytes of frames read from one connection and not yet taken by the node: two
+/// of the largest frames. The reader waits beyond it (back-pressure onto the sender),
+/// so the node's inbound queue is bounded in bytes, not only in frames.
+pub const INBOUND_BYTES: usize = 2 * wire::MAX_FRAME_BYTES;
+
+/// How long a closed connection's writer may go on flushing what was queued before it
+/// is stopped (a peer that does not read would keep it, and its queue, forever).
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// A connection ready for frames: what the core learns, and the tasks' handles.
 #[derive(Debug)]
@@ -61,6 +74,8 @@ pub struct Up {
     pub writer: Writer,
     /// Stops the reader task.
     pub reader: AbortHandle,
+    /// Stops the writer task.
+    pub write_task: AbortHandle,
     /// When the peer was last heard from.
     pub heard: Heard,
 }
@@ -122,6 +137,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Watched<R> {
 pub struct Writer {
     tx: mpsc::UnboundedSender<Arc<Vec<u8>>>,
     queued: Arc<AtomicUsize>,
+    armed: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -143,6 +159,12 @@ impl Writer {
     /// Bytes queued and not yet written to the socket.
     pub fn queued_bytes(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Asks the writer to report (once) when its queue drains below half the serving
+    /// budget: the core has bodies owed that wait for room.
+    pub fn arm(&self) {
+        self.armed.store(true, Ordering::Relaxed);
     }
 }
 
@@ -377,11 +399,18 @@ async fn start(
     let (read_half, write_half) = tokio::io::split(h.stream);
     let (tx, rx) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
+    let armed = Arc::new(AtomicBool::new(false));
     let writer = Writer {
         tx,
         queued: queued.clone(),
+        armed: armed.clone(),
     };
-    tokio::spawn(write_loop(write_half, rx, queued, stats.clone()));
+    let drained = Drained {
+        id,
+        armed,
+        events: events.clone(),
+    };
+    let write_task = tokio::spawn(write_loop(write_half, rx, queued, drained, stats.clone())).abort_handle();
     let heard = Heard::new();
     let watched = Watched {
         inner: read_half,
@@ -404,6 +433,7 @@ async fn start(
         },
         writer,
         reader,
+        write_task,
         heard,
     };
     if events.send(ConnEvent::Up(Box::new(up))).await.is_ok() {
@@ -421,35 +451,59 @@ async fn read_loop(
     if go.await.is_err() {
         return;
     }
+    let inbound = Arc::new(Semaphore::new(INBOUND_BYTES));
     let reason = loop {
-        match wire::read_frame(&mut read).await {
-            Ok(Some(payload)) => match Message::decode(&{
-                stats.bytes_in.fetch_add(payload.len() as u64 + 4, Ordering::Relaxed);
-                payload
-            }) {
-                // Its arrival was the point; the node need not wake for it.
-                Ok(Message::Ping) => {}
-                // A full node queue makes us wait here: back-pressure onto the sender.
-                Ok(msg) => {
-                    read.heard.hold();
-                    if events.send(ConnEvent::Core(Input::Frame(id, msg))).await.is_err() {
-                        return;
-                    }
-                    read.heard.touch();
-                }
-                Err(e) => break format!("bad frame: {e}"),
-            },
+        let payload = match wire::read_frame(&mut read).await {
+            Ok(Some(payload)) => payload,
             Ok(None) => break "closed by peer".to_string(),
+            Err(e) => break format!("bad frame: {e}"),
+        };
+        let frame_bytes = payload.len().min(INBOUND_BYTES);
+        stats.bytes_in.fetch_add(payload.len() as u64 + 4, Ordering::Relaxed);
+        match Message::decode(&payload) {
+            // Its arrival was the point; the node need not wake for it.
+            Ok(Message::Ping) => {}
+            // A full node queue or inbound budget makes us wait here: back-pressure
+            // onto the sender.
+            Ok(msg) => {
+                drop(payload);
+                read.heard.hold();
+                let Ok(permit) = inbound.clone().acquire_many_owned(frame_bytes as u32).await else {
+                    return;
+                };
+                if events.send(ConnEvent::Frame(id, msg, permit)).await.is_err() {
+                    return;
+                }
+                read.heard.touch();
+            }
             Err(e) => break format!("bad frame: {e}"),
         }
     };
     let _ = events.send(ConnEvent::Down(id, ConnReason::Transport(reason))).await;
 }
 
+/// How a writer tells the node its queue drained, when the node asked (see
+/// [`Writer::arm`]).
+struct Drained {
+    id: ConnId,
+    armed: Arc<AtomicBool>,
+    events: mpsc::Sender<ConnEvent>,
+}
+
+impl Drained {
+    fn after_write(&self, queued: usize) {
+        if queued < SERVE_BYTES / 2 && self.armed.swap(false, Ordering::Relaxed) {
+            // A full event queue means the node is busy and its tick reports anyway.
+            let _ = self.events.try_send(ConnEvent::Core(Input::Queued(self.id, queued)));
+        }
+    }
+}
+
 async fn write_loop(
     write: WriteHalf<TlsStream<TcpStream>>,
     mut rx: mpsc::UnboundedReceiver<Arc<Vec<u8>>>,
     queued: Arc<AtomicUsize>,
+    drained: Drained,
     stats: Arc<Stats>,
 ) {
     let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, write);
@@ -480,11 +534,12 @@ async fn write_loop(
             }
         }
         let flushed = out.flush().await;
-        queued.fetch_sub(n, Ordering::Relaxed);
+        let left = queued.fetch_sub(n, Ordering::Relaxed) - n;
         stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
         if flushed.is_err() {
             break;
         }
+        drained.after_write(left);
     }
     let _ = out.shutdown().await;
 }

@@ -174,6 +174,7 @@ impl Handle {
 struct Link {
     writer: Writer,
     reader: tokio::task::AbortHandle,
+    write_task: tokio::task::AbortHandle,
     heard: Heard,
 }
 
@@ -371,6 +372,7 @@ impl Driver {
                     Link {
                         writer: up.writer,
                         reader: up.reader,
+                        write_task: up.write_task,
                         heard: up.heard,
                     },
                 );
@@ -381,6 +383,8 @@ impl Driver {
                 Input::Down(id, reason)
             }
             ConnEvent::Core(input) => input,
+            // The permit goes when the core has the frame: its bytes are the core's now.
+            ConnEvent::Frame(id, msg, _permit) => Input::Frame(id, msg),
         };
         self.core.handle(now(), input);
     }
@@ -425,9 +429,16 @@ impl Driver {
                     nonce,
                 } => self.dial(addr, expected, purpose, nonce),
                 Output::Close { conn } => {
-                    // Dropping the writer ends the write task, which shuts the socket down.
+                    // Dropping the writer lets the write task flush and shut the socket
+                    // down; a peer that does not read gets a short grace, then the task
+                    // and its queue go.
                     if let Some(l) = self.links.remove(&conn) {
                         l.reader.abort();
+                        let task = l.write_task;
+                        tokio::spawn(async move {
+                            tokio::time::sleep(conn::CLOSE_GRACE).await;
+                            task.abort();
+                        });
                     }
                 }
                 Output::Event(e) => {
@@ -442,6 +453,12 @@ impl Driver {
                         tracing::warn!("cannot remember where members are: {e}");
                     }
                 }
+            }
+        }
+        // Bodies owed beyond the budget wait for room: hear as soon as there is some.
+        for id in self.core.owing() {
+            if let Some(l) = self.links.get(&id) {
+                l.writer.arm();
             }
         }
     }

@@ -7,6 +7,7 @@ use time::{OffsetDateTime, UtcOffset};
 
 use crate::clock;
 use crate::member::MemberId;
+use crate::names::{Directory, sanitize};
 use crate::node::{ConnChange, ConnKind, ConnReason, Event, MemberChange, MemberInfo, Status};
 use crate::record;
 use crate::store::{Store, StoredRecord};
@@ -81,6 +82,26 @@ pub enum Line {
     Err(String),
 }
 
+/// A human line for stdout: what others wrote, made safe for a terminal.
+fn human_out(line: String) -> Line {
+    Line::Out(sanitize(&line))
+}
+
+/// A human line for stderr, made safe for a terminal.
+fn human_err(line: String) -> Line {
+    Line::Err(sanitize(&line))
+}
+
+/// `name (id prefix)`, unless the name shows its prefix already (a shared name).
+fn with_id(name: &str, member: &MemberId) -> String {
+    let suffix = format!("({})", member.short());
+    if name.ends_with(&suffix) {
+        name.to_string()
+    } else {
+        format!("{name} {suffix}")
+    }
+}
+
 fn rfc3339_ms(ms: i64) -> String {
     clock::format_rfc3339(clock::from_unix(ms.div_euclid(1000)))
 }
@@ -111,7 +132,7 @@ pub fn message_line(mode: Mode, r: &StoredRecord, name: &str, offset: UtcOffset,
             })
             .to_string(),
         ),
-        Mode::Human => Line::Out(format!("[{}] <{}> {}", hms(r.record.created_ms, offset), name, text)),
+        Mode::Human => human_out(format!("[{}] <{}> {}", hms(r.record.created_ms, offset), name, text)),
     }
 }
 
@@ -139,10 +160,10 @@ pub fn members_line(mode: Mode, members: &[MemberInfo]) -> Line {
         Mode::Human => {
             let list = members
                 .iter()
-                .map(|m| format!("{} ({}){}", m.name, m.member.short(), if m.is_self { " (you)" } else { "" }))
+                .map(|m| format!("{}{}", with_id(&m.name, &m.member), if m.is_self { " (you)" } else { "" }))
                 .collect::<Vec<_>>()
                 .join(", ");
-            Line::Err(format!("* present: {list}"))
+            human_err(format!("* present: {list}"))
         }
     }
 }
@@ -151,7 +172,7 @@ pub fn members_line(mode: Mode, members: &[MemberInfo]) -> Line {
 pub fn error_line(mode: Mode, message: &str) -> Line {
     match mode {
         Mode::Json => Line::Out(json!({"event": "error", "message": message}).to_string()),
-        Mode::Human => Line::Err(format!("group-chat: {message}")),
+        Mode::Human => human_err(format!("group-chat: {message}")),
     }
 }
 
@@ -161,7 +182,7 @@ pub fn event_line(mode: Mode, e: &Event, offset: UtcOffset) -> Option<Line> {
         (Mode::Json, Event::Ready) => Line::Out(json!({"event": "ready"}).to_string()),
         (Mode::Human, Event::Ready) => Line::Err("* ready: connected and synchronized".into()),
         (Mode::Json, Event::Status(s)) => Line::Out(status_json(s).to_string()),
-        (Mode::Human, Event::Status(s)) => Line::Err(format!(
+        (Mode::Human, Event::Status(s)) => human_err(format!(
             "* status: {}{}{}, {} neighbour(s)",
             if s.listening { "listening" } else { "not listening" },
             if s.connected { ", connected" } else { "" },
@@ -172,7 +193,7 @@ pub fn event_line(mode: Mode, e: &Event, offset: UtcOffset) -> Option<Line> {
             json!({"event": "member", "change": change_name(*change), "member": member, "name": name}).to_string(),
         ),
         (Mode::Human, Event::Member { change, member, name }) => {
-            Line::Err(format!("* {name} ({}) {}", member.short(), change_name(*change)))
+            human_err(format!("* {} {}", with_id(name, member), change_name(*change)))
         }
         (
             mode,
@@ -206,7 +227,7 @@ pub fn event_line(mode: Mode, e: &Event, offset: UtcOffset) -> Option<Line> {
                     }
                     let who = member.map(|m| format!(" {}", m.short())).unwrap_or_default();
                     let why = text.map(|r| format!(": {r}")).unwrap_or_default();
-                    Line::Err(format!("* {kind} connection{who} {address} {change}{why}"))
+                    human_err(format!("* {kind} connection{who} {address} {change}{why}"))
                 }
             }
         }
@@ -226,51 +247,53 @@ pub fn event_line(mode: Mode, e: &Event, offset: UtcOffset) -> Option<Line> {
             Event::Whisper {
                 name, text, recv_ns, ..
             },
-        ) => Line::Out(format!("[{}] *{}* {}", hms(recv_ns / 1_000_000, offset), name, text)),
+        ) => human_out(format!("[{}] *{}* {}", hms(recv_ns / 1_000_000, offset), name, text)),
         (mode, Event::Error(message)) => error_line(mode, message),
     })
 }
 
-/// Friendly names of members as a front end shows them, looked up in the store
-/// (presence, else the membership certificate) and remembered.
+/// Names of members as a front end shows them: their certificate names (see
+/// [`crate::names`]), from the membership records in the store, reloaded when a member
+/// not seen before appears.
 #[derive(Debug)]
 pub struct Names {
-    cache: std::collections::HashMap<MemberId, String>,
+    dir: Directory,
+    missing: std::collections::HashSet<MemberId>,
 }
 
 impl Names {
     /// Starts with this node's own name.
     pub fn new(me: MemberId, my_name: &str) -> Names {
-        let mut cache = std::collections::HashMap::new();
-        cache.insert(me, my_name.to_string());
-        Names { cache }
+        let mut dir = Directory::new();
+        dir.learn(me, my_name);
+        Names {
+            dir,
+            missing: Default::default(),
+        }
     }
 
-    /// The friendly name of `member`.
+    /// How `member` is shown.
     pub fn name(&mut self, store: &Store, member: &MemberId) -> String {
-        if let Some(n) = self.cache.get(member) {
-            return n.clone();
+        if self.dir.name(member).is_none() && self.missing.insert(*member) {
+            self.reload(store);
         }
-        let presence = store
-            .get(&record::per_member_id(&record::PRESENCE_TYPE, member))
-            .ok()
-            .flatten();
-        let from_presence = presence.as_ref().and_then(|r| r.attr_str("name")).map(str::to_string);
-        let name = from_presence.or_else(|| {
-            let m = store
-                .get(&record::per_member_id(&record::MEMBERSHIP_TYPE, member))
-                .ok()
-                .flatten()?;
-            crate::node::decode_chain(&m.data)?
-                .first()
-                .map(|c| c.common_name.clone())
-        });
-        match name {
-            Some(n) => {
-                self.cache.insert(*member, n.clone());
-                n
-            }
-            None => member.short(),
+        self.dir.display(member)
+    }
+
+    fn reload(&mut self, store: &Store) {
+        learn_names(store, &mut self.dir);
+        self.missing.retain(|m| self.dir.name(m).is_none());
+    }
+}
+
+/// Learns the certificate names of the membership records in `store` (their chains
+/// were verified when they were stored).
+pub fn learn_names(store: &Store, dir: &mut Directory) {
+    for r in store.of_type(&record::MEMBERSHIP_TYPE).unwrap_or_default() {
+        if let Some(cert) = crate::node::decode_chain(&r.data).and_then(|c| c.into_iter().next())
+            && cert.member_id == r.creator
+        {
+            dir.learn(r.creator, &cert.common_name);
         }
     }
 }

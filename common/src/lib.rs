@@ -34,6 +34,7 @@ pub mod identity;
 pub mod invitation;
 pub mod member;
 pub mod membership;
+pub mod names;
 pub mod node;
 pub mod pki;
 pub mod record;

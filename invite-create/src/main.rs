@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use common::chat;
 use common::cli::{self, HomeArgs, parse_duration_arg};
 use common::identity::{Identity, PublicIdentity};
 use common::invitation::{Invitation, InviteSpec};
-use common::membership;
+use common::membership::{self, Membership};
+use common::names::{self, Directory};
 use common::pki::Role;
+use common::store::{STORE_FILE, Store};
 
 /// Issue an invitation to GROUP for the identity in IDENTITY_XML, signed by NAME (an admin).
 #[derive(Debug, Parser)]
@@ -51,6 +54,34 @@ fn main() -> ExitCode {
     cli::run("invite-create", || run(args))
 }
 
+/// Warns when another member known here already has the invitee's name: both would
+/// show as `name (id prefix)`, and `/msg name` would have to ask which.
+fn warn_if_name_taken(inviter: &Identity, m: &Membership, invitee: &PublicIdentity) {
+    let mut names = Directory::new();
+    names.learn(inviter.member_id(), inviter.friendly_name());
+    let path = m.dir.join(STORE_FILE);
+    if path.exists()
+        && let Ok(store) = Store::open_read_only(&path)
+    {
+        chat::learn_names(&store, &mut names);
+    }
+    let id = invitee.member_id();
+    let others = names.others_named(invitee.friendly_name(), &id);
+    if let Some(other) = others.first() {
+        cli::note(
+            "invite-create",
+            &format!(
+                "warning: {} already has a member named {:?} ({}); both will show as \"name (id prefix)\": \
+                 consider asking {} to export an identity under another name",
+                m.group.name,
+                names::sanitize(invitee.friendly_name()),
+                other.short(),
+                id.short()
+            ),
+        );
+    }
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
     let home = args.home.home()?;
     for a in &args.address {
@@ -66,6 +97,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         expires: args.expires,
         addresses: args.address,
     };
+    warn_if_name_taken(&inviter, &m, &invitee);
     let invitation = Invitation::create(&inviter, &m, &invitee, &spec)
         .with_context(|| format!("cannot invite {} to {}", invitee.friendly_name(), m.group.name))?;
     cli::write_output(args.output.as_deref(), invitation.to_xml().as_bytes())?;

@@ -909,3 +909,90 @@ fn a_member_connection_that_falls_silent_is_closed_and_a_quiet_one_is_kept_alive
         e["event"] == "connection" && e["change"] == "down" && e["reason"].as_str().is_some_and(|r| r.contains("heard"))
     });
 }
+
+/// Waits until one of `peer`'s stdout lines contains `needle`, and returns it.
+fn wait_line(peer: &Peer, needle: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(l) = peer.lines().into_iter().find(|l| l.contains(needle)) {
+            return l;
+        }
+        assert!(Instant::now() < deadline, "no line with {needle:?}\n{}", peer.report());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Attack 8: a member invited under a name already taken, and text full of terminal
+/// controls. Names come from certificates, a shared name shows with id prefixes,
+/// `/msg` asks which one, invite-create warns, and no control reaches the screen.
+#[test]
+fn names_come_from_certificates_and_terminal_controls_never_reach_the_screen() {
+    let g = group(&["alice", "bob"]);
+    let twin_home = Home::new();
+    let xml = twin_home.run("identity-export", &["alice"]).ok().stdout;
+    let invited = g[0]
+        .home
+        .run_with(
+            "invite-create",
+            &["--identity", "alice", "--group", GROUP, "-"],
+            Some(xml.as_bytes()),
+        )
+        .ok();
+    assert!(
+        invited.stderr.contains("already has a member named \"alice\""),
+        "no warning:\n{}",
+        invited.stderr
+    );
+    let twin_addr = free_addr();
+    twin_home
+        .run_with(
+            "group-join",
+            &["--identity", "alice", "--listen", &twin_addr, "-"],
+            Some(invited.stdout.as_bytes()),
+        )
+        .ok();
+    let short = |id: &str| id.parse::<common::member::MemberId>().unwrap().short();
+    let (alice_short, twin_short) = (short(&g[0].id), short(&member_id(&twin_home, "alice")));
+
+    // Bob reads as a person does: human lines on a terminal.
+    let mut bob = Peer::spawn(
+        "bob",
+        g[1].home
+            .command("group-chat", &["--identity", "bob", "--group", GROUP]),
+    );
+    let mut alice = g[0].online();
+    let mut twin = Peer::spawn(
+        "twin",
+        twin_home.command(
+            "group-chat",
+            &["--identity", "alice", "--group", GROUP, "--json", "--peer", &g[1].addr],
+        ),
+    );
+    wait_ready(&mut twin);
+    wait_ready(&mut alice);
+    twin.send("\u{1b}]0;pwned\u{7}\u{1b}[2Jforged\r[00:00:00] <bob> hi\u{202e}gnp.exe");
+    alice.send("genuine");
+    let genuine = wait_line(&bob, "genuine");
+    assert!(
+        genuine.ends_with(&format!("<alice ({alice_short})> genuine")),
+        "{genuine}"
+    );
+    let forged = wait_line(&bob, "forged");
+    assert!(forged.contains(&format!("<alice ({twin_short})>")), "{forged}");
+    let all = bob.lines().join("\n") + &bob.stderr();
+    assert!(
+        !all.chars().any(|c| c != '\n' && common::names::is_unsafe_char(c)),
+        "a control character reached the screen:\n{all:?}"
+    );
+    bob.send("/msg alice are you the real one?");
+    let deadline = Instant::now() + WAIT;
+    while !bob.stderr().contains("matches several present members") {
+        assert!(
+            Instant::now() < deadline,
+            "/msg alice did not ask which:\n{}",
+            bob.report()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(bob.stderr().contains(&alice_short) && bob.stderr().contains(&twin_short));
+}

@@ -12,6 +12,7 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use crate::member::MemberId;
+use crate::names::Directory;
 use crate::pki::{self, Cert, Claim, Role};
 use crate::record::{self, CHAT_TYPE, MEMBERSHIP_TYPE, PRESENCE_TYPE, Record};
 use crate::sync::Item;
@@ -120,6 +121,7 @@ pub struct Admission {
     lifetimes: Lifetimes,
     certs: HashMap<MemberId, Cert>,
     membership_ids: HashSet<Uuid>,
+    names: Directory,
 }
 
 /// Whether a copy with `digest` at `version` adds nothing to what is held.
@@ -211,6 +213,8 @@ impl Admission {
     pub fn new(group: Uuid, root: Cert, lifetimes: Lifetimes, own: (MemberId, Cert)) -> Admission {
         let mut certs = HashMap::new();
         let membership_ids = HashSet::from([record::per_member_id(&MEMBERSHIP_TYPE, &own.0)]);
+        let mut names = Directory::new();
+        names.learn(own.0, &own.1.common_name);
         certs.insert(own.0, own.1);
         Admission {
             group,
@@ -218,6 +222,7 @@ impl Admission {
             lifetimes,
             certs,
             membership_ids,
+            names,
         }
     }
 
@@ -236,7 +241,13 @@ impl Admission {
     pub fn learn(&mut self, member: MemberId, cert: Cert) -> bool {
         self.membership_ids
             .insert(record::per_member_id(&MEMBERSHIP_TYPE, &member));
+        self.names.learn(member, &cert.common_name);
         self.certs.insert(member, cert).is_none()
+    }
+
+    /// The certificate names of the members known.
+    pub fn names(&self) -> &Directory {
+        &self.names
     }
 
     /// Whether `id` is the membership record id of a member known here.

@@ -40,6 +40,7 @@ use uuid::Uuid;
 use crate::identity::Identity;
 use crate::member::MemberId;
 use crate::membership::Membership;
+use crate::names::ResolveError;
 use crate::pki::Cert;
 use crate::record::{self, AttrValue, CHAT_TYPE, MEMBERSHIP_TYPE, PRESENCE_TYPE, Record, RecordError};
 use crate::store::Put;
@@ -51,7 +52,7 @@ use flow::{Flow, FlowAction, OwedItem};
 use known::KnownPeers;
 pub use mesh::PeerSpec;
 use mesh::{Keep, Mesh, TARGET_NEIGHBOURS, Tie, View};
-use presence::{ResolveError, Roster};
+use presence::Roster;
 use rng::Rng;
 pub use store::{MemStore, RecordStore};
 use whisper::{Route, Whispers};
@@ -709,7 +710,7 @@ impl<S: RecordStore> Core<S> {
                 Some(done) => Reply::Whispered(done),
                 None => return,
             },
-            Command::Members => Reply::Members(self.roster.members(self.me, &self.my_name)),
+            Command::Members => Reply::Members(self.roster.members(self.me, self.admission.names())),
             Command::Status => Reply::Status(self.status),
             Command::Leave => {
                 if let Err(e) = self.publish_presence(true, now) {
@@ -725,7 +726,8 @@ impl<S: RecordStore> Core<S> {
     /// Routes a whisper; `None` when it waits for a direct connection (the reply
     /// comes when that is up or has failed).
     fn whisper(&mut self, req: RequestId, who: &str, text: String, now: Now) -> Option<Result<MemberId, CoreError>> {
-        let target = match self.roster.resolve(who) {
+        let present = self.roster.iter().map(|(m, _)| *m);
+        let target = match self.admission.names().resolve(who, present) {
             Ok(t) => t,
             Err(e) => return Some(Err(e.into())),
         };
@@ -880,11 +882,7 @@ impl<S: RecordStore> Core<S> {
 
     /// Takes an accepted connection in: events, first sync, waiting whispers.
     fn register(&mut self, up: ConnUp, now: Now) {
-        let name = self
-            .roster
-            .get(&up.member)
-            .map(|p| p.name.clone())
-            .unwrap_or_else(|| up.cert.common_name.clone());
+        let name = self.admission.names().display(&up.member);
         let had_neighbour = self
             .conns
             .values()
@@ -1005,24 +1003,22 @@ impl<S: RecordStore> Core<S> {
             Ok(gone) => {
                 for (id, rtype, creator) in gone {
                     self.items.remove(id.as_bytes());
-                    if rtype == PRESENCE_TYPE
-                        && let Some(p) = self.roster.remove(&creator)
-                    {
+                    if rtype == PRESENCE_TYPE && self.roster.remove(&creator).is_some() {
                         self.emit(Event::Member {
                             change: MemberChange::Left,
                             member: creator,
-                            name: p.name,
+                            name: self.admission.names().display(&creator),
                         });
                     }
                 }
             }
             Err(e) => self.emit(Event::Error(format!("cannot purge expired records: {e}"))),
         }
-        for (member, name) in self.roster.expire(t) {
+        for member in self.roster.expire(t) {
             self.emit(Event::Member {
                 change: MemberChange::Left,
                 member,
-                name,
+                name: self.admission.names().display(&member),
             });
         }
     }
@@ -1032,10 +1028,10 @@ impl<S: RecordStore> Core<S> {
     fn on_frame(&mut self, id: ConnId, msg: Message, now: Now) {
         let Some(conn) = self.conns.get_mut(&id) else { return };
         conn.last_used = now.instant;
-        let (purpose, member, conn_name) = (conn.purpose, conn.member, conn.name.clone());
+        let (purpose, member) = (conn.purpose, conn.member);
         match msg {
             Message::Whisper { text } => {
-                let name = self.roster.get(&member).map(|p| p.name.clone()).unwrap_or(conn_name);
+                let name = self.admission.names().display(&member);
                 self.emit(Event::Whisper {
                     from: member,
                     name,
@@ -1287,9 +1283,10 @@ impl<S: RecordStore> Core<S> {
         if !r.deleted && r.expires_ms > now.unix_ms() && self.mesh.note_addresses(r.creator, &r.presence_addresses()) {
             self.out.push_back(Output::KnownPeers(self.mesh.known().render()));
         }
-        let Some((change, name)) = self.roster.apply(r, now.unix_ms()) else {
+        let Some(change) = self.roster.apply(r, now.unix_ms()) else {
             return;
         };
+        let name = self.admission.names().display(&r.creator);
         for c in self.conns.values_mut().filter(|c| c.member == r.creator) {
             c.name = name.clone();
         }

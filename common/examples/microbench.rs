@@ -183,11 +183,7 @@ fn pair() -> (tempfile::TempDir, Home) {
     (dir, home)
 }
 
-async fn start(
-    home: &Home,
-    name: &str,
-    peers: Vec<PeerSpec>,
-) -> (node::Handle, tokio::sync::mpsc::UnboundedReceiver<Event>) {
+async fn start(home: &Home, name: &str, peers: Vec<PeerSpec>) -> (node::Handle, tokio::sync::mpsc::Receiver<Event>) {
     let cfg = NodeConfig {
         identity: Identity::load(home, name).unwrap(),
         membership: membership::find(home, name, "B").unwrap(),

@@ -12,6 +12,8 @@ pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 pub const MAX_RECORDS_PER_FRAME: usize = 4096;
 /// Most ids one `Want` carries.
 pub const MAX_WANT_IDS: usize = 4096;
+/// Largest whisper text, in bytes: a chat message's limit.
+pub const MAX_WHISPER_BYTES: usize = crate::record::MAX_CHAT_BYTES;
 /// Protocol version spoken in `Hello` (2: Hello carries a tie-break nonce).
 pub const PROTOCOL_VERSION: u8 = 2;
 
@@ -235,6 +237,9 @@ impl Message {
             T_SYNC_END_ACK => Message::SyncEndAck,
             T_PING => Message::Ping,
             T_WHISPER => {
+                if rest.len() > MAX_WHISPER_BYTES {
+                    return Err(WireError::Malformed("whisper over the size limit"));
+                }
                 let text = std::str::from_utf8(std::mem::take(&mut rest))
                     .map_err(|_| WireError::Malformed("whisper not UTF-8"))?;
                 Message::Whisper { text: text.to_string() }

@@ -15,7 +15,7 @@ use common::node::{self, Event, Handle, NodeConfig, PeerSpec};
 use common::pki::{KeyType, Role};
 use common::record::{self, CHAT_TYPE, Record};
 use common::store::{Durability, Put, STORE_FILE, Store};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 use tokio::task::JoinHandle;
 
 const GROUP: &str = "T";
@@ -58,7 +58,7 @@ fn fixture(n: usize) -> Fixture {
 
 struct Running {
     handle: Handle,
-    events: UnboundedReceiver<Event>,
+    events: Receiver<Event>,
     task: JoinHandle<()>,
     addr: SocketAddr,
 }

@@ -249,6 +249,15 @@ pub fn assert_never_mentions(peer: &Peer, text: &str, why: &str) {
 /// credentials, past the handshake and the Hello exchange: from here on it can send
 /// frames no honest peer would.
 pub fn member_connection(member: &Member, addr: &str) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    member_connection_for(member, addr, common::wire::Purpose::Neighbour)
+}
+
+/// [`member_connection`] for `purpose` (a neighbour, or a direct whisper connection).
+pub fn member_connection_for(
+    member: &Member,
+    addr: &str,
+    purpose: common::wire::Purpose,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let home = common::home::Home::resolve(Some(member.home.path())).unwrap();
     let identity = common::identity::Identity::load(&home, member.name).unwrap();
     let membership = common::membership::find(&home, member.name, GROUP).unwrap();
@@ -259,7 +268,7 @@ pub fn member_connection(member: &Member, addr: &str) -> rustls::StreamOwned<rus
     let mut s = rustls::StreamOwned::new(conn, tcp);
     let hello = common::wire::Message::Hello {
         version: common::wire::PROTOCOL_VERSION,
-        purpose: common::wire::Purpose::Neighbour,
+        purpose,
         addresses: Vec::new(),
         nonce: 1,
     };

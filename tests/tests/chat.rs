@@ -996,3 +996,48 @@ fn names_come_from_certificates_and_terminal_controls_never_reach_the_screen() {
     }
     assert!(bob.stderr().contains(&alice_short) && bob.stderr().contains(&twin_short));
 }
+
+/// Attack 7: one member opens many direct connections and whispers a megabyte. The
+/// node keeps a few direct connections per member, refuses the rest at once, and cuts
+/// an oversized whisper without showing it; a whisper within the limit still arrives.
+#[test]
+fn direct_connections_are_capped_per_member_and_whispers_in_size() {
+    use common::wire::{Message, Purpose};
+    let g = group(&["alice", "bob"]);
+    let mut alice = g[0].online();
+    let mut conns: Vec<_> = (0..12)
+        .map(|_| member_connection_for(&g[1], &g[0].addr, Purpose::Direct))
+        .collect();
+    // A connection the node closed reads as ended; one it kept stays open.
+    let open: Vec<bool> = conns
+        .iter_mut()
+        .map(|c| send_inside_tls(c, &[], Duration::from_millis(300)).is_none())
+        .collect();
+    let kept = open.iter().filter(|o| **o).count();
+    assert!(
+        kept >= 1 && kept < 12 && kept <= common::core::MAX_DIRECT_PER_MEMBER,
+        "{kept} of 12 direct connections kept"
+    );
+    let i = open.iter().position(|o| *o).unwrap();
+    let small = Message::Whisper { text: "psst".into() }.encode();
+    assert_eq!(send_inside_tls(&mut conns[i], &small, Duration::from_millis(300)), None);
+    alice.wait_for("the small whisper", WAIT, |e| {
+        e["event"] == "whisper" && e["text"] == "psst"
+    });
+    let big = Message::Whisper {
+        text: "x".repeat(common::wire::MAX_WHISPER_BYTES + 1),
+    }
+    .encode();
+    assert!(
+        send_inside_tls(&mut conns[i], &big, WAIT).is_some(),
+        "an oversized whisper did not cut the connection"
+    );
+    std::thread::sleep(QUIET);
+    assert!(
+        !alice
+            .events_of("whisper")
+            .iter()
+            .any(|e| e["text"].as_str().is_some_and(|t| t.len() > 4)),
+        "the oversized whisper was shown"
+    );
+}

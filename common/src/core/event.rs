@@ -84,6 +84,9 @@ pub enum ConnReason {
     Replaced,
     /// An incoming neighbour was refused: the node has its cap of neighbours.
     AtCapacity(usize),
+    /// An incoming direct connection was refused: the node has its cap of direct
+    /// connections, in all or from that member.
+    DirectCapacity(usize),
     /// The peer read nothing while its queue grew past the stall limit.
     NotReading,
     /// Nothing arrived for this long (a partition, a crashed host).
@@ -111,6 +114,7 @@ impl fmt::Display for ConnReason {
         match self {
             ConnReason::Replaced => f.write_str("replaced by a newer connection"),
             ConnReason::AtCapacity(n) => write!(f, "refused: already {n} neighbours"),
+            ConnReason::DirectCapacity(n) => write!(f, "refused: already {n} direct connections"),
             ConnReason::NotReading => f.write_str("the peer is not reading"),
             ConnReason::Silent(d) => write!(f, "nothing heard for {} s", d.as_secs()),
             ConnReason::Idle => f.write_str("idle"),

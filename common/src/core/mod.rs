@@ -68,6 +68,12 @@ pub const DEFAULT_MAX_NEIGHBOURS: usize = 8;
 pub const TICK: Duration = Duration::from_millis(200);
 /// How often expired records are purged.
 pub const PURGE_EVERY: Duration = Duration::from_secs(5);
+/// Most direct (whisper) connections open at once, and from one member: enough for a
+/// busy person's conversations, far below the file descriptors a node has.
+pub const MAX_DIRECT: usize = 32;
+/// Most direct connections from (or to) one member: one each way, and one more while
+/// an old one closes.
+pub const MAX_DIRECT_PER_MEMBER: usize = 3;
 /// How long an unused direct (whisper) connection stays open.
 pub const DIRECT_IDLE: Duration = Duration::from_secs(60);
 /// Most failed incoming handshakes reported per second (the rest are only logged).
@@ -726,6 +732,9 @@ impl<S: RecordStore> Core<S> {
     /// Routes a whisper; `None` when it waits for a direct connection (the reply
     /// comes when that is up or has failed).
     fn whisper(&mut self, req: RequestId, who: &str, text: String, now: Now) -> Option<Result<MemberId, CoreError>> {
+        if text.len() > wire::MAX_WHISPER_BYTES {
+            return Some(Err(CoreError::TooLong(text.len())));
+        }
         let present = self.roster.iter().map(|(m, _)| *m);
         let target = match self.admission.names().resolve(who, present) {
             Ok(t) => t,
@@ -847,7 +856,33 @@ impl<S: RecordStore> Core<S> {
             self.out.push_back(Output::Close { conn: up.id });
             return;
         }
+        if up.purpose == Purpose::Direct && !up.outbound && !self.admits_direct(&up) {
+            self.out.push_back(Output::Close { conn: up.id });
+            return;
+        }
         self.register(up, now);
+    }
+
+    /// Whether an incoming direct connection stays under the caps, in all and from
+    /// its member.
+    fn admits_direct(&mut self, up: &ConnUp) -> bool {
+        let direct = self.conns.values().filter(|c| c.purpose == Purpose::Direct);
+        let (total, theirs) = direct.fold((0, 0), |(t, m), c| (t + 1, m + usize::from(c.member == up.member)));
+        let cap = if total >= MAX_DIRECT {
+            MAX_DIRECT
+        } else if theirs >= MAX_DIRECT_PER_MEMBER {
+            MAX_DIRECT_PER_MEMBER
+        } else {
+            return true;
+        };
+        self.emit(Event::Connection {
+            kind: ConnKind::Direct,
+            change: ConnChange::Failed,
+            member: Some(up.member),
+            address: up.addr.to_string(),
+            reason: Some(ConnReason::DirectCapacity(cap)),
+        });
+        false
     }
 
     /// Whether a new neighbour connection stays: the duplicate rule against an open

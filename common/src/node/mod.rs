@@ -38,6 +38,11 @@ pub use crate::core::{
     TICK,
 };
 
+/// Most events waiting for the front end: whispers and member changes come from
+/// other members, and a front end that stops reading must not make the node hold them
+/// without end. Beyond it events are dropped, and the front end is told how many.
+pub const EVENT_QUEUE: usize = 4096;
+
 /// Most connection events taken in before one commit.
 pub const MAX_EVENTS_PER_COMMIT: usize = 256;
 /// How long a leaving node waits for its queues to drain.
@@ -188,7 +193,9 @@ struct Driver {
     advertised: Vec<String>,
     conn_tx: mpsc::Sender<ConnEvent>,
     next_id: Arc<AtomicUsize>,
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::Sender<Event>,
+    /// Events dropped because the front end fell [`EVENT_QUEUE`] behind.
+    events_dropped: u64,
     seq_tx: watch::Sender<i64>,
     known_path: PathBuf,
     _checkpointer: crate::store::Checkpointer,
@@ -209,9 +216,7 @@ fn random_seed() -> u64 {
 }
 
 /// Starts a node. Returns its handle, its event stream and the actor's join handle.
-pub async fn start(
-    cfg: NodeConfig,
-) -> Result<(Handle, mpsc::UnboundedReceiver<Event>, tokio::task::JoinHandle<()>), NodeError> {
+pub async fn start(cfg: NodeConfig) -> Result<(Handle, mpsc::Receiver<Event>, tokio::task::JoinHandle<()>), NodeError> {
     tls::install_default_provider();
     let m = &cfg.membership;
     let lock = Lock::acquire(
@@ -255,7 +260,7 @@ pub async fn start(
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()).min(8),
     };
     let core = Core::new(core_cfg, store, now())?;
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let (seq_tx, seq_rx) = watch::channel(seq0);
     let (conn_tx, conn_rx) = mpsc::channel(4096);
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
@@ -289,6 +294,7 @@ pub async fn start(
         conn_tx,
         next_id,
         events: events_tx,
+        events_dropped: 0,
         seq_tx,
         known_path,
         _checkpointer: checkpointer,
@@ -442,7 +448,7 @@ impl Driver {
                     }
                 }
                 Output::Event(e) => {
-                    let _ = self.events.send(e);
+                    self.tell(e);
                 }
                 Output::Reply(req, reply) => self.answer(req, reply),
                 Output::ChatStored(seq) => {
@@ -460,6 +466,28 @@ impl Driver {
             if let Some(l) = self.links.get(&id) {
                 l.writer.arm();
             }
+        }
+    }
+
+    /// Hands an event to the front end, or counts it dropped when the front end is
+    /// [`EVENT_QUEUE`] behind; the count goes out first once there is room.
+    fn tell(&mut self, e: Event) {
+        use mpsc::error::TrySendError;
+        if self.events_dropped > 0 {
+            let note = Event::Error(format!(
+                "{} events were dropped: the display fell {EVENT_QUEUE} events behind",
+                self.events_dropped
+            ));
+            match self.events.try_send(note) {
+                Ok(()) => self.events_dropped = 0,
+                Err(_) => {
+                    self.events_dropped += 1;
+                    return;
+                }
+            }
+        }
+        if let Err(TrySendError::Full(_)) = self.events.try_send(e) {
+            self.events_dropped += 1;
         }
     }
 

@@ -1015,7 +1015,7 @@ fn direct_connections_are_capped_per_member_and_whispers_in_size() {
         .collect();
     let kept = open.iter().filter(|o| **o).count();
     assert!(
-        kept >= 1 && kept < 12 && kept <= common::core::MAX_DIRECT_PER_MEMBER,
+        (1..12).contains(&kept) && kept <= common::core::MAX_DIRECT_PER_MEMBER,
         "{kept} of 12 direct connections kept"
     );
     let i = open.iter().position(|o| *o).unwrap();

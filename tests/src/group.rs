@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -249,7 +249,7 @@ pub fn assert_never_mentions(peer: &Peer, text: &str, why: &str) {
 /// credentials, past the handshake and the Hello exchange: from here on it can send
 /// frames no honest peer would.
 pub fn member_connection(member: &Member, addr: &str) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    member_connection_for(member, addr, common::wire::Purpose::Neighbour)
+    try_member_connection(member, addr, WAIT).unwrap_or_else(|e| panic!("{} to {addr}: {e}", member.name))
 }
 
 /// [`member_connection`] for `purpose` (a neighbour, or a direct whisper connection).
@@ -258,13 +258,41 @@ pub fn member_connection_for(
     addr: &str,
     purpose: common::wire::Purpose,
 ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    try_member_connection_for(member, addr, WAIT, purpose).unwrap_or_else(|e| panic!("{} to {addr}: {e}", member.name))
+}
+
+/// Like [`member_connection`], but the TCP connect, the TLS handshake and the member's
+/// Hello must all be done within `limit`; says why not instead of panicking.
+pub fn try_member_connection(
+    member: &Member,
+    addr: &str,
+    limit: Duration,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, String> {
+    try_member_connection_for(member, addr, limit, common::wire::Purpose::Neighbour)
+}
+
+/// [`try_member_connection`] for `purpose`.
+pub fn try_member_connection_for(
+    member: &Member,
+    addr: &str,
+    limit: Duration,
+    purpose: common::wire::Purpose,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, String> {
     let home = common::home::Home::resolve(Some(member.home.path())).unwrap();
     let identity = common::identity::Identity::load(&home, member.name).unwrap();
     let membership = common::membership::find(&home, member.name, GROUP).unwrap();
     let tls = common::tls::configs(&identity, &membership).unwrap();
     let conn = rustls::ClientConnection::new(tls.client.clone(), common::tls::server_name(None).unwrap()).unwrap();
-    let tcp = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    tcp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let start = Instant::now();
+    let left = || limit.saturating_sub(start.elapsed()).max(Duration::from_millis(1));
+    let to = addr
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .unwrap_or_else(|| panic!("not an address: {addr}"));
+    let tcp = TcpStream::connect_timeout(&to, left()).map_err(|e| format!("connect: {e}"))?;
+    // The handshake runs inside the first write; its reads wait at most what is left.
+    tcp.set_read_timeout(Some(left())).unwrap();
     let mut s = rustls::StreamOwned::new(conn, tcp);
     let hello = common::wire::Message::Hello {
         version: common::wire::PROTOCOL_VERSION,
@@ -274,27 +302,30 @@ pub fn member_connection_for(
     };
     s.write_all(&hello.encode())
         .and_then(|_| s.flush())
-        .expect("send hello");
+        .map_err(|e| format!("TLS handshake and hello after {:?}: {e}", start.elapsed()))?;
     // The member's Hello back: the first frame, a Hello.
-    let start = Instant::now();
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     while got.len() < 5 || got.len() < 4 + u32::from_be_bytes(got[..4].try_into().unwrap()) as usize {
-        assert!(start.elapsed() < WAIT, "no hello from {addr}");
+        if start.elapsed() >= limit {
+            return Err(format!("no hello within {limit:?}"));
+        }
+        s.sock.set_read_timeout(Some(left())).unwrap();
         match s.read(&mut buf) {
-            Ok(0) => panic!("{addr} closed the connection during the hello"),
+            Ok(0) => return Err("closed during the hello".into()),
             Ok(n) => got.extend_from_slice(&buf[..n]),
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-            Err(e) => panic!("hello from {addr}: {e}"),
+            Err(e) => return Err(format!("hello: {e}")),
         }
     }
     let len = u32::from_be_bytes(got[..4].try_into().unwrap()) as usize;
-    let hello = common::wire::Message::decode(&got[4..4 + len]).expect("a message");
-    assert!(
-        matches!(hello, common::wire::Message::Hello { .. }),
-        "first frame: {hello:?}"
-    );
-    s
+    let hello = common::wire::Message::decode(&got[4..4 + len]).map_err(|e| format!("first frame: {e}"))?;
+    if !matches!(hello, common::wire::Message::Hello { .. }) {
+        return Err(format!("first frame: {hello:?}"));
+    }
+    // Callers poll with short reads from here on.
+    s.sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    Ok(s)
 }
 
 /// Sends `bytes` inside the TLS session and returns how long the member took to cut it

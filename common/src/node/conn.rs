@@ -15,8 +15,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
+use super::pending::{Pending, ReportRate};
 use crate::core::flow::SERVE_BYTES;
-use crate::core::{ConnId, ConnReason, ConnUp, Input, Stats};
+use crate::core::{AUTH_EVENTS_PER_SECOND, ConnId, ConnReason, ConnUp, Input, Stats};
 use crate::member::MemberId;
 use crate::pki::Cert;
 use crate::sync::SyncKey;
@@ -27,8 +28,25 @@ use crate::wire::{self, Message, Purpose};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a TLS handshake plus Hello exchange may take; slow or silent clients are cut.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most handshakes in progress at once; more wait in the kernel's accept queue.
+/// How long an accepted connection may stay silent before its first byte. An honest
+/// client sends its ClientHello the moment TCP connects, so it arrives half a round trip
+/// after the accept: 2 s is four round trips of a 500 ms satellite path, and leaves room
+/// for a lost ClientHello to be resent on ordinary paths (Linux resends after about
+/// three round trips, 200 ms at least); a client unlucky beyond that just redials. A
+/// connection that says nothing holds its slot a fifth of [`HANDSHAKE_TIMEOUT`].
+pub const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most handshakes in progress at once. Beyond it a connection is refused at once: the
+/// accept loop never waits, so the kernel's queue keeps draining and a stranger's idle
+/// sockets cannot queue ahead of a member for minutes. A handshake takes a few round
+/// trips and about a millisecond of CPU, so honest arrivals are far below 64 in flight;
+/// 64 bounds what strangers can hold to 64 descriptors of the usual 1,024.
 pub const MAX_PENDING_HANDSHAKES: usize = 64;
+/// Most handshakes in progress from one address (an IPv4 address, an IPv6 /64: see
+/// [`super::pending::AddressKey`]); the excess is refused at once, before it counts against
+/// [`MAX_PENDING_HANDSHAKES`]. A member dials a peer once per purpose (a neighbour, a
+/// whisper), so even a few members behind one NAT rarely have more than a handful in
+/// flight; 8 leaves them that while one address holds at most an eighth of the slots.
+pub const MAX_PENDING_PER_ADDRESS: usize = 8;
 
 /// Write buffer per connection: frames are coalesced up to this size before rustls
 /// encrypts them (16 KiB is one TLS record); larger buffers only cost idle memory.
@@ -250,7 +268,9 @@ fn random_nonce() -> u64 {
 }
 
 /// Accepts connections until the listener fails; ids come from `next_id`. `hello` is
-/// our Hello; each accepted connection gets a fresh nonce in it.
+/// our Hello; each accepted connection gets a fresh nonce in it. The loop never waits
+/// for a handshake slot: a connection over [`MAX_PENDING_PER_ADDRESS`] or
+/// [`MAX_PENDING_HANDSHAKES`] is closed as soon as it is accepted.
 pub async fn accept_loop(
     listener: TcpListener,
     tls: TlsConfigs,
@@ -260,16 +280,29 @@ pub async fn accept_loop(
     stats: Arc<Stats>,
 ) {
     let acceptor = TlsAcceptor::from(tls.server.clone());
-    let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let pending = Pending::new(MAX_PENDING_PER_ADDRESS, MAX_PENDING_HANDSHAKES);
+    // The core shows no more than this anyway; more would only crowd the event queue.
+    let mut reports = ReportRate::new(AUTH_EVENTS_PER_SECOND);
     loop {
-        let Ok(permit) = pending.clone().acquire_owned().await else {
-            return;
-        };
         let (tcp, addr) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let slot = match pending.admit(addr.ip()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                // Closed before anything else: a refusal costs one accept and one close,
+                // holds no descriptor, and never waits on the node.
+                drop(tcp);
+                tracing::info!("refused connection from {addr}: {refused}");
+                if reports.allow(Instant::now()) {
+                    let reason = refused.to_string();
+                    let _ = events.try_send(ConnEvent::Core(Input::AcceptFailed { addr, reason }));
+                }
                 continue;
             }
         };
@@ -284,11 +317,12 @@ pub async fn accept_loop(
         let id = next_id.fetch_add(1, Ordering::Relaxed) as ConnId;
         tokio::spawn(async move {
             let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+                first_bytes(&tcp).await?;
                 let stream = acceptor.accept(tcp).await.map_err(|e| format!("TLS: {e}"))?;
                 finish(TlsStream::Server(stream), &hello, false).await
             })
             .await;
-            drop(permit);
+            drop(slot);
             match result {
                 Ok(Ok(h)) => {
                     let mine = hello_nonce(&hello);
@@ -305,6 +339,18 @@ pub async fn accept_loop(
                 }
             }
         });
+    }
+}
+
+/// Waits for the peer's first byte (without taking it), so a connection that says
+/// nothing gives its slot back after [`FIRST_BYTES_TIMEOUT`], not [`HANDSHAKE_TIMEOUT`].
+async fn first_bytes(tcp: &TcpStream) -> Result<(), String> {
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(FIRST_BYTES_TIMEOUT, tcp.peek(&mut byte)).await {
+        Ok(Ok(0)) => Err("the peer closed the connection before the handshake".into()),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("before the handshake: {e}")),
+        Err(_) => Err(format!("no handshake bytes within {FIRST_BYTES_TIMEOUT:?}")),
     }
 }
 

@@ -1,9 +1,11 @@
 //! The online peer on tokio: the driver of the sans-I/O [`crate::core`]. One actor task
 //! owns the core over the SQLite store and carries its outputs out: frames to the
 //! connection tasks ([`conn`]), dials, closes, events to the front end, replies to the
-//! [`Handle`]. Every decision is the core's.
+//! [`Handle`]. Every decision is the core's; handshakes in progress are counted per
+//! address ([`pending`]) so no one host can keep members from connecting.
 
 pub mod conn;
+pub mod pending;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

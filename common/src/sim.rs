@@ -71,6 +71,8 @@ pub struct SimNode {
     /// The store, kept across a crash (it is durable).
     stored: Option<MemStore>,
     boots: u64,
+    /// The quota figures its core uses.
+    pub quota: core::QuotaLimits,
 }
 
 impl SimNode {
@@ -110,6 +112,7 @@ impl SimNode {
             initial_messages: Vec::new(),
             seed,
             threads: 1,
+            quota: self.quota,
         }
     }
 }
@@ -313,6 +316,7 @@ fn credentials(n: usize, rng: &mut Rng) -> Result<Vec<SimNode>, PkiError> {
             core: None,
             stored: Some(MemStore::new()),
             boots: 0,
+            quota: core::QuotaLimits::default(),
         });
     }
     Ok(nodes)
@@ -322,8 +326,22 @@ impl Sim {
     /// A group of `n` members, each told to dial `degree` others chosen at random (a
     /// sparse random mesh; a ring underneath keeps it connected), all started.
     pub fn new(seed: u64, n: usize, degree: usize, links: LinkParams) -> Result<Sim, PkiError> {
+        Sim::with_quota(seed, n, degree, links, core::QuotaLimits::default())
+    }
+
+    /// [`Sim::new`] with every node under the quota figures `quota`.
+    pub fn with_quota(
+        seed: u64,
+        n: usize,
+        degree: usize,
+        links: LinkParams,
+        quota: core::QuotaLimits,
+    ) -> Result<Sim, PkiError> {
         let mut rng = Rng::new(seed);
         let mut nodes = credentials(n, &mut rng)?;
+        for node in &mut nodes {
+            node.quota = quota;
+        }
         for i in 0..n {
             let mut picks = vec![(i + 1) % n];
             while picks.len() < degree.min(n.saturating_sub(1)) {

@@ -141,8 +141,73 @@ impl Put {
     }
 }
 
-/// Summary of a stored record: what sync compares.
-pub type Summary = (Uuid, u64, [u8; 16]);
+/// What the core keeps of a stored record without its body: what sync compares, and
+/// what quotas count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Record id.
+    pub id: Uuid,
+    /// Version.
+    pub version: u64,
+    /// Digest of the signature.
+    pub digest: [u8; 16],
+    /// Record type.
+    pub rtype: Uuid,
+    /// Creator.
+    pub creator: MemberId,
+    /// Creation time, unix ms.
+    pub created_ms: i64,
+    /// Encoded size.
+    pub bytes: usize,
+}
+
+impl Summary {
+    /// The summary of `r`, encoded in `bytes` bytes.
+    pub fn of(r: &Record, bytes: usize) -> Summary {
+        Summary {
+            id: r.id,
+            version: r.version,
+            digest: r.digest(),
+            rtype: r.rtype,
+            creator: r.creator,
+            created_ms: r.created_ms,
+            bytes,
+        }
+    }
+}
+
+/// The columns a [`Summary`] is read from.
+const SUMMARY_COLUMNS: &str = "id, version, digest, type, creator, created, length(body)";
+
+/// Reads a [`Summary`] from a row of [`SUMMARY_COLUMNS`]; None for a damaged row.
+fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Summary>> {
+    let id: Vec<u8> = r.get(0)?;
+    let version: i64 = r.get(1)?;
+    let digest: Vec<u8> = r.get(2)?;
+    let rtype: Vec<u8> = r.get(3)?;
+    let creator: Vec<u8> = r.get(4)?;
+    let created_ms: i64 = r.get(5)?;
+    let bytes: i64 = r.get(6)?;
+    Ok(
+        match (
+            <[u8; 16]>::try_from(id.as_slice()),
+            <[u8; 16]>::try_from(digest.as_slice()),
+            <[u8; 16]>::try_from(rtype.as_slice()),
+            MemberId::from_slice(&creator),
+        ) {
+            (Ok(id), Ok(digest), Ok(rtype), Some(creator)) => Some(Summary {
+                id: Uuid::from_bytes(id),
+                version: version as u64,
+                digest,
+                rtype: Uuid::from_bytes(rtype),
+                creator,
+                created_ms,
+                bytes: usize::try_from(bytes).unwrap_or(0),
+            }),
+            _ => None,
+        },
+    )
+}
 
 impl Store {
     /// Opens (creating if needed) the store at `path`.
@@ -314,27 +379,31 @@ impl Store {
     pub fn summaries(&self) -> Result<Vec<Summary>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id, version, digest FROM records")
+            .prepare(&format!("SELECT {SUMMARY_COLUMNS} FROM records"))
             .map_err(self.err())?;
-        let rows = stmt
-            .query_map([], |r| {
-                let id: Vec<u8> = r.get(0)?;
-                let version: i64 = r.get(1)?;
-                let digest: Vec<u8> = r.get(2)?;
-                Ok((id, version, digest))
-            })
-            .map_err(self.err())?;
+        let rows = stmt.query_map([], summary_row).map_err(self.err())?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, version, digest) = row.map_err(self.err())?;
-            if let (Ok(id), Ok(digest)) = (
-                <[u8; 16]>::try_from(id.as_slice()),
-                <[u8; 16]>::try_from(digest.as_slice()),
-            ) {
-                out.push((Uuid::from_bytes(id), version as u64, digest));
-            }
+            out.extend(row.map_err(self.err())?);
         }
         Ok(out)
+    }
+
+    /// Deletes the records with these ids (pushed out by a quota).
+    pub fn delete(&mut self, ids: &[Uuid]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut stmt = tx.prepare_cached("DELETE FROM records WHERE id = ?1").map_err(err)?;
+            for id in ids {
+                stmt.execute([id.as_bytes().as_slice()]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
     }
 
     /// Every record of one type.
@@ -356,7 +425,7 @@ impl Store {
     }
 
     /// Deletes records expired at `now_ms`; returns (id, type, creator) of each.
-    pub fn purge_expired(&mut self, now_ms: i64) -> Result<Vec<(Uuid, Uuid, MemberId)>, StoreError> {
+    pub fn purge_expired(&mut self, now_ms: i64) -> Result<Vec<Summary>, StoreError> {
         let path = self.path.clone();
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
@@ -366,26 +435,11 @@ impl Store {
         let mut out = Vec::new();
         {
             let mut stmt = tx
-                .prepare("SELECT id, type, creator FROM records WHERE expires <= ?1")
+                .prepare(&format!("SELECT {SUMMARY_COLUMNS} FROM records WHERE expires <= ?1"))
                 .map_err(err)?;
-            let rows = stmt
-                .query_map([now_ms], |r| {
-                    Ok((
-                        r.get::<_, Vec<u8>>(0)?,
-                        r.get::<_, Vec<u8>>(1)?,
-                        r.get::<_, Vec<u8>>(2)?,
-                    ))
-                })
-                .map_err(err)?;
+            let rows = stmt.query_map([now_ms], summary_row).map_err(err)?;
             for row in rows {
-                let (id, t, c) = row.map_err(err)?;
-                if let (Ok(id), Ok(t), Some(c)) = (
-                    <[u8; 16]>::try_from(id.as_slice()),
-                    <[u8; 16]>::try_from(t.as_slice()),
-                    MemberId::from_slice(&c),
-                ) {
-                    out.push((Uuid::from_bytes(id), Uuid::from_bytes(t), c));
-                }
+                out.extend(row.map_err(err)?);
             }
         }
         if !out.is_empty() {
@@ -503,8 +557,11 @@ impl crate::core::RecordStore for Store {
     fn of_type(&self, rtype: &Uuid) -> Result<Vec<Record>, Self::Error> {
         Store::of_type(self, rtype)
     }
-    fn purge_expired(&mut self, now_ms: i64) -> Result<Vec<(Uuid, Uuid, MemberId)>, Self::Error> {
+    fn purge_expired(&mut self, now_ms: i64) -> Result<Vec<Summary>, Self::Error> {
         Store::purge_expired(self, now_ms)
+    }
+    fn delete(&mut self, ids: &[Uuid]) -> Result<(), Self::Error> {
+        Store::delete(self, ids)
     }
     fn last_seq(&self) -> i64 {
         Store::last_seq(self)

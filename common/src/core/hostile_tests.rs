@@ -16,7 +16,12 @@ pub(super) struct Bench {
 impl Bench {
     /// Node 0's core over an empty store, `threads` verifying large batches.
     pub fn new(members: usize, threads: usize) -> Bench {
-        let sim = Sim::new(7, members, 1, LinkParams::default()).unwrap();
+        Bench::with_quota(members, threads, QuotaLimits::default())
+    }
+
+    /// [`Bench::new`] under the quota figures `quota`.
+    pub fn with_quota(members: usize, threads: usize, quota: QuotaLimits) -> Bench {
+        let sim = Sim::with_quota(7, members, 1, LinkParams::default(), quota).unwrap();
         let now = Now {
             instant: Instant::now(),
             unix_ns: SIM_EPOCH_SECS * 1_000_000_000,
@@ -169,4 +174,104 @@ fn asking_for_everything_queues_no_more_than_the_serving_budget() {
         "only {} of {total} bytes were served",
         sent + more
     );
+}
+
+/// Attack 9: a member floods large records of a type nobody shows. Its records count
+/// against its own quota (the first ones by creation time are kept, the same on every
+/// node whatever the arrival order), others' records are untouched, and what was
+/// refused is not fetched again by sync.
+#[test]
+fn a_flood_of_unknown_records_stops_at_its_creators_quota_the_same_in_any_order() {
+    let quota = QuotaLimits {
+        bytes: 1024 * 1024,
+        records: 1000,
+    };
+    let (alice, mallory) = (1, 2);
+    let make = |b: &Bench| -> Vec<Record> {
+        let node = &b.sim.nodes[mallory];
+        (0..40)
+            .map(|k| {
+                let mut r = Record::new(
+                    Uuid::from_u128(77),
+                    node.id,
+                    b.now.unix_ms() - 40_000 + k * 1000,
+                    60_000,
+                );
+                r.set_nonce([k as u8; 16]);
+                r.data = vec![k as u8; 60_000];
+                r.sign(&node.group_id(), &node.key()).unwrap();
+                r
+            })
+            .collect()
+    };
+    let mut kept_sets = Vec::new();
+    for reverse in [false, true] {
+        let mut b = Bench::with_quota(3, 1, quota);
+        let from_alice = b.connect(alice);
+        let from_mallory = b.connect(mallory);
+        let mut flood = make(&b);
+        if reverse {
+            flood.reverse();
+        }
+        for r in &flood {
+            b.feed(from_mallory, records(&[r]));
+        }
+        let kept: Vec<Uuid> = flood
+            .iter()
+            .filter(|r| b.stored(&r.id).is_some())
+            .map(|r| r.id)
+            .collect();
+        let bytes: usize = flood
+            .iter()
+            .filter(|r| kept.contains(&r.id))
+            .map(|r| r.encode().len())
+            .sum();
+        assert!(
+            bytes as u64 <= quota.bytes && kept.len() >= 10,
+            "{} kept, {bytes} bytes",
+            kept.len()
+        );
+        assert_eq!(
+            b.core.items().len(),
+            b.core.store().len(),
+            "the sync index holds what the store holds"
+        );
+        let honest = b.chat(alice, "still here");
+        b.feed(from_alice, records(&[&honest]));
+        assert!(b.stored(&honest.id).is_some(), "another member's record was refused");
+        // Sync: mallory lists everything it holds; nothing refused is asked for again.
+        let mut items: Vec<Item> = flood
+            .iter()
+            .map(|r| Item {
+                id: *r.id.as_bytes(),
+                version: r.version,
+                digest: r.digest(),
+            })
+            .collect();
+        items.sort_by_key(|i| i.id);
+        let offer = Message::SyncRanges {
+            from_initiator: true,
+            ranges: crate::sync::encode_ranges(&[crate::sync::Range {
+                upper: crate::sync::Bound::End,
+                mode: crate::sync::Mode::IdList(items),
+            }]),
+        };
+        let out = b.feed(from_mallory, offer);
+        let wants: usize = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Transmit { conn, frame } if *conn == from_mallory => Message::decode(&frame[4..]).ok(),
+                _ => None,
+            })
+            .map(|m| match m {
+                Message::Want { ids } => ids.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(wants, 0, "refused records asked for again");
+        let mut kept = kept;
+        kept.sort();
+        kept_sets.push(kept);
+    }
+    assert_eq!(kept_sets[0], kept_sets[1], "the arrival order decided what was kept");
 }

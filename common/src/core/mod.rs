@@ -20,6 +20,7 @@ pub mod flow;
 pub mod known;
 pub mod mesh;
 pub mod presence;
+pub mod quota;
 pub mod rng;
 pub mod session;
 pub mod store;
@@ -53,6 +54,8 @@ use known::KnownPeers;
 pub use mesh::PeerSpec;
 use mesh::{Keep, Mesh, TARGET_NEIGHBOURS, Tie, View};
 use presence::Roster;
+pub use quota::QuotaLimits;
+use quota::{OverQuota, Quotas};
 use rng::Rng;
 pub use store::{MemStore, RecordStore};
 use whisper::{Route, Whispers};
@@ -124,6 +127,9 @@ pub enum CoreError {
     /// The node is leaving.
     #[error("the node has stopped")]
     Stopped,
+    /// This member has stored all its quota allows in the current window.
+    #[error("over this member's quota of records for this hour: try later")]
+    OverQuota,
 }
 
 /// Traffic and work counters of a node, shared with its driver's connection tasks.
@@ -170,6 +176,8 @@ pub struct Config {
     pub seed: u64,
     /// Threads for checking large batches of signatures (1: none).
     pub threads: usize,
+    /// The quota figures (the real ones but in simulations).
+    pub quota: QuotaLimits,
 }
 
 /// A connection that finished its handshake and Hello exchange.
@@ -326,6 +334,9 @@ pub struct Core<S: RecordStore> {
     items: ItemSet,
     admission: Admission,
     held: Held<ConnId>,
+    quotas: Quotas,
+    /// Records a quota pushed out, to delete from the store at the next commit.
+    evicted: Vec<Uuid>,
     roster: Roster,
     mesh: Mesh,
     conns: BTreeMap<ConnId, Conn>,
@@ -352,18 +363,34 @@ pub struct Core<S: RecordStore> {
 impl<S: RecordStore> Core<S> {
     /// Starts a core over `store`: loads what the store knows, publishes this member's
     /// membership, the initial messages and presence.
-    pub fn new(cfg: Config, store: S, now: Now) -> Result<Core<S>, CoreError> {
+    pub fn new(cfg: Config, mut store: S, now: Now) -> Result<Core<S>, CoreError> {
         let m = &cfg.membership;
         let me = cfg.identity.member_id();
         let lifetimes = Lifetimes::from_secs(m.group.message_lifetime_secs, m.group.presence_lifetime_secs);
         let admission = Admission::new(m.group.id, m.root.clone(), lifetimes, (me, m.membership.clone()));
+        let stored = |e: S::Error| CoreError::Store(e.to_string());
         let mut items = ItemSet::new();
-        for (id, version, digest) in store.summaries().map_err(|e| CoreError::Store(e.to_string()))? {
+        let mut quotas = Quotas::with_limits(cfg.quota);
+        let mut over = Vec::new();
+        for s in store.summaries().map_err(stored)? {
             items.insert(Item {
-                id: *id.as_bytes(),
-                version,
-                digest,
+                id: *s.id.as_bytes(),
+                version: s.version,
+                digest: s.digest,
             });
+            if counted(&s.rtype) {
+                match quotas.admit(s.creator, s.created_ms, s.id, s.bytes) {
+                    Ok(evicted) => over.extend(evicted),
+                    Err(OverQuota) => over.push(s.id),
+                }
+            }
+        }
+        // A store written under other figures may hold more than the quotas allow.
+        if !over.is_empty() {
+            for id in &over {
+                items.remove(id.as_bytes());
+            }
+            store.delete(&over).map_err(stored)?;
         }
         let mut core = Core {
             group: m.group.id,
@@ -375,6 +402,8 @@ impl<S: RecordStore> Core<S> {
             items,
             admission,
             held: Held::default(),
+            quotas,
+            evicted: Vec::new(),
             roster: Roster::default(),
             mesh: Mesh::new(cfg.peers, cfg.known),
             conns: BTreeMap::new(),
@@ -488,6 +517,12 @@ impl<S: RecordStore> Core<S> {
     /// Commits the admitted records in one transaction, then floods each to every
     /// neighbour but the one it came from.
     pub fn flush(&mut self, now: Now) {
+        if !self.evicted.is_empty() {
+            let evicted = std::mem::take(&mut self.evicted);
+            if let Err(e) = self.store.delete(&evicted) {
+                self.emit(Event::Error(format!("cannot delete records over a quota: {e}")));
+            }
+        }
         if self.batch.is_empty() {
             return;
         }
@@ -633,6 +668,16 @@ impl<S: RecordStore> Core<S> {
 
     fn sign_and_store(&mut self, mut r: Record, now: Now) -> Result<Uuid, CoreError> {
         r.sign(&self.group, &self.identity.key)?;
+        let body_len = r.encode().len();
+        if counted(&r.rtype) {
+            let evicted = self
+                .quotas
+                .admit(r.creator, r.created_ms, r.id, body_len)
+                .map_err(|OverQuota| CoreError::OverQuota)?;
+            for e in evicted {
+                self.evict(e, &mut Vec::new());
+            }
+        }
         let item = Item {
             id: *r.id.as_bytes(),
             version: r.version,
@@ -1036,9 +1081,13 @@ impl<S: RecordStore> Core<S> {
         let t = now.unix_ms();
         match self.store.purge_expired(t) {
             Ok(gone) => {
-                for (id, rtype, creator) in gone {
-                    self.items.remove(id.as_bytes());
-                    if rtype == PRESENCE_TYPE && self.roster.remove(&creator).is_some() {
+                for s in gone {
+                    let creator = s.creator;
+                    self.items.remove(s.id.as_bytes());
+                    if counted(&s.rtype) {
+                        self.quotas.remove(creator, s.created_ms, s.id);
+                    }
+                    if s.rtype == PRESENCE_TYPE && self.roster.remove(&creator).is_some() {
                         self.emit(Event::Member {
                             change: MemberChange::Left,
                             member: creator,
@@ -1117,7 +1166,19 @@ impl<S: RecordStore> Core<S> {
         // Memberships first: the records that need them are then never held.
         let (memberships, rest): (Vec<Uuid>, Vec<Uuid>) =
             step.send.into_iter().partition(|u| self.admission.is_membership_id(u));
-        let mut frames: Vec<Arc<Vec<u8>>> = step.want.iter().map(|w| Arc::new(w.encode())).collect();
+        // Records a quota refused are not fetched again from whoever keeps offering them.
+        let quotas = &self.quotas;
+        let mut frames: Vec<Arc<Vec<u8>>> = step
+            .want
+            .into_iter()
+            .filter_map(|w| match w {
+                Message::Want { ids } => {
+                    let ids: Vec<Uuid> = ids.into_iter().filter(|id| !quotas.is_refused(id)).collect();
+                    (!ids.is_empty()).then(|| Arc::new(Message::Want { ids }.encode()))
+                }
+                other => Some(Arc::new(other.encode())),
+            })
+            .collect();
         frames.extend(step.reply.as_ref().map(|r| Arc::new(r.encode())));
         self.owe(id, memberships.into_iter().chain(rest).collect(), frames);
         if step.finished {
@@ -1241,6 +1302,9 @@ impl<S: RecordStore> Core<S> {
         if held.is_some_and(|e| e.version == r.version) && !self.wins_conflict(&r, accepted) {
             return;
         }
+        if counted(&r.rtype) && !self.count_against_quota(&r, held.is_some(), body.len(), accepted) {
+            return;
+        }
         self.items.insert(Item {
             id: *r.id.as_bytes(),
             version: r.version,
@@ -1258,6 +1322,44 @@ impl<S: RecordStore> Core<S> {
             self.admission.learn(creator, *cert);
             self.release_held(creator, now, accepted);
         }
+    }
+
+    /// Counts an admitted record against its creator's quota (see [`quota`]); false
+    /// when it is beyond it. Records it pushes out are evicted.
+    fn count_against_quota(&mut self, r: &Record, replaces: bool, bytes: usize, accepted: &mut Vec<Put>) -> bool {
+        if replaces {
+            // A version created at another time than the one it replaces moves buckets.
+            let old = accepted
+                .iter()
+                .rev()
+                .find(|p| p.record.id == r.id)
+                .map(|p| p.record.clone())
+                .or_else(|| self.store.get(&r.id).ok().flatten());
+            if let Some(old) = old.filter(|o| o.created_ms != r.created_ms || o.creator != r.creator) {
+                self.quotas.remove(old.creator, old.created_ms, old.id);
+            }
+        }
+        match self.quotas.admit(r.creator, r.created_ms, r.id, bytes) {
+            Ok(evicted) => {
+                for e in evicted {
+                    self.evict(e, accepted);
+                }
+                true
+            }
+            Err(OverQuota) => {
+                tracing::info!("record {} of {} is over its creator's quota", r.id, r.creator);
+                false
+            }
+        }
+    }
+
+    /// Drops a record a quota pushed out: from the sync index, from what waits to be
+    /// committed, and (at the next commit) from the store.
+    fn evict(&mut self, id: Uuid, accepted: &mut Vec<Put>) {
+        self.items.remove(id.as_bytes());
+        accepted.retain(|p| p.record.id != id);
+        self.batch.retain(|(p, _)| p.record.id != id);
+        self.evicted.push(id);
     }
 
     /// Two copies of one version: the conflict rule picks, the same on every peer.
@@ -1333,6 +1435,12 @@ impl<S: RecordStore> Core<S> {
     }
 }
 
+/// Whether records of this type count against their creator's quota: all but the one
+/// presence and one membership record each member has.
+fn counted(rtype: &Uuid) -> bool {
+    !record::is_per_member_type(rtype)
+}
+
 /// Groups bodies into Records frames under the size budget.
 fn pack(bodies: Vec<Vec<u8>>) -> Vec<Vec<Vec<u8>>> {
     let mut out = Vec::new();
@@ -1358,7 +1466,6 @@ mod tests {
     use std::rc::Rc;
 
     use super::*;
-    use crate::member::MemberId;
     use crate::sim::{LinkParams, SIM_EPOCH_SECS, Sim};
     use crate::store::Summary;
 
@@ -1388,8 +1495,11 @@ mod tests {
         fn of_type(&self, rtype: &Uuid) -> Result<Vec<Record>, String> {
             Ok(self.inner.of_type(rtype).unwrap_or_else(|e| match e {}))
         }
-        fn purge_expired(&mut self, now_ms: i64) -> Result<Vec<(Uuid, Uuid, MemberId)>, String> {
+        fn purge_expired(&mut self, now_ms: i64) -> Result<Vec<Summary>, String> {
             Ok(self.inner.purge_expired(now_ms).unwrap_or_else(|e| match e {}))
+        }
+        fn delete(&mut self, ids: &[Uuid]) -> Result<(), String> {
+            Ok(self.inner.delete(ids).unwrap_or_else(|e| match e {}))
         }
         fn last_seq(&self) -> i64 {
             self.inner.last_seq()

@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use uuid::Uuid;
 
-use crate::member::MemberId;
 use crate::record::Record;
 use crate::store::{Put, Summary};
 
@@ -26,8 +25,10 @@ pub trait RecordStore {
     fn summaries(&self) -> Result<Vec<Summary>, Self::Error>;
     /// Every record of one type.
     fn of_type(&self, rtype: &Uuid) -> Result<Vec<Record>, Self::Error>;
-    /// Deletes records expired at `now_ms`; returns (id, type, creator) of each.
-    fn purge_expired(&mut self, now_ms: i64) -> Result<Vec<(Uuid, Uuid, MemberId)>, Self::Error>;
+    /// Deletes records expired at `now_ms`; returns the summary of each.
+    fn purge_expired(&mut self, now_ms: i64) -> Result<Vec<Summary>, Self::Error>;
+    /// Deletes the records with these ids.
+    fn delete(&mut self, ids: &[Uuid]) -> Result<(), Self::Error>;
     /// Highest arrival number written (what front ends follow).
     fn last_seq(&self) -> i64;
 }
@@ -110,7 +111,7 @@ impl RecordStore for MemStore {
         Ok(self
             .records
             .values()
-            .map(|(r, _, _)| (r.id, r.version, r.digest()))
+            .map(|(r, body, _)| Summary::of(r, body.len()))
             .collect())
     }
 
@@ -126,7 +127,7 @@ impl RecordStore for MemStore {
         Ok(out)
     }
 
-    fn purge_expired(&mut self, now_ms: i64) -> Result<Vec<(Uuid, Uuid, MemberId)>, Never> {
+    fn purge_expired(&mut self, now_ms: i64) -> Result<Vec<Summary>, Never> {
         let due: Vec<(i64, Uuid)> = self
             .expiry
             .range(..(now_ms + 1, Uuid::nil()))
@@ -135,11 +136,20 @@ impl RecordStore for MemStore {
         let mut out = Vec::with_capacity(due.len());
         for key in due {
             self.expiry.remove(&key);
-            if let Some((r, _, _)) = self.records.remove(&key.1) {
-                out.push((r.id, r.rtype, r.creator));
+            if let Some((r, body, _)) = self.records.remove(&key.1) {
+                out.push(Summary::of(&r, body.len()));
             }
         }
         Ok(out)
+    }
+
+    fn delete(&mut self, ids: &[Uuid]) -> Result<(), Never> {
+        for id in ids {
+            if let Some((r, _, _)) = self.records.remove(id) {
+                self.expiry.remove(&(r.expires_ms, r.id));
+            }
+        }
+        Ok(())
     }
 
     fn last_seq(&self) -> i64 {
@@ -150,6 +160,7 @@ impl RecordStore for MemStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::member::MemberId;
     use crate::record::CHAT_TYPE;
 
     fn rec(expires_ms: i64) -> Put {
@@ -171,7 +182,7 @@ mod tests {
         assert_eq!(s.last_seq(), 2, "an update keeps the id's arrival number");
         assert_eq!(s.get(&a.record.id).unwrap().unwrap().version, 2);
         let gone = s.purge_expired(200).unwrap();
-        assert_eq!(gone, vec![(b.record.id, CHAT_TYPE, b.record.creator)]);
+        assert_eq!(gone, vec![Summary::of(&b.record, b.body.len())]);
         assert_eq!(s.len(), 1);
         assert_eq!(s.bodies(&[a.record.id, b.record.id]).unwrap().len(), 1);
     }

@@ -260,6 +260,7 @@ pub async fn start(cfg: NodeConfig) -> Result<(Handle, mpsc::Receiver<Event>, to
         initial_messages: cfg.initial_messages,
         seed: random_seed(),
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()).min(8),
+        quota: core::QuotaLimits::default(),
     };
     let core = Core::new(core_cfg, store, now())?;
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::core::session;
-use common::core::{ConnReason, ConnUp, Core, Input, MemStore, Now};
+use common::core::{ConnReason, ConnUp, Core, Input, MemStore, Now, QuotaLimits};
 use common::record::{CHAT_TYPE, Record};
 use common::sim::{LinkParams, SIM_EPOCH_SECS, Sim};
 use common::sync::{Item, ItemSet};
@@ -95,14 +95,20 @@ proptest! {
 }
 
 /// Signed records of three members (chat messages, some edited by their creator to a
-/// higher version, each member's membership record), made once.
+/// higher version, each member's membership record), made once; member 3 turns hostile
+/// and adds a flood past its quota (six records an hour in this group), a record under
+/// member 1's id, one above the version ceiling and one in member 2's name.
 struct Fixture {
     sim: Sim,
     records: Vec<Record>,
 }
 
 fn fixture() -> Fixture {
-    let sim = Sim::new(7, 4, 1, LinkParams::default()).unwrap();
+    let quota = QuotaLimits {
+        bytes: 1024 * 1024,
+        records: 6,
+    };
+    let sim = Sim::with_quota(7, 4, 1, LinkParams::default(), quota).unwrap();
     let mut records = Vec::new();
     let t = SIM_EPOCH_SECS * 1000;
     for n in 1..4 {
@@ -131,6 +137,30 @@ fn fixture() -> Fixture {
             }
         }
     }
+    let (victim, hostile) = (&sim.nodes[1], &sim.nodes[3]);
+    let sign = |mut r: Record| {
+        r.sign(&hostile.group_id(), &hostile.key()).unwrap();
+        r
+    };
+    for k in 0..6u8 {
+        let mut flood = Record::new(uuid::Uuid::from_u128(99), hostile.id, t + 10 + i64::from(k), 3_600_000);
+        flood.set_nonce([k; 16]);
+        flood.data = vec![k; 1000];
+        records.push(sign(flood));
+    }
+    let mut squat = Record::new(CHAT_TYPE, hostile.id, t, 3_600_000);
+    squat.id = records[1].id;
+    squat.version = 9;
+    squat.data = b"rewritten".to_vec();
+    records.push(sign(squat));
+    let mut pinned = Record::new(CHAT_TYPE, hostile.id, t, 3_600_000);
+    pinned.set_nonce([42; 16]);
+    pinned.version = 1 << 40;
+    records.push(sign(pinned));
+    let mut posing = Record::new(CHAT_TYPE, sim.nodes[2].id, t, 3_600_000);
+    posing.set_nonce([43; 16]);
+    records.push(sign(posing));
+    assert_ne!(victim.id, hostile.id);
     Fixture { sim, records }
 }
 
@@ -182,8 +212,13 @@ fn the_set_a_node_ends_with_does_not_depend_on_arrival_order() {
     let f = fixture();
     let all: Vec<usize> = (0..f.records.len()).collect();
     let expected = ends_with(&f, &all, all.len());
-    // Own membership and presence, 3 memberships, 12 chat ids.
-    assert_eq!(expected.len(), 2 + 3 + 12, "every record admitted once, newest version");
+    // Own membership and presence, 3 memberships, 12 chat ids, and of the hostile
+    // member's flood the two that fit its quota after its four chat ids.
+    assert_eq!(
+        expected.len(),
+        2 + 3 + 12 + 2,
+        "every record admitted once, newest version"
+    );
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(48));
     runner
         .run(&(Just(all.clone()).prop_shuffle(), 1usize..8), |(order, chunk)| {

@@ -159,3 +159,143 @@ fn a_neighbour_that_received_many_megabytes_is_still_flooded() {
     sim.publish(0, Duration::from_millis(1), "the last one".into());
     assert!(settle(&mut sim, Duration::from_secs(5)), "sizes {:?}", sim.divergence());
 }
+
+/// A member turns hostile and attacks its neighbours throughout (forgery in a batch,
+/// squatted ids, Want and sync amplification, records of unknown signers, a flood past
+/// its quota, a different record to each half, direct connections and oversized
+/// whispers: see `common::sim` hostile). The honest nodes must end with identical sets
+/// holding every valid record (the hostile member's within its quota too) and nothing
+/// forged, and no honest node's queues may pass their budgets.
+#[test]
+fn a_hostile_member_cannot_make_honest_nodes_diverge_or_overflow() {
+    use common::core::QuotaLimits;
+    use common::core::flow::{LAGGING_BYTES, SERVE_BYTES};
+    use common::record::CHAT_TYPE;
+    let seed = seed();
+    eprintln!("simulation seed {seed} (replay: SIM_SEED={seed} cargo test -p peergroup-common --test sim hostile)");
+    let nodes = 24;
+    let hostile = 5;
+    let links = LinkParams {
+        delay: Duration::from_millis(2),
+        jitter: Duration::from_millis(10),
+        loss_ppm: 0,
+        dial_loss_ppm: 0,
+    };
+    let quota = QuotaLimits {
+        bytes: 256 * 1024,
+        records: 40,
+    };
+    let mut sim = Sim::with_quota(seed, nodes, 3, links, quota).expect("credentials");
+    for i in 0..nodes {
+        for k in 0..3 {
+            sim.publish(
+                i,
+                Duration::from_millis(100 + (i as u64 * 37 + k * 997) % 8000),
+                format!("honest {i}/{k}"),
+            );
+        }
+    }
+    sim.run_until(Duration::from_secs(2));
+    sim.turn_hostile(hostile, Duration::from_secs(2), Duration::from_millis(250), 40);
+    sim.run_until(Duration::from_secs(14));
+    let converged = settle(&mut sim, Duration::from_secs(60));
+    if !converged {
+        let all = sim.holdings();
+        let base: std::collections::BTreeSet<_> = all[0].1.iter().map(|i| i.id).collect();
+        for (i, items) in &all {
+            let mine: std::collections::BTreeSet<_> = items.iter().map(|i| i.id).collect();
+            let missing: Vec<_> = base.difference(&mine).collect();
+            let extra: Vec<_> = mine.difference(&base).collect();
+            if missing.is_empty() && extra.is_empty() {
+                continue;
+            }
+            eprintln!("node {i}: missing {} extra {}", missing.len(), extra.len());
+            let describe = |id: &[u8; 16]| {
+                let u = uuid::Uuid::from_bytes(*id);
+                let r = sim.nodes.iter().find_map(|n| {
+                    n.core
+                        .as_ref()
+                        .and_then(|c| c.store().records().find(|r| r.id == u).cloned())
+                });
+                r.map(|r| {
+                    format!(
+                        "type {} creator {} created {} v{} {:?}",
+                        r.rtype,
+                        r.creator.short(),
+                        r.created_ms,
+                        r.version,
+                        String::from_utf8_lossy(&r.data[..r.data.len().min(30)])
+                    )
+                })
+            };
+            for id in missing.iter().chain(extra.iter()).take(6) {
+                let refused = sim.nodes[*i]
+                    .core
+                    .as_ref()
+                    .unwrap()
+                    .quota_refused(&uuid::Uuid::from_bytes(**id));
+                let holders = all.iter().filter(|(_, it)| it.iter().any(|x| x.id == **id)).count();
+                eprintln!("   {:?} refused here: {refused}, held by {holders}", describe(id));
+            }
+        }
+        eprintln!("hostile is {} ({})", hostile, sim.nodes[hostile].id.short());
+        let hid = sim.nodes[hostile].id;
+        for (i, n) in sim.nodes.iter().enumerate() {
+            let c = n.core.as_ref().unwrap();
+            let held: Vec<_> = c
+                .store()
+                .records()
+                .filter(|r| r.creator == hid && !common::record::is_per_member_type(&r.rtype))
+                .collect();
+            let bytes: usize = held.iter().map(|r| r.encode().len()).sum();
+            eprintln!(
+                "node {i}: cutoff {:?} quota {:?}, holds {} records {} bytes",
+                c.quota_cutoff(hid, 1_800_000_000_000),
+                c.quota_usage(hid, 1_800_000_000_000),
+                held.len(),
+                bytes
+            );
+        }
+    }
+    assert!(
+        converged,
+        "seed {seed}: honest nodes did not converge; record-set sizes (size: nodes) {:?}",
+        sim.divergence()
+    );
+    let honest = if hostile == 0 { 1 } else { 0 };
+    let core = sim.nodes[honest].core.as_ref().unwrap();
+    let store = core.store();
+    let hostile_id = sim.nodes[hostile].id;
+    let mut honest_chats = 0;
+    let mut hostile_records = 0;
+    for r in store.records() {
+        if r.creator == hostile_id {
+            hostile_records += 1;
+            assert!(
+                common::record::is_per_member_type(&r.rtype) || r.version < 1 << 32,
+                "a record above the version ceiling: {r:?}"
+            );
+        } else if r.rtype == CHAT_TYPE {
+            let text = String::from_utf8_lossy(&r.data);
+            assert!(
+                text.starts_with("honest "),
+                "seed {seed}: a forged or rewritten record: {text:?}"
+            );
+            honest_chats += 1;
+        }
+    }
+    assert_eq!(honest_chats, (nodes - 1) * 3, "seed {seed}: honest messages missing");
+    assert!(
+        hostile_records >= 2 && hostile_records <= quota.records + 2 + 3,
+        "seed {seed}: {hostile_records} of the hostile member's records kept"
+    );
+    let b = sim.budgets;
+    eprintln!(
+        "hostile run: budgets peaked at {b:?}, {} frames, {:?} simulated",
+        sim.frames,
+        sim.elapsed()
+    );
+    assert!(b.queued <= LAGGING_BYTES + SERVE_BYTES + 2 * 1024 * 1024, "{b:?}");
+    assert!(b.held_bytes <= common::core::admission::MAX_HELD_BYTES, "{b:?}");
+    assert!(b.direct_per_member <= common::core::MAX_DIRECT_PER_MEMBER, "{b:?}");
+}

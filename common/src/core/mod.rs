@@ -55,7 +55,7 @@ pub use mesh::PeerSpec;
 use mesh::{Keep, Mesh, TARGET_NEIGHBOURS, Tie, View};
 use presence::Roster;
 pub use quota::QuotaLimits;
-use quota::{OverQuota, Quotas};
+use quota::Quotas;
 use rng::Rng;
 pub use store::{MemStore, RecordStore};
 use whisper::{Route, Whispers};
@@ -337,6 +337,12 @@ pub struct Core<S: RecordStore> {
     quotas: Quotas,
     /// Records a quota pushed out, to delete from the store at the next commit.
     evicted: Vec<Uuid>,
+    /// Records not kept that moved a quota's cutoff, to forward (not store) with the
+    /// next commit, and where each came from.
+    cutoffs: Vec<(Vec<u8>, Option<ConnId>)>,
+    /// The record at each quota cutoff, handed to every new neighbour: a node that
+    /// never saw it would keep what lies beyond it.
+    cutoff_records: BTreeMap<quota::BucketKey, Vec<u8>>,
     roster: Roster,
     mesh: Mesh,
     conns: BTreeMap<ConnId, Conn>,
@@ -379,9 +385,10 @@ impl<S: RecordStore> Core<S> {
                 digest: s.digest,
             });
             if counted(&s.rtype) {
-                match quotas.admit(s.creator, s.created_ms, s.id, s.bytes) {
-                    Ok(evicted) => over.extend(evicted),
-                    Err(OverQuota) => over.push(s.id),
+                let c = quotas.admit(s.creator, s.created_ms, s.id, s.bytes);
+                over.extend(c.evicted);
+                if !c.kept {
+                    over.push(s.id);
                 }
             }
         }
@@ -404,6 +411,8 @@ impl<S: RecordStore> Core<S> {
             held: Held::default(),
             quotas,
             evicted: Vec::new(),
+            cutoffs: Vec::new(),
+            cutoff_records: BTreeMap::new(),
             roster: Roster::default(),
             mesh: Mesh::new(cfg.peers, cfg.known),
             conns: BTreeMap::new(),
@@ -485,7 +494,11 @@ impl<S: RecordStore> Core<S> {
         for (id, action) in actions {
             match action {
                 FlowAction::Close => self.close(id, ConnReason::NotReading),
-                FlowAction::Resync => self.start_sync(id),
+                FlowAction::Resync => {
+                    // Floods skipped while it lagged may have moved quota cutoffs.
+                    self.send_cutoffs(id);
+                    self.start_sync(id);
+                }
                 FlowAction::None => {}
             }
         }
@@ -522,6 +535,9 @@ impl<S: RecordStore> Core<S> {
             if let Err(e) = self.store.delete(&evicted) {
                 self.emit(Event::Error(format!("cannot delete records over a quota: {e}")));
             }
+        }
+        for (body, from) in std::mem::take(&mut self.cutoffs) {
+            self.flood(vec![body], from);
         }
         if self.batch.is_empty() {
             return;
@@ -602,6 +618,44 @@ impl<S: RecordStore> Core<S> {
         self.held.len()
     }
 
+    /// Whether a quota refused (or pushed out) the record `id`.
+    pub fn quota_refused(&self, id: &Uuid) -> bool {
+        self.quotas.is_refused(id)
+    }
+
+    /// The first record beyond `creator`'s quota in the window of `created_ms`.
+    pub fn quota_cutoff(&self, creator: MemberId, created_ms: i64) -> Option<(i64, Uuid)> {
+        self.quotas.cutoff(creator, created_ms)
+    }
+
+    /// What `creator` has counted against its quota in the window of `created_ms`:
+    /// (records, bytes).
+    pub fn quota_usage(&self, creator: MemberId, created_ms: i64) -> (usize, u64) {
+        self.quotas.usage(creator, created_ms)
+    }
+
+    /// Bytes of records waiting for a membership.
+    pub fn held_bytes(&self) -> usize {
+        self.held.bytes()
+    }
+
+    /// The most bytes queued to one connection (as last reported and queued since),
+    /// and the most items owed to one.
+    pub fn queue_peaks(&self) -> (usize, usize) {
+        self.conns
+            .values()
+            .fold((0, 0), |(q, o), c| (q.max(c.flow.queued), o.max(c.flow.owed.len())))
+    }
+
+    /// Direct connections open, in all and most from one member.
+    pub fn direct_counts(&self) -> (usize, usize) {
+        let mut per: BTreeMap<MemberId, usize> = BTreeMap::new();
+        for c in self.conns.values().filter(|c| c.purpose == Purpose::Direct) {
+            *per.entry(c.member).or_default() += 1;
+        }
+        (per.values().sum(), per.values().copied().max().unwrap_or(0))
+    }
+
     /// Whether the node is leaving.
     pub fn is_stopping(&self) -> bool {
         self.stopping
@@ -670,12 +724,12 @@ impl<S: RecordStore> Core<S> {
         r.sign(&self.group, &self.identity.key)?;
         let body_len = r.encode().len();
         if counted(&r.rtype) {
-            let evicted = self
-                .quotas
-                .admit(r.creator, r.created_ms, r.id, body_len)
-                .map_err(|OverQuota| CoreError::OverQuota)?;
-            for e in evicted {
+            let c = self.quotas.admit(r.creator, r.created_ms, r.id, body_len);
+            for e in c.evicted {
                 self.evict(e, &mut Vec::new());
+            }
+            if !c.kept {
+                return Err(CoreError::OverQuota);
             }
         }
         let item = Item {
@@ -997,6 +1051,7 @@ impl<S: RecordStore> Core<S> {
                 });
             }
             self.set_status(|_| {});
+            self.send_cutoffs(up.id);
             if up.outbound {
                 self.start_sync(up.id);
             }
@@ -1302,7 +1357,7 @@ impl<S: RecordStore> Core<S> {
         if held.is_some_and(|e| e.version == r.version) && !self.wins_conflict(&r, accepted) {
             return;
         }
-        if counted(&r.rtype) && !self.count_against_quota(&r, held.is_some(), body.len(), accepted) {
+        if counted(&r.rtype) && !self.count_against_quota(&r, held.is_some(), &body, from, accepted) {
             return;
         }
         self.items.insert(Item {
@@ -1326,7 +1381,14 @@ impl<S: RecordStore> Core<S> {
 
     /// Counts an admitted record against its creator's quota (see [`quota`]); false
     /// when it is beyond it. Records it pushes out are evicted.
-    fn count_against_quota(&mut self, r: &Record, replaces: bool, bytes: usize, accepted: &mut Vec<Put>) -> bool {
+    fn count_against_quota(
+        &mut self,
+        r: &Record,
+        replaces: bool,
+        body: &[u8],
+        from: Option<ConnId>,
+        accepted: &mut Vec<Put>,
+    ) -> bool {
         if replaces {
             // A version created at another time than the one it replaces moves buckets.
             let old = accepted
@@ -1339,17 +1401,63 @@ impl<S: RecordStore> Core<S> {
                 self.quotas.remove(old.creator, old.created_ms, old.id);
             }
         }
-        match self.quotas.admit(r.creator, r.created_ms, r.id, bytes) {
-            Ok(evicted) => {
-                for e in evicted {
-                    self.evict(e, accepted);
-                }
-                true
+        let c = self.quotas.admit(r.creator, r.created_ms, r.id, body.len());
+        if c.lowered {
+            // The cutoff is the smallest record popped: this one if refused, else the
+            // last one evicted.
+            let cutoff = if c.kept {
+                c.evicted.last().and_then(|e| {
+                    accepted
+                        .iter()
+                        .find(|p| p.record.id == *e)
+                        .map(|p| p.body.clone())
+                        .or_else(|| self.store.bodies(std::slice::from_ref(e)).ok()?.pop())
+                })
+            } else {
+                Some(body.to_vec())
+            };
+            // Forwarded even when it was evicted before its first flood: a node that
+            // never saw it would keep what lies beyond it.
+            if let Some(cutoff) = cutoff {
+                self.note_cutoff(quota::bucket_key(r.creator, r.created_ms), cutoff.clone());
+                self.cutoffs.push((cutoff, from));
             }
-            Err(OverQuota) => {
-                tracing::info!("record {} of {} is over its creator's quota", r.id, r.creator);
-                false
-            }
+        }
+        for e in c.evicted {
+            self.evict(e, accepted);
+        }
+        if !c.kept {
+            tracing::info!("record {} of {} is over its creator's quota", r.id, r.creator);
+        }
+        c.kept
+    }
+
+    /// Hands `conn` the record at every quota cutoff known here.
+    fn send_cutoffs(&mut self, conn: ConnId) {
+        if self.cutoff_records.is_empty() {
+            return;
+        }
+        let bodies = self.cutoff_records.values().cloned().collect();
+        for frame in pack(bodies) {
+            self.transmit(
+                conn,
+                &Message::Records {
+                    sync: true,
+                    bodies: frame,
+                },
+            );
+        }
+    }
+
+    /// Remembers the record at a bucket's cutoff, within [`quota::MAX_CUTOFF_RECORDS`].
+    fn note_cutoff(&mut self, bucket: quota::BucketKey, body: Vec<u8>) {
+        self.cutoff_records.insert(bucket, body);
+        while self.cutoff_records.len() > quota::MAX_CUTOFF_RECORDS {
+            // The oldest window goes first.
+            let Some(oldest) = self.cutoff_records.keys().min_by_key(|(_, w)| *w).copied() else {
+                break;
+            };
+            self.cutoff_records.remove(&oldest);
         }
     }
 
@@ -1392,6 +1500,14 @@ impl<S: RecordStore> Core<S> {
             chat |= p.record.rtype == CHAT_TYPE;
         }
         let bodies: Vec<Vec<u8>> = accepted.into_iter().map(|p| p.body).collect();
+        self.flood(bodies, from);
+        if chat {
+            self.out.push_back(Output::ChatStored(self.store.last_seq()));
+        }
+    }
+
+    /// Sends record bodies to every neighbour but `from` that is not lagging.
+    fn flood(&mut self, bodies: Vec<Vec<u8>>, from: Option<ConnId>) {
         let frames: Vec<Arc<Vec<u8>>> = pack(bodies)
             .into_iter()
             .map(|b| Arc::new(Message::Records { sync: false, bodies: b }.encode()))
@@ -1407,9 +1523,6 @@ impl<S: RecordStore> Core<S> {
             for f in &frames {
                 self.transmit_frame(id, f.clone());
             }
-        }
-        if chat {
-            self.out.push_back(Output::ChatStored(self.store.last_seq()));
         }
     }
 

@@ -7,14 +7,23 @@
 //! That is a function of the records alone, so every node keeps the same ones whatever
 //! the order they arrive in: a record that would take the bucket over its quota either
 //! comes after everything kept (refused) or before some of it (kept, and the last ones
-//! evicted until the bucket fits again). A refused record is remembered, so sync does
-//! not fetch it again from the member who keeps offering it.
+//! evicted until the bucket fits again). The first record that did not fit is the
+//! bucket's cutoff: everything after it is refused too, or a small record arriving after
+//! a large refused one would be kept on one node and not on another. A record that
+//! moved a cutoff is forwarded even when it is not kept (once per move, so no more than
+//! the records received), since the nodes that never saw it would otherwise keep what
+//! lies after it. A refused record is remembered, so sync does not fetch it again from
+//! the member who keeps offering it.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use uuid::Uuid;
 
 use crate::member::MemberId;
+
+/// Most cutoff records a node keeps to hand on (one per bucket with a cutoff; the
+/// oldest window forgotten first).
+pub const MAX_CUTOFF_RECORDS: usize = 1024;
 
 /// The quota window over creation times: an hour.
 pub const QUOTA_WINDOW_MS: i64 = 3_600_000;
@@ -50,7 +59,7 @@ impl Default for QuotaLimits {
 }
 
 /// Where a record falls: its creator and the window of its creation time.
-type BucketKey = (MemberId, i64);
+pub type BucketKey = (MemberId, i64);
 /// The fixed order within a bucket: creation time, then id.
 type OrderKey = (i64, Uuid);
 
@@ -71,9 +80,18 @@ impl Bucket {
     }
 }
 
-/// Why a record is not kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OverQuota;
+/// What counting a record decided: whether it is kept, and the records it pushed out
+/// (beyond the quota now, to delete) either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counted {
+    /// The record fits (false: it is beyond the quota, and remembered as refused).
+    pub kept: bool,
+    /// Records pushed out of the quota.
+    pub evicted: Vec<Uuid>,
+    /// The bucket's cutoff moved down: other nodes must hear of this record even when
+    /// it is not kept (see [`Quotas`]).
+    pub lowered: bool,
+}
 
 /// The quota state of the records stored, and the ids refused.
 #[derive(Debug, Default)]
@@ -84,7 +102,8 @@ pub struct Quotas {
     refused_order: VecDeque<Uuid>,
 }
 
-fn bucket_key(creator: MemberId, created_ms: i64) -> BucketKey {
+/// The bucket a record of `creator` created at `created_ms` counts in.
+pub fn bucket_key(creator: MemberId, created_ms: i64) -> BucketKey {
     (creator, created_ms.div_euclid(QUOTA_WINDOW_MS))
 }
 
@@ -102,21 +121,19 @@ impl Quotas {
         }
     }
 
-    /// Counts a record of `bytes` by `creator` created at `created_ms`. Ok with the
-    /// records it pushes out of the quota (to delete), or Err when it is itself beyond
-    /// it (it is remembered as refused).
-    pub fn admit(
-        &mut self,
-        creator: MemberId,
-        created_ms: i64,
-        id: Uuid,
-        bytes: usize,
-    ) -> Result<Vec<Uuid>, OverQuota> {
+    /// Counts a record of `bytes` by `creator` created at `created_ms`: whether it fits,
+    /// and the records after it in the bucket's order that no longer do (all refused
+    /// from now on).
+    pub fn admit(&mut self, creator: MemberId, created_ms: i64, id: Uuid, bytes: usize) -> Counted {
         let bucket = self.buckets.entry(bucket_key(creator, created_ms)).or_default();
         let key = (created_ms, id);
         if bucket.cutoff.is_some_and(|c| key >= c) {
             self.refuse(id);
-            return Err(OverQuota);
+            return Counted {
+                kept: false,
+                evicted: Vec::new(),
+                lowered: false,
+            };
         }
         let size = u32::try_from(bytes).unwrap_or(u32::MAX);
         if let Some(old) = bucket.records.insert(key, size) {
@@ -124,6 +141,8 @@ impl Quotas {
         }
         bucket.bytes += u64::from(size);
         let mut evicted = Vec::new();
+        let mut kept = true;
+        let lowered = !bucket.fits(&self.limits);
         while !bucket.fits(&self.limits) {
             let Some((last, b)) = bucket.records.pop_last() else {
                 break;
@@ -131,15 +150,18 @@ impl Quotas {
             bucket.bytes -= u64::from(b);
             bucket.cutoff = Some(last);
             if last == key {
-                self.refuse(id);
-                return Err(OverQuota);
+                kept = false;
+            } else {
+                evicted.push(last.1);
             }
-            evicted.push(last.1);
+        }
+        if !kept {
+            self.refuse(id);
         }
         for e in &evicted {
             self.refuse(*e);
         }
-        Ok(evicted)
+        Counted { kept, evicted, lowered }
     }
 
     /// Stops counting a record (replaced by a version created at another time, expired
@@ -172,6 +194,14 @@ impl Quotas {
         }
     }
 
+    /// The first record (creation time, id) beyond the quota of `creator` in the window
+    /// of `created_ms`, if one was seen.
+    pub fn cutoff(&self, creator: MemberId, created_ms: i64) -> Option<(i64, Uuid)> {
+        self.buckets
+            .get(&bucket_key(creator, created_ms))
+            .and_then(|b| b.cutoff)
+    }
+
     /// Records counted for `creator` in the window of `created_ms`: (count, bytes).
     pub fn usage(&self, creator: MemberId, created_ms: i64) -> (usize, u64) {
         self.buckets
@@ -193,8 +223,9 @@ mod tests {
         for &i in order {
             let (t, id, bytes) = records[i];
             let id = Uuid::from_u128(id);
-            if let Ok(evicted) = q.admit(M, t, id, bytes) {
-                kept.retain(|k| !evicted.contains(k));
+            let c = q.admit(M, t, id, bytes);
+            kept.retain(|k| !c.evicted.contains(k));
+            if c.kept {
                 kept.push(id);
             }
         }
@@ -250,19 +281,19 @@ mod tests {
     fn records_count_per_window_and_removal_makes_room() {
         let mut q = Quotas::new();
         for i in 0..QUOTA_RECORDS as u128 {
-            assert!(q.admit(M, 1000, Uuid::from_u128(i + 1), 1).is_ok());
+            assert!(q.admit(M, 1000, Uuid::from_u128(i + 1), 1).kept);
         }
         let late = Uuid::from_u128(u128::MAX);
-        assert_eq!(q.admit(M, 2000, late, 1), Err(OverQuota));
+        assert!(!q.admit(M, 2000, late, 1).kept);
         assert!(q.is_refused(&late));
         // The next window, and another member, are counted apart.
-        assert!(q.admit(M, 1000 + QUOTA_WINDOW_MS, late, 1).is_ok());
-        assert!(q.admit(MemberId::from_bytes([6; 20]), 1000, late, 1).is_ok());
+        assert!(q.admit(M, 1000 + QUOTA_WINDOW_MS, late, 1).kept);
+        assert!(q.admit(MemberId::from_bytes([6; 20]), 1000, late, 1).kept);
         q.remove(M, 1000, Uuid::from_u128(1));
         assert_eq!(q.usage(M, 1000), (QUOTA_RECORDS - 1, QUOTA_RECORDS as u64 - 1));
-        assert!(q.admit(M, 2000, Uuid::from_u128(u128::MAX - 1), 1).is_ok());
+        assert!(q.admit(M, 2000, Uuid::from_u128(u128::MAX - 1), 1).kept);
         // A record counted again (a new version) is counted once, at its new size.
-        assert!(q.admit(M, 2000, Uuid::from_u128(u128::MAX - 1), 5).is_ok());
+        assert!(q.admit(M, 2000, Uuid::from_u128(u128::MAX - 1), 5).kept);
         assert_eq!(q.usage(M, 1000).1, QUOTA_RECORDS as u64 + 4);
     }
 }

@@ -25,6 +25,9 @@ use crate::pki::{self, Cert, CertSpec, Claim, PkiError, Role};
 use crate::sync::Item;
 use crate::wire::{Message, Purpose};
 
+mod hostile;
+pub use hostile::Budgets;
+
 /// Where the simulation's wall clock starts (unix seconds; 2027-01-15), so record and
 /// certificate times, and so record ids, are the same in every run of a seed.
 pub const SIM_EPOCH_SECS: i64 = 1_800_000_000;
@@ -149,6 +152,10 @@ enum Happening {
         node: usize,
         text: String,
     },
+    Attack {
+        node: usize,
+        round: u64,
+    },
 }
 
 impl Happening {
@@ -160,7 +167,8 @@ impl Happening {
             | Happening::DialFailed { node, .. }
             | Happening::Down { node, .. }
             | Happening::Tick { node, .. }
-            | Happening::Publish { node, .. } => *node,
+            | Happening::Publish { node, .. }
+            | Happening::Attack { node, .. } => *node,
         }
     }
 }
@@ -226,6 +234,10 @@ pub struct Sim {
     partition: Option<Vec<bool>>,
     /// Frames delivered so far.
     pub frames: u64,
+    /// The member that turned hostile, if one did: its holdings are not compared.
+    pub hostile: Option<usize>,
+    /// The most any honest node held against its budgets, sampled at every tick.
+    pub budgets: Budgets,
     /// Connections broken by loss so far.
     pub broken: u64,
     /// A digest of every happening's time and node, in order: equal for two runs only
@@ -373,6 +385,8 @@ impl Sim {
             next_conn: 1,
             partition: None,
             frames: 0,
+            hostile: None,
+            budgets: Budgets::default(),
             broken: 0,
             trace: 0,
         };
@@ -538,6 +552,9 @@ impl Sim {
                     core.handle(now, Input::Queued(id, bytes));
                 }
                 core.handle_timeout(now);
+                if self.hostile != Some(node) {
+                    self.budgets.sample(core);
+                }
                 self.schedule(TICK, Happening::Tick { node, boot });
                 self.carry_out(node);
                 return;
@@ -588,6 +605,7 @@ impl Sim {
                 (node, Input::Down(conn, closed))
             }
             Happening::Publish { node, text } => (node, Input::Command(0, Command::Publish(text))),
+            Happening::Attack { node, round } => return self.attack_round(node, round),
         };
         let Some(core) = self.nodes[node].core.as_mut() else {
             return;
@@ -625,8 +643,11 @@ impl Sim {
             self.broken += 1;
             return self.break_conn(conn);
         }
-        // The real encoding crosses the link: what arrives is decoded from the bytes.
-        let msg = Message::decode(&frame[4..]).expect("the core encodes valid frames");
+        // The real encoding crosses the link: what arrives is decoded from the bytes,
+        // and a frame that does not decode ends the connection, as a reader does.
+        let Ok(msg) = Message::decode(&frame[4..]) else {
+            return self.break_conn(conn);
+        };
         let arrival = (self.now + self.one_way()).max(end.last_arrival);
         if let Some(e) = self.ends.get_mut(&conn) {
             e.last_arrival = arrival;
@@ -711,9 +732,13 @@ impl Sim {
             .collect()
     }
 
-    /// Whether every running node holds exactly the same records.
+    /// Whether every running node (but a hostile one) holds exactly the same records.
     pub fn converged(&self) -> bool {
-        let all = self.holdings();
+        let all: Vec<_> = self
+            .holdings()
+            .into_iter()
+            .filter(|(i, _)| Some(*i) != self.hostile)
+            .collect();
         all.windows(2).all(|w| w[0].1 == w[1].1)
     }
 

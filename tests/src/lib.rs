@@ -16,6 +16,7 @@ use serde_json::Value;
 pub mod adversary;
 pub mod group;
 pub mod honest;
+pub mod memory;
 pub mod netns;
 pub mod relay;
 

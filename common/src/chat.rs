@@ -107,9 +107,9 @@ fn rfc3339_ms(ms: i64) -> String {
 }
 
 fn hms(ms: i64, offset: UtcOffset) -> String {
-    let t = OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-        .to_offset(offset);
+    // A time near the ends of the calendar has no local time in every offset.
+    let utc = OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let t = utc.checked_to_offset(offset).unwrap_or(utc);
     format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second())
 }
 
@@ -319,6 +319,29 @@ mod tests {
         assert!(matches!(parse_input("/msg bob"), Input::Bad(_)));
         assert!(matches!(parse_input("/frobnicate"), Input::Bad(_)));
         assert_eq!(parse_input("crlf\r"), Input::Say("crlf".into()));
+    }
+
+    /// Red-team: a record dated before year -9999 made `to_offset` panic west of UTC.
+    #[test]
+    fn a_time_out_of_range_never_panics_in_any_offset() {
+        let mut r = crate::record::Record::new(record::CHAT_TYPE, MemberId::from_bytes([1; 20]), i64::MIN / 2, 1);
+        r.data = b"x".to_vec();
+        let stored = StoredRecord {
+            record: r,
+            seq: 1,
+            received_ns: 0,
+            via_sync: true,
+        };
+        for offset in [
+            UtcOffset::from_hms(-5, 0, 0).unwrap(),
+            UtcOffset::from_hms(14, 0, 0).unwrap(),
+        ] {
+            assert!(matches!(
+                message_line(Mode::Human, &stored, "m", offset, 0),
+                Line::Out(_)
+            ));
+        }
+        assert_eq!(hms(i64::MAX, UtcOffset::from_hms(14, 0, 0).unwrap()).len(), 8);
     }
 
     #[test]

@@ -24,10 +24,24 @@ pub enum ResolveError {
 }
 
 /// Whether `c` is removed from what a person sees: C0 controls, DEL, C1 controls (ESC
-/// among the C0), and the bidirectional embeddings, overrides and isolates, which can
-/// make a line read differently from what it holds.
+/// among the C0), the bidirectional embeddings, overrides, isolates and marks, which
+/// can make a line read differently from what it holds, and the invisible format
+/// characters (zero-width spaces and joiners, soft hyphen, word joiner, byte-order
+/// mark, line and paragraph separators), which can make `alice` and `alice` two names.
 pub fn is_unsafe_char(c: char) -> bool {
-    matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    matches!(
+        c,
+        '\u{0}'..='\u{1f}'
+            | '\u{7f}'..='\u{9f}'
+            | '\u{ad}'
+            | '\u{61c}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+    )
 }
 
 /// `text` as it may be shown on a terminal: tabs and line breaks become spaces (a
@@ -144,6 +158,24 @@ mod tests {
             sanitize("plain words, émoji 🎉 and 中文"),
             "plain words, émoji 🎉 and 中文"
         );
+    }
+
+    /// Red-team: invisible format characters made `alice\u{200B}` a name of its own.
+    #[test]
+    fn invisible_characters_do_not_make_a_name_new() {
+        let mut d = Directory::new();
+        d.learn(id('a'), "alice");
+        for lookalike in [
+            "alice\u{200B}",
+            "al\u{00AD}ice",
+            "\u{FEFF}alice",
+            "alice\u{200E}",
+            "ali\u{2060}ce",
+        ] {
+            d.learn(id('b'), lookalike);
+            assert!(d.display(&id('b')).contains(&id('b').short()), "{lookalike:?}");
+            assert_eq!(d.name(&id('b')), Some("alice"));
+        }
     }
 
     #[test]

@@ -107,6 +107,7 @@ fn fixture() -> Fixture {
     let quota = QuotaLimits {
         bytes: 1024 * 1024,
         records: 6,
+        ..QuotaLimits::default()
     };
     let sim = Sim::with_quota(7, 4, 1, LinkParams::default(), quota).unwrap();
     let mut records = Vec::new();

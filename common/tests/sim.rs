@@ -184,6 +184,7 @@ fn a_hostile_member_cannot_make_honest_nodes_diverge_or_overflow() {
     let quota = QuotaLimits {
         bytes: 256 * 1024,
         records: 40,
+        ..QuotaLimits::default()
     };
     let mut sim = Sim::with_quota(seed, nodes, 3, links, quota).expect("credentials");
     for i in 0..nodes {

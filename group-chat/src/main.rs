@@ -106,6 +106,25 @@ fn print_history(identity: &Identity, m: &Membership, offset: UtcOffset) -> anyh
     cli::write_stdout(out.as_bytes())
 }
 
+/// Lines waiting for the output thread, at most.
+const OUT_QUEUE: usize = 1024;
+
+/// Queues a line for the output thread; when it is [`OUT_QUEUE`] behind the line is
+/// dropped and counted, and the count goes out first once there is room.
+fn say(tx: &std::sync::mpsc::SyncSender<Out>, dropped: &mut u64, mode: Mode, line: Line) {
+    if *dropped > 0 {
+        let note = chat::error_line(mode, &format!("{dropped} lines were dropped: the display fell behind"));
+        if tx.try_send(Out::Line(note)).is_err() {
+            *dropped += 1;
+            return;
+        }
+        *dropped = 0;
+    }
+    if tx.try_send(Out::Line(line)).is_err() {
+        *dropped += 1;
+    }
+}
+
 enum Out {
     Line(Line),
     Records,
@@ -165,16 +184,20 @@ async fn online(
     }
 
     // stdout belongs to one thread that follows the store: a slow reader delays only it.
-    let (out_tx, out_rx) = std::sync::mpsc::channel::<Out>();
+    // Bounded: a display that stops reading must not make this process hold whatever
+    // other members send meanwhile (see `say`).
+    let (out_tx, out_rx) = std::sync::mpsc::sync_channel::<Out>(OUT_QUEUE);
+    let mut dropped = 0u64;
     let dirty = Arc::new(AtomicBool::new(false));
     let closed = Arc::new(AtomicBool::new(false));
     let output = {
         let (dirty, closed) = (dirty.clone(), closed.clone());
         std::thread::spawn(move || output_loop(out_rx, opened, &dirty, &closed))
     };
-    let notify_records = |tx: &std::sync::mpsc::Sender<Out>| {
-        if !dirty.swap(true, Ordering::AcqRel) {
-            let _ = tx.send(Out::Records);
+    let notify_records = |tx: &std::sync::mpsc::SyncSender<Out>| {
+        // A full queue leaves the flag clear, so the next change asks again.
+        if !dirty.swap(true, Ordering::AcqRel) && tx.try_send(Out::Records).is_err() {
+            dirty.store(false, Ordering::Release);
         }
     };
     let _ = out_tx.send(Out::Records);
@@ -208,7 +231,7 @@ async fn online(
                 if let Some(line) = chat::event_line(mode, &ev, offset)
                     && (!quiet || matches!(ev, Event::Error(_)))
                 {
-                    let _ = out_tx.send(Out::Line(line));
+                    say(&out_tx, &mut dropped, mode, line);
                 }
                 if ev == Event::Ready && args.send.is_some() {
                     break;
@@ -220,21 +243,21 @@ async fn online(
                 match chat::parse_input(&line) {
                     Input::Say(text) => {
                         if let Err(e) = handle.publish(&text).await {
-                            let _ = out_tx.send(Out::Line(chat::error_line(mode, &e.to_string())));
+                            say(&out_tx, &mut dropped, mode, chat::error_line(mode, &e.to_string()));
                         }
                     }
                     Input::Whisper { member, text } => {
                         if let Err(e) = handle.whisper(&member, &text).await {
-                            let _ = out_tx.send(Out::Line(chat::error_line(mode, &format!("whisper to {member} failed: {e}"))));
+                            say(&out_tx, &mut dropped, mode, chat::error_line(mode, &format!("whisper to {member} failed: {e}")));
                         }
                     }
                     Input::Who => {
                         let members = handle.members().await.unwrap_or_default();
-                        let _ = out_tx.send(Out::Line(chat::members_line(mode, &members)));
+                        say(&out_tx, &mut dropped, mode, chat::members_line(mode, &members));
                     }
                     Input::Quit => break,
                     Input::Nothing => {}
-                    Input::Bad(msg) => { let _ = out_tx.send(Out::Line(chat::error_line(mode, &msg))); }
+                    Input::Bad(msg) => say(&out_tx, &mut dropped, mode, chat::error_line(mode, &msg)),
                 }
             }
             _ = sigterm.recv() => break,

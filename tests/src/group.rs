@@ -278,6 +278,20 @@ pub fn try_member_connection_for(
     limit: Duration,
     purpose: common::wire::Purpose,
 ) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, String> {
+    member_connection_with(member, addr, limit, purpose, None)
+}
+
+/// A member connection whose TCP receive buffer is `rcvbuf` bytes (set before
+/// connecting, so the window the peer sees stays small): a reader that reads nothing
+/// then backs up the peer's writer at once, as over a slow link, not after megabytes of
+/// loopback buffers.
+pub fn member_connection_with(
+    member: &Member,
+    addr: &str,
+    limit: Duration,
+    purpose: common::wire::Purpose,
+    rcvbuf: Option<usize>,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, String> {
     let home = common::home::Home::resolve(Some(member.home.path())).unwrap();
     let identity = common::identity::Identity::load(&home, member.name).unwrap();
     let membership = common::membership::find(&home, member.name, GROUP).unwrap();
@@ -290,7 +304,17 @@ pub fn try_member_connection_for(
         .ok()
         .and_then(|mut a| a.next())
         .unwrap_or_else(|| panic!("not an address: {addr}"));
-    let tcp = TcpStream::connect_timeout(&to, left()).map_err(|e| format!("connect: {e}"))?;
+    let tcp = match rcvbuf {
+        None => TcpStream::connect_timeout(&to, left()).map_err(|e| format!("connect: {e}"))?,
+        Some(size) => {
+            let sock = socket2::Socket::new(socket2::Domain::for_address(to), socket2::Type::STREAM, None)
+                .map_err(|e| format!("socket: {e}"))?;
+            sock.set_recv_buffer_size(size).map_err(|e| format!("SO_RCVBUF: {e}"))?;
+            sock.connect_timeout(&to.into(), left())
+                .map_err(|e| format!("connect: {e}"))?;
+            sock.into()
+        }
+    };
     // The handshake runs inside the first write; its reads wait at most what is left.
     tcp.set_read_timeout(Some(left())).unwrap();
     let mut s = rustls::StreamOwned::new(conn, tcp);

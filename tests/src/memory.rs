@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::record::Record;
 use common::sync::{Bound, Mode, Range};
-use common::wire::Message;
+use common::wire::{Message, Purpose};
 use uuid::Uuid;
 
 use crate::adversary::Creds;
@@ -33,6 +33,10 @@ pub struct MemoryReport {
     pub connections: usize,
     /// Attack frames sent.
     pub frames: usize,
+    /// Open file descriptors before the attack, and the most seen during it.
+    pub idle_fds: usize,
+    /// The most open file descriptors seen during the attack.
+    pub peak_fds: usize,
 }
 
 impl MemoryReport {
@@ -52,8 +56,21 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// `attacker` (a member) attacks `victim` (online as `peer`) for `duration`.
-pub fn memory_attack(victim: &Member, peer: &mut Peer, attacker: &Member, duration: Duration) -> MemoryReport {
+/// A process's open file descriptors.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// `attacker` (a member) attacks `victim` (online as `peer`) for `duration`. With
+/// `half_close`, after each round of frames the attacker ends its sending side (the
+/// victim's reader sees the end) and connects again, still reading nothing.
+pub fn memory_attack(
+    victim: &Member,
+    peer: &mut Peer,
+    attacker: &Member,
+    duration: Duration,
+    half_close: bool,
+) -> MemoryReport {
     wait_ready_or_listening(peer);
     let creds = Creds::of(attacker);
     let now = unix_ms();
@@ -101,17 +118,24 @@ pub fn memory_attack(victim: &Member, peer: &mut Peer, attacker: &Member, durati
         .encode(),
     ];
     let start = Instant::now();
+    let idle_fds = open_fds(pid);
     let mut report = MemoryReport {
         idle_kib,
         peak_kib: idle_kib,
         connections: 0,
         frames: 0,
+        idle_fds,
+        peak_fds: idle_fds,
     };
+    // Half-closed connections stay open on our side, unread, as an attacker keeps them.
+    let mut kept = Vec::new();
     let mut conn = None;
     while start.elapsed() < duration {
         let s = conn.get_or_insert_with(|| {
             report.connections += 1;
-            member_connection(attacker, &victim.addr)
+            // A small window: the victim's writer backs up at once.
+            crate::group::member_connection_with(attacker, &victim.addr, WAIT, Purpose::Neighbour, Some(4096))
+                .expect("the attacker connects")
         });
         let mut cut = false;
         for f in &worst {
@@ -124,7 +148,13 @@ pub fn memory_attack(victim: &Member, peer: &mut Peer, attacker: &Member, durati
         }
         if cut {
             conn = None;
+        } else if half_close && let Some(s) = conn.take() {
+            let _ = s.sock.shutdown(std::net::Shutdown::Write);
+            kept.push(s);
+            // Let the victim see the end before the next connection replaces this one.
+            std::thread::sleep(Duration::from_millis(300));
         }
+        report.peak_fds = report.peak_fds.max(open_fds(pid));
         for _ in 0..5 {
             report.peak_kib = report.peak_kib.max(rss_kib(pid));
             std::thread::sleep(Duration::from_millis(20));

@@ -152,7 +152,9 @@ pub fn check_times(r: &Record, now_ms: i64, lifetimes: &Lifetimes) -> Result<(),
         t if t == MEMBERSHIP_TYPE => i64::MAX,
         _ => lifetimes.message_ms,
     };
-    if r.expires_ms.saturating_sub(r.modified_ms) > max_life.saturating_add(MAX_CLOCK_SKEW_MS) {
+    // From its creation, not its last change: else a record back-dated by a year (in a
+    // quota window of its own, or beyond any calendar a display can show) lives on.
+    if r.expires_ms.saturating_sub(r.created_ms) > max_life.saturating_add(MAX_CLOCK_SKEW_MS) {
         return Err(Rejection::OutlivesGroupLimit);
     }
     Ok(())
@@ -613,6 +615,24 @@ mod tests {
         bad_text.data = vec![0xff, 0xfe];
         bad_text.sign(&m1.group_id(), &m1.key()).unwrap();
         assert_eq!(reject(&bad_text), Rejection::BadChatText);
+    }
+
+    /// Red-team: records back-dated by hours each landed in a quota bucket of their own
+    /// (and a date before year -9999 crashed displays): a record lives at most the
+    /// group's lifetime from its creation.
+    #[test]
+    fn a_record_cannot_be_created_longer_ago_than_its_lifetime() {
+        let lifetimes = Lifetimes::from_secs(7 * 86_400, 300);
+        let (sim, _) = setup();
+        let mut r = chat(&sim.nodes[1], "old");
+        r.created_ms = NOW_MS - 365 * 86_400_000;
+        r.modified_ms = NOW_MS;
+        r.expires_ms = NOW_MS + 60_000;
+        assert_eq!(check_times(&r, NOW_MS, &lifetimes), Err(Rejection::OutlivesGroupLimit));
+        r.created_ms = -377_705_116_800_000;
+        assert_eq!(check_times(&r, NOW_MS, &lifetimes), Err(Rejection::OutlivesGroupLimit));
+        r.created_ms = NOW_MS - 86_400_000;
+        assert_eq!(check_times(&r, NOW_MS, &lifetimes), Ok(()));
     }
 
     /// Attack 2: a member writes under another member's record id (a chat message, a

@@ -99,6 +99,8 @@ pub enum ConnReason {
     UnexpectedHello,
     /// A sync message that does not decode or reconcile.
     BadSync(SyncError),
+    /// Sync messages faster than any session needs.
+    SyncFlood,
     /// A record that does not decode.
     MalformedRecord(RecordError),
     /// The dialled address answered as another member than the one named.
@@ -121,6 +123,7 @@ impl fmt::Display for ConnReason {
             ConnReason::OnlyWhispers => f.write_str("only whispers are allowed on a direct connection"),
             ConnReason::UnexpectedHello => f.write_str("unexpected hello"),
             ConnReason::BadSync(e) => write!(f, "bad sync message: {e}"),
+            ConnReason::SyncFlood => f.write_str("too many sync messages"),
             ConnReason::MalformedRecord(e) => write!(f, "malformed record: {e}"),
             ConnReason::WrongMember(t) | ConnReason::Transport(t) => f.write_str(t),
             ConnReason::AuthFailed(t) => write!(f, "authentication failed: {t}"),

@@ -35,8 +35,50 @@ pub const MAX_OWED_IDS: usize = 131_072;
 /// one sync message in flight and reads our replies; one that leaves this much unread
 /// is disconnected.
 pub const MAX_OWED_FRAME_BYTES: usize = 8 * 1024 * 1024;
+/// What each queued frame costs beyond its bytes (its allocations and queue slot):
+/// counted with them, so a stream of tiny frames meets the budgets as soon as the
+/// memory it takes would.
+pub const FRAME_OVERHEAD: usize = 128;
 /// How long a peer may read nothing while bytes wait for it before it is disconnected.
 pub const WRITE_STALL: Duration = Duration::from_secs(30);
+
+/// Sync messages a peer may open sessions with, in a burst: a session over 100,000
+/// records that differ in 10,000 takes 18 of the initiator's messages.
+pub const SYNC_BURST: f64 = 256.0;
+/// Sync messages a peer may send a second, on average, as initiator: each one costs a
+/// pass over the keyed fingerprints (2.4 ms for 100,000 records), so a peer sending
+/// them in a loop costs at most a sixth of a core.
+pub const SYNC_PER_SECOND: f64 = 64.0;
+
+/// A token bucket for the sync messages a peer initiates.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncBudget {
+    tokens: f64,
+    at: Instant,
+}
+
+impl SyncBudget {
+    /// A full bucket at `now`.
+    pub fn new(now: Instant) -> SyncBudget {
+        SyncBudget {
+            tokens: SYNC_BURST,
+            at: now,
+        }
+    }
+
+    /// Takes one message's token at `now`; false when the peer sends faster than
+    /// [`SYNC_PER_SECOND`] beyond a burst of [`SYNC_BURST`].
+    pub fn take(&mut self, now: Instant) -> bool {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * SYNC_PER_SECOND;
+        self.tokens = (self.tokens + refill).min(SYNC_BURST);
+        self.at = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
 
 /// What the periodic check decides for one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +130,7 @@ impl Owed {
     /// Owes a frame after everything owed so far; false when the peer has left more
     /// than [`MAX_OWED_FRAME_BYTES`] unread (it should be disconnected).
     pub fn frame(&mut self, frame: Arc<Vec<u8>>) -> bool {
-        self.frame_bytes += frame.len();
+        self.frame_bytes += frame.len() + FRAME_OVERHEAD;
         self.queue.push_back(OwedItem::Frame(frame));
         self.frame_bytes <= MAX_OWED_FRAME_BYTES
     }
@@ -100,7 +142,7 @@ impl Owed {
             OwedItem::Body(id) => {
                 self.ids.remove(id);
             }
-            OwedItem::Frame(f) => self.frame_bytes -= f.len(),
+            OwedItem::Frame(f) => self.frame_bytes -= f.len() + FRAME_OVERHEAD,
         }
         Some(item)
     }
@@ -133,9 +175,9 @@ pub struct Flow {
     pub syncing: bool,
     /// What the peer asked for and has not been sent yet.
     pub owed: Owed,
-    /// The driver's last count, and when the peer last read something (or had nothing
-    /// waiting).
-    reported: usize,
+    /// The driver's last count of bytes written to the peer, and when the peer last
+    /// read something (or had nothing waiting).
+    written: u64,
     progress: Instant,
 }
 
@@ -147,23 +189,26 @@ impl Flow {
             lagging: false,
             syncing: false,
             owed: Owed::default(),
-            reported: 0,
+            written: 0,
             progress: now,
         }
     }
 
-    /// The driver's count of bytes still queued, at `now`.
-    pub fn report(&mut self, queued: usize, now: Instant) {
-        if queued == 0 || queued < self.reported {
+    /// The driver's counts at `now`: bytes still queued, and bytes written so far. A
+    /// peer that took any bytes since the last count is reading, however full its queue
+    /// stays (a slow link behind a busy group).
+    pub fn report(&mut self, queued: usize, written: u64, now: Instant) {
+        if queued == 0 || written > self.written {
             self.progress = now;
         }
-        self.reported = queued;
+        self.written = self.written.max(written);
         self.queued = queued;
     }
 
-    /// The core queued `bytes` more.
+    /// The core queued a frame of `bytes` more (counted with [`FRAME_OVERHEAD`], as the
+    /// driver counts it).
     pub fn queue(&mut self, bytes: usize) {
-        self.queued = self.queued.saturating_add(bytes);
+        self.queued = self.queued.saturating_add(bytes + FRAME_OVERHEAD);
     }
 
     /// Whether owed bodies may be read now.
@@ -186,7 +231,7 @@ impl Flow {
 
     /// The periodic check at `now`.
     pub fn check(&mut self, now: Instant) -> FlowAction {
-        let stalled = self.reported > 0 && now.duration_since(self.progress) > WRITE_STALL;
+        let stalled = self.queued > 0 && now.duration_since(self.progress) > WRITE_STALL;
         if self.queued > STALLED_BYTES || stalled {
             FlowAction::Close
         } else if self.lagging && self.queued < LAGGING_BYTES / 4 && !self.syncing {
@@ -210,16 +255,16 @@ mod tests {
         f.queue(LAGGING_BYTES + 1);
         assert!(!f.admits_flood(), "over budget: not flooded");
         assert!(f.lagging);
-        f.report(LAGGING_BYTES / 2, t0);
+        f.report(LAGGING_BYTES / 2, 0, t0);
         assert!(!f.admits_flood(), "still lagging until it syncs");
         assert_eq!(f.check(t0), FlowAction::None, "not drained enough");
-        f.report(0, t0);
+        f.report(0, 0, t0);
         f.syncing = true;
         assert_eq!(f.check(t0), FlowAction::None, "a session is already under way");
         f.syncing = false;
         assert_eq!(f.check(t0), FlowAction::Resync);
         assert!(f.admits_flood());
-        f.report(STALLED_BYTES + 1, t0);
+        f.report(STALLED_BYTES + 1, 0, t0);
         assert_eq!(f.check(t0), FlowAction::Close);
     }
 
@@ -227,21 +272,48 @@ mod tests {
     fn a_peer_that_reads_nothing_for_the_stall_limit_is_cut() {
         let t0 = Instant::now();
         let mut f = Flow::new(t0);
-        f.report(1000, t0);
-        f.report(1000, t0 + WRITE_STALL / 2);
+        f.report(1000, 0, t0);
+        f.report(1000, 0, t0 + WRITE_STALL / 2);
         assert_eq!(f.check(t0 + WRITE_STALL / 2), FlowAction::None);
         // It read a little: the clock starts again.
-        f.report(900, t0 + WRITE_STALL);
+        f.report(900, 100, t0 + WRITE_STALL);
         assert_eq!(f.check(t0 + WRITE_STALL * 3 / 2), FlowAction::None);
-        f.report(900, t0 + WRITE_STALL * 2);
+        f.report(900, 100, t0 + WRITE_STALL * 2);
         assert_eq!(
             f.check(t0 + WRITE_STALL * 2 + Duration::from_secs(1)),
             FlowAction::Close
         );
         // Nothing waiting is never a stall.
         let mut idle = Flow::new(t0);
-        idle.report(0, t0);
+        idle.report(0, 0, t0);
         assert_eq!(idle.check(t0 + WRITE_STALL * 10), FlowAction::None);
+    }
+
+    /// Red-team: a slow reader behind a busy group keeps a full queue (it is refilled
+    /// as fast as it drains); it reads, so it is not cut.
+    #[test]
+    fn a_slow_reader_with_a_full_queue_is_not_cut() {
+        let t0 = Instant::now();
+        let mut f = Flow::new(t0);
+        for s in 0..120u64 {
+            let at = t0 + Duration::from_millis(500 * s);
+            f.report(SERVE_BYTES, s * 32 * 1024, at);
+            assert_eq!(f.check(at), FlowAction::None, "cut after {} s", s / 2);
+        }
+    }
+
+    /// Red-team: sync messages in a loop cost a pass over every record each.
+    #[test]
+    fn sync_messages_beyond_the_burst_and_rate_are_refused() {
+        let t0 = Instant::now();
+        let mut b = SyncBudget::new(t0);
+        let taken = (0..1000).filter(|_| b.take(t0)).count();
+        assert_eq!(taken, SYNC_BURST as usize);
+        assert!(b.take(t0 + Duration::from_millis(20)), "refilled");
+        assert!(!b.take(t0 + Duration::from_millis(20)));
+        // An honest pace never runs out.
+        let mut honest = SyncBudget::new(t0);
+        assert!((0..10_000).all(|i| honest.take(t0 + Duration::from_millis(20 * i))));
     }
 
     #[test]
@@ -259,7 +331,13 @@ mod tests {
         let refused = o.bodies((0..MAX_OWED_IDS as u128 + 5).map(Uuid::from_u128));
         assert_eq!((o.len(), refused), (MAX_OWED_IDS, 5));
         let mut o = Owed::default();
-        assert!(o.frame(Arc::new(vec![0; MAX_OWED_FRAME_BYTES])));
+        assert!(o.frame(Arc::new(vec![0; MAX_OWED_FRAME_BYTES - FRAME_OVERHEAD])));
         assert!(!o.frame(Arc::new(vec![0; 1])), "unread sync replies past the cap");
+        // Red-team: 5-byte frames cost ~100 bytes of heap each; they count so.
+        let mut o = Owed::default();
+        assert!(
+            !(0..200_000).all(|_| o.frame(Arc::new(vec![0; 5]))),
+            "200,000 tiny frames owed"
+        );
     }
 }

@@ -161,7 +161,7 @@ fn asking_for_everything_queues_no_more_than_the_serving_budget() {
     // As the peer reads, the rest follows, in order, then the sync reply.
     let mut more = 0;
     for _ in 0..100 {
-        b.core.handle(b.now, Input::Queued(to_mallory, 0));
+        b.core.handle(b.now, Input::Queued(to_mallory, 0, 0));
         let out = b.drain();
         let n = sent_to(&out, to_mallory);
         if n == 0 {
@@ -185,6 +185,7 @@ fn a_flood_of_unknown_records_stops_at_its_creators_quota_the_same_in_any_order(
     let quota = QuotaLimits {
         bytes: 1024 * 1024,
         records: 1000,
+        ..QuotaLimits::default()
     };
     let (alice, mallory) = (1, 2);
     let make = |b: &Bench| -> Vec<Record> {
@@ -274,4 +275,62 @@ fn a_flood_of_unknown_records_stops_at_its_creators_quota_the_same_in_any_order(
         kept_sets.push(kept);
     }
     assert_eq!(kept_sets[0], kept_sets[1], "the arrival order decided what was kept");
+}
+
+/// Red-team: sync messages in a loop each cost a pass over every record, and replies
+/// to sessions nobody opened were answered. Replies without a session are ignored; a
+/// peer opening sessions faster than any honest one is cut.
+#[test]
+fn sync_messages_in_a_loop_are_ignored_or_cut() {
+    let mut b = Bench::new(3, 1);
+    let mallory = b.connect(2);
+    let probe = |from_initiator| Message::SyncRanges {
+        from_initiator,
+        ranges: crate::sync::encode_ranges(&[crate::sync::Range {
+            upper: crate::sync::Bound::End,
+            mode: crate::sync::Mode::Fingerprint(crate::sync::Fingerprint {
+                count: 1_000,
+                hash: [7; 16],
+            }),
+        }]),
+    };
+    let out = b.feed(mallory, probe(false));
+    assert_eq!(sent_to(&out, mallory), 0, "a reply to no session was answered");
+    let mut closed = false;
+    for _ in 0..1_000 {
+        let out = b.feed(mallory, probe(true));
+        if out
+            .iter()
+            .any(|o| matches!(o, Output::Close { conn } if *conn == mallory))
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "1,000 sync messages at once were all answered");
+}
+
+/// Red-team: a member alternating its presence addresses made every node rewrite (and
+/// fsync) the known-peers file once per presence record.
+#[test]
+fn a_presence_flood_rewrites_known_peers_at_most_once_per_interval() {
+    let mut b = Bench::new(3, 1);
+    let mallory = b.connect(2);
+    let node = &b.sim.nodes[2];
+    let (id, group, key) = (node.id, node.group_id(), node.key());
+    let mut writes = 0;
+    for i in 0..1_000i64 {
+        let t = b.now.unix_ms() + i;
+        let mut r = Record::new(PRESENCE_TYPE, id, t, 30_000);
+        r.version = t as u64;
+        let addr = if i % 2 == 0 { "10.9.0.1:7400" } else { "10.9.0.2:7400" };
+        r.attributes.push(("addresses".into(), AttrValue::Str(addr.into())));
+        r.sign(&group, &key).unwrap();
+        let out = b.feed(mallory, records(&[&r]));
+        writes += out.iter().filter(|o| matches!(o, Output::KnownPeers(_))).count();
+    }
+    assert!(
+        writes <= 1,
+        "{writes} rewrites of known-peers for one member's presence flood"
+    );
 }

@@ -77,6 +77,8 @@ pub const MAX_DIRECT: usize = 32;
 /// Most direct connections from (or to) one member: one each way, and one more while
 /// an old one closes.
 pub const MAX_DIRECT_PER_MEMBER: usize = 3;
+/// The known-peers file is rewritten at most this often.
+pub const KNOWN_PEERS_EVERY: Duration = Duration::from_secs(5);
 /// How long an unused direct (whisper) connection stays open.
 pub const DIRECT_IDLE: Duration = Duration::from_secs(60);
 /// Most failed incoming handshakes reported per second (the rest are only logged).
@@ -231,8 +233,9 @@ pub enum Input {
         /// What went wrong.
         reason: ConnReason,
     },
-    /// Bytes still queued to a connection (the driver's count).
-    Queued(ConnId, usize),
+    /// Bytes still queued to a connection, and bytes written to it so far (the driver's
+    /// counts).
+    Queued(ConnId, usize, u64),
     /// A command from the node's user.
     Command(RequestId, Command),
 }
@@ -320,6 +323,7 @@ struct Conn {
     sync_key: SyncKey,
     flow: Flow,
     last_used: Instant,
+    sync_budget: flow::SyncBudget,
 }
 
 /// The node's state machine over a record store `S`.
@@ -337,6 +341,9 @@ pub struct Core<S: RecordStore> {
     quotas: Quotas,
     /// Records a quota pushed out, to delete from the store at the next commit.
     evicted: Vec<Uuid>,
+    /// When the known-peers file was last asked for, and whether it changed since.
+    known_written: Option<Instant>,
+    known_dirty: bool,
     /// Records not kept that moved a quota's cutoff, to forward (not store) with the
     /// next commit, and where each came from.
     cutoffs: Vec<(Vec<u8>, Option<ConnId>)>,
@@ -376,7 +383,11 @@ impl<S: RecordStore> Core<S> {
         let admission = Admission::new(m.group.id, m.root.clone(), lifetimes, (me, m.membership.clone()));
         let stored = |e: S::Error| CoreError::Store(e.to_string());
         let mut items = ItemSet::new();
-        let mut quotas = Quotas::with_limits(cfg.quota);
+        // Windows at least as long as a message lives: the records alive at once lie in
+        // two of them at most.
+        let mut limits = cfg.quota;
+        limits.window_ms = limits.window_ms.max(lifetimes.message_ms);
+        let mut quotas = Quotas::with_limits(limits);
         let mut over = Vec::new();
         for s in store.summaries().map_err(stored)? {
             items.insert(Item {
@@ -411,6 +422,8 @@ impl<S: RecordStore> Core<S> {
             held: Held::default(),
             quotas,
             evicted: Vec::new(),
+            known_written: None,
+            known_dirty: false,
             cutoffs: Vec::new(),
             cutoff_records: BTreeMap::new(),
             roster: Roster::default(),
@@ -469,9 +482,9 @@ impl<S: RecordStore> Core<S> {
                 expected,
                 reason,
             } => self.on_dial_failed(addr, purpose, expected, reason, now),
-            Input::Queued(id, bytes) => {
+            Input::Queued(id, bytes, written) => {
                 if let Some(c) = self.conns.get_mut(&id) {
-                    c.flow.report(bytes, now.instant);
+                    c.flow.report(bytes, written, now.instant);
                     self.serve(id);
                 }
             }
@@ -520,6 +533,9 @@ impl<S: RecordStore> Core<S> {
         if now.instant.duration_since(self.last_purge) >= PURGE_EVERY {
             self.last_purge = now.instant;
             self.purge(now);
+        }
+        if self.known_dirty {
+            self.known_changed(now.instant);
         }
         let dropped = self.held.expire(now.instant);
         if dropped > 0 {
@@ -713,7 +729,7 @@ impl<S: RecordStore> Core<S> {
             }
         }
         if learnt {
-            self.out.push_back(Output::KnownPeers(self.mesh.known().render()));
+            self.known_changed(now.instant);
         }
         Ok(())
     }
@@ -818,6 +834,10 @@ impl<S: RecordStore> Core<S> {
             Command::Members => Reply::Members(self.roster.members(self.me, self.admission.names())),
             Command::Status => Reply::Status(self.status),
             Command::Leave => {
+                if self.known_dirty {
+                    self.known_dirty = false;
+                    self.out.push_back(Output::KnownPeers(self.mesh.known().render()));
+                }
                 if let Err(e) = self.publish_presence(true, now) {
                     self.emit(Event::Error(format!("cannot remove presence: {e}")));
                 }
@@ -1033,6 +1053,7 @@ impl<S: RecordStore> Core<S> {
                 sync_key: up.sync_key,
                 flow: Flow::new(now.instant),
                 last_used: now.instant,
+                sync_budget: flow::SyncBudget::new(now.instant),
             },
         );
         self.emit(Event::Connection {
@@ -1184,7 +1205,7 @@ impl<S: RecordStore> Core<S> {
             Message::Hello { .. } => self.close(id, ConnReason::UnexpectedHello),
             Message::Records { sync, bodies } => self.on_records(id, bodies, sync, now),
             Message::Want { ids } => self.owe(id, ids, Vec::new()),
-            Message::SyncRanges { from_initiator, ranges } => self.on_sync_ranges(id, from_initiator, &ranges),
+            Message::SyncRanges { from_initiator, ranges } => self.on_sync_ranges(id, from_initiator, &ranges, now),
             Message::SyncEnd => {
                 // After every body owed before it: the Ack tells the peer it has them.
                 self.owe(id, Vec::new(), vec![Arc::new(Message::SyncEndAck.encode())]);
@@ -1210,10 +1231,17 @@ impl<S: RecordStore> Core<S> {
         }
     }
 
-    fn on_sync_ranges(&mut self, id: ConnId, from_initiator: bool, bytes: &[u8]) {
-        let Some(key) = self.conns.get(&id).map(|c| c.sync_key) else {
+    fn on_sync_ranges(&mut self, id: ConnId, from_initiator: bool, bytes: &[u8], now: Now) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        // A reply when no session of ours is under way is nobody's answer; sessions a
+        // peer opens are rate-limited, each message costing a pass over the records.
+        if !from_initiator && !c.flow.syncing {
             return;
-        };
+        }
+        if from_initiator && !c.sync_budget.take(now.instant) {
+            return self.close(id, ConnReason::SyncFlood);
+        }
+        let key = c.sync_key;
         let step = match session::on_ranges(&self.items, &key, from_initiator, bytes) {
             Ok(s) => s,
             Err(e) => return self.close(id, ConnReason::BadSync(e)),
@@ -1419,7 +1447,7 @@ impl<S: RecordStore> Core<S> {
             // Forwarded even when it was evicted before its first flood: a node that
             // never saw it would keep what lies beyond it.
             if let Some(cutoff) = cutoff {
-                self.note_cutoff(quota::bucket_key(r.creator, r.created_ms), cutoff.clone());
+                self.note_cutoff(self.quotas.bucket_key(r.creator, r.created_ms), cutoff.clone());
                 self.cutoffs.push((cutoff, from));
             }
         }
@@ -1526,12 +1554,29 @@ impl<S: RecordStore> Core<S> {
         }
     }
 
+    /// Where members were seen changed: the known-peers file is rewritten now, or (when
+    /// it was rewritten less than [`KNOWN_PEERS_EVERY`] ago) at the first tick after,
+    /// so a member alternating its addresses cannot make every node fsync a file per
+    /// presence record.
+    fn known_changed(&mut self, now: Instant) {
+        if self
+            .known_written
+            .is_none_or(|at| now.duration_since(at) >= KNOWN_PEERS_EVERY)
+        {
+            self.known_written = Some(now);
+            self.known_dirty = false;
+            self.out.push_back(Output::KnownPeers(self.mesh.known().render()));
+        } else {
+            self.known_dirty = true;
+        }
+    }
+
     fn apply_presence(&mut self, r: &Record, now: Now) {
         if r.creator == self.me {
             return;
         }
         if !r.deleted && r.expires_ms > now.unix_ms() && self.mesh.note_addresses(r.creator, &r.presence_addresses()) {
-            self.out.push_back(Output::KnownPeers(self.mesh.known().render()));
+            self.known_changed(now.instant);
         }
         let Some(change) = self.roster.apply(r, now.unix_ms()) else {
             return;

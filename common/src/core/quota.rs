@@ -47,6 +47,10 @@ pub struct QuotaLimits {
     pub bytes: u64,
     /// Records per creator per window.
     pub records: usize,
+    /// The window over creation times, ms: at least the group's message lifetime (the
+    /// core sees to it), so the records alive at once lie in two windows at most and a
+    /// member can have at most twice the quota stored.
+    pub window_ms: i64,
 }
 
 impl Default for QuotaLimits {
@@ -54,6 +58,7 @@ impl Default for QuotaLimits {
         QuotaLimits {
             bytes: QUOTA_BYTES,
             records: QUOTA_RECORDS,
+            window_ms: QUOTA_WINDOW_MS,
         }
     }
 }
@@ -102,15 +107,15 @@ pub struct Quotas {
     refused_order: VecDeque<Uuid>,
 }
 
-/// The bucket a record of `creator` created at `created_ms` counts in.
-pub fn bucket_key(creator: MemberId, created_ms: i64) -> BucketKey {
-    (creator, created_ms.div_euclid(QUOTA_WINDOW_MS))
-}
-
 impl Quotas {
     /// No records counted, under the real figures.
     pub fn new() -> Quotas {
         Quotas::default()
+    }
+
+    /// The bucket a record of `creator` created at `created_ms` counts in.
+    pub fn bucket_key(&self, creator: MemberId, created_ms: i64) -> BucketKey {
+        (creator, created_ms.div_euclid(self.limits.window_ms.max(1)))
     }
 
     /// No records counted, under `limits`.
@@ -125,7 +130,8 @@ impl Quotas {
     /// and the records after it in the bucket's order that no longer do (all refused
     /// from now on).
     pub fn admit(&mut self, creator: MemberId, created_ms: i64, id: Uuid, bytes: usize) -> Counted {
-        let bucket = self.buckets.entry(bucket_key(creator, created_ms)).or_default();
+        let bk = self.bucket_key(creator, created_ms);
+        let bucket = self.buckets.entry(bk).or_default();
         let key = (created_ms, id);
         if bucket.cutoff.is_some_and(|c| key >= c) {
             self.refuse(id);
@@ -136,6 +142,29 @@ impl Quotas {
             };
         }
         let size = u32::try_from(bytes).unwrap_or(u32::MAX);
+        if let Some(&old) = bucket.records.get(&key) {
+            // A new version of a record counted here fits only if pushing out what
+            // comes after it makes room; else nothing changes, and the kept version
+            // stays counted (it stays stored).
+            let limits = self.limits;
+            let fits = |b: u64, c: usize| b <= limits.bytes && c <= limits.records;
+            let (mut b, mut c) = (bucket.bytes - u64::from(old) + u64::from(size), bucket.records.len());
+            let mut after = bucket
+                .records
+                .range((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded))
+                .rev();
+            while !fits(b, c) {
+                let Some((_, s)) = after.next() else {
+                    return Counted {
+                        kept: false,
+                        evicted: Vec::new(),
+                        lowered: false,
+                    };
+                };
+                b -= u64::from(*s);
+                c -= 1;
+            }
+        }
         if let Some(old) = bucket.records.insert(key, size) {
             bucket.bytes -= u64::from(old);
         }
@@ -167,7 +196,7 @@ impl Quotas {
     /// Stops counting a record (replaced by a version created at another time, expired
     /// or deleted).
     pub fn remove(&mut self, creator: MemberId, created_ms: i64, id: Uuid) {
-        let k = bucket_key(creator, created_ms);
+        let k = self.bucket_key(creator, created_ms);
         if let Some(bucket) = self.buckets.get_mut(&k) {
             if let Some(b) = bucket.records.remove(&(created_ms, id)) {
                 bucket.bytes -= u64::from(b);
@@ -198,14 +227,14 @@ impl Quotas {
     /// of `created_ms`, if one was seen.
     pub fn cutoff(&self, creator: MemberId, created_ms: i64) -> Option<(i64, Uuid)> {
         self.buckets
-            .get(&bucket_key(creator, created_ms))
+            .get(&self.bucket_key(creator, created_ms))
             .and_then(|b| b.cutoff)
     }
 
     /// Records counted for `creator` in the window of `created_ms`: (count, bytes).
     pub fn usage(&self, creator: MemberId, created_ms: i64) -> (usize, u64) {
         self.buckets
-            .get(&bucket_key(creator, created_ms))
+            .get(&self.bucket_key(creator, created_ms))
             .map_or((0, 0), |b| (b.records.len(), b.bytes))
     }
 }
@@ -275,6 +304,31 @@ mod tests {
                 "arrival order {order:?}"
             );
         }
+    }
+
+    /// Red-team: a bigger version of a kept record that does not fit must leave the
+    /// kept version counted (it stays stored) and evict nothing.
+    #[test]
+    fn a_replacement_that_does_not_fit_changes_nothing() {
+        let limits = QuotaLimits {
+            bytes: 100,
+            records: 10,
+            window_ms: QUOTA_WINDOW_MS,
+        };
+        let mut q = Quotas::with_limits(limits);
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        assert!(q.admit(M, 10, a, 40).kept);
+        assert!(q.admit(M, 20, b, 40).kept);
+        let bigger = q.admit(M, 20, b, 200);
+        assert!(!bigger.kept && bigger.evicted.is_empty(), "{bigger:?}");
+        assert_eq!(q.usage(M, 10), (2, 80), "the kept version is still counted");
+        assert!(!q.is_refused(&b), "the stored version of b is not refused");
+        // One that fits by pushing out later records does so.
+        let c = Uuid::from_u128(3);
+        assert!(q.admit(M, 30, c, 10).kept);
+        let grown = q.admit(M, 10, a, 55);
+        assert!(grown.kept);
+        assert_eq!(grown.evicted, vec![c]);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio::task::AbortHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
 use super::pending::{Pending, ReportRate};
-use crate::core::flow::SERVE_BYTES;
+use crate::core::flow::{FRAME_OVERHEAD, SERVE_BYTES};
 use crate::core::{AUTH_EVENTS_PER_SECOND, ConnId, ConnReason, ConnUp, Input, Stats};
 use crate::member::MemberId;
 use crate::pki::Cert;
@@ -155,15 +155,17 @@ impl<R: AsyncRead + Unpin> AsyncRead for Watched<R> {
 pub struct Writer {
     tx: mpsc::UnboundedSender<Arc<Vec<u8>>>,
     queued: Arc<AtomicUsize>,
+    written: Arc<AtomicU64>,
     armed: Arc<AtomicBool>,
 }
 
 impl Writer {
     /// Queues one encoded frame; false if the connection is gone.
     pub fn send(&self, frame: Arc<Vec<u8>>) -> bool {
-        self.queued.fetch_add(frame.len(), Ordering::Relaxed);
-        if self.tx.send(frame.clone()).is_err() {
-            self.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+        let cost = frame.len() + FRAME_OVERHEAD;
+        self.queued.fetch_add(cost, Ordering::Relaxed);
+        if self.tx.send(frame).is_err() {
+            self.queued.fetch_sub(cost, Ordering::Relaxed);
             return false;
         }
         true
@@ -174,9 +176,15 @@ impl Writer {
         self.send(Arc::new(msg.encode()))
     }
 
-    /// Bytes queued and not yet written to the socket.
+    /// Bytes queued and not yet written to the socket (each frame with
+    /// [`FRAME_OVERHEAD`]).
     pub fn queued_bytes(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of frames written so far: it grows while the peer reads at all.
+    pub fn written_bytes(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
     }
 
     /// Asks the writer to report (once) when its queue drains below half the serving
@@ -446,14 +454,17 @@ async fn start(
     let (tx, rx) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
     let armed = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
     let writer = Writer {
         tx,
         queued: queued.clone(),
+        written: written.clone(),
         armed: armed.clone(),
     };
     let drained = Drained {
         id,
         armed,
+        written,
         events: events.clone(),
     };
     let write_task = tokio::spawn(write_loop(write_half, rx, queued, drained, stats.clone())).abort_handle();
@@ -533,6 +544,7 @@ async fn read_loop(
 struct Drained {
     id: ConnId,
     armed: Arc<AtomicBool>,
+    written: Arc<AtomicU64>,
     events: mpsc::Sender<ConnEvent>,
 }
 
@@ -540,7 +552,10 @@ impl Drained {
     fn after_write(&self, queued: usize) {
         if queued < SERVE_BYTES / 2 && self.armed.swap(false, Ordering::Relaxed) {
             // A full event queue means the node is busy and its tick reports anyway.
-            let _ = self.events.try_send(ConnEvent::Core(Input::Queued(self.id, queued)));
+            let written = self.written.load(Ordering::Relaxed);
+            let _ = self
+                .events
+                .try_send(ConnEvent::Core(Input::Queued(self.id, queued, written)));
         }
     }
 }
@@ -553,6 +568,13 @@ async fn write_loop(
     stats: Arc<Stats>,
 ) {
     let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, write);
+    // Each frame leaves the count once written, so a slow reader shows progress frame
+    // by frame, not only when a whole batch is through.
+    let wrote = |frame: &[u8]| {
+        queued.fetch_sub(frame.len() + FRAME_OVERHEAD, Ordering::Relaxed);
+        drained.written.fetch_add(frame.len() as u64, Ordering::Relaxed);
+        stats.bytes_out.fetch_add(frame.len() as u64, Ordering::Relaxed);
+    };
     loop {
         let frame = match tokio::time::timeout(KEEPALIVE, rx.recv()).await {
             Ok(Some(frame)) => frame,
@@ -567,25 +589,21 @@ async fn write_loop(
                 continue;
             }
         };
-        let mut n = frame.len();
         if out.write_all(&frame).await.is_err() {
             break;
         }
+        wrote(&frame);
         // Flushing per frame costs ~10x: write what is queued, flush when empty.
         while let Ok(more) = rx.try_recv() {
-            n += more.len();
             if out.write_all(&more).await.is_err() {
-                queued.fetch_sub(n, Ordering::Relaxed);
                 return;
             }
+            wrote(&more);
         }
-        let flushed = out.flush().await;
-        let left = queued.fetch_sub(n, Ordering::Relaxed) - n;
-        stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-        if flushed.is_err() {
+        if out.flush().await.is_err() {
             break;
         }
-        drained.after_write(left);
+        drained.after_write(queued.load(Ordering::Relaxed));
     }
     let _ = out.shutdown().await;
 }

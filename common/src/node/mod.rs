@@ -185,6 +185,20 @@ struct Link {
     heard: Heard,
 }
 
+/// Ends a connection's tasks: the reader at once; the writer may flush what is queued
+/// and shut the socket down, but a peer that does not read gets only a short grace,
+/// then the task and its queue go (whether the node closed it or the peer's side ended
+/// first: a peer that half-closes and never reads would otherwise keep both forever).
+fn retire(l: Link) {
+    l.reader.abort();
+    let task = l.write_task;
+    drop(l.writer);
+    tokio::spawn(async move {
+        tokio::time::sleep(conn::CLOSE_GRACE).await;
+        task.abort();
+    });
+}
+
 /// The actor: the core and what carries its outputs out.
 struct Driver {
     core: Core<Store>,
@@ -388,7 +402,9 @@ impl Driver {
                 Input::Up(Box::new(up.conn))
             }
             ConnEvent::Down(id, reason) => {
-                self.links.remove(&id);
+                if let Some(l) = self.links.remove(&id) {
+                    retire(l);
+                }
                 Input::Down(id, reason)
             }
             ConnEvent::Core(input) => input,
@@ -402,7 +418,8 @@ impl Driver {
     fn report_queued(&mut self) {
         let t = now();
         for (id, link) in &self.links {
-            self.core.handle(t, Input::Queued(*id, link.writer.queued_bytes()));
+            let (queued, written) = (link.writer.queued_bytes(), link.writer.written_bytes());
+            self.core.handle(t, Input::Queued(*id, queued, written));
         }
     }
 
@@ -438,16 +455,8 @@ impl Driver {
                     nonce,
                 } => self.dial(addr, expected, purpose, nonce),
                 Output::Close { conn } => {
-                    // Dropping the writer lets the write task flush and shut the socket
-                    // down; a peer that does not read gets a short grace, then the task
-                    // and its queue go.
                     if let Some(l) = self.links.remove(&conn) {
-                        l.reader.abort();
-                        let task = l.write_task;
-                        tokio::spawn(async move {
-                            tokio::time::sleep(conn::CLOSE_GRACE).await;
-                            task.abort();
-                        });
+                        retire(l);
                     }
                 }
                 Output::Event(e) => {

@@ -185,6 +185,8 @@ struct End {
     /// Bytes sent from this end not yet delivered: what a socket's queue would hold,
     /// reported to the core as `Input::Queued` at every tick.
     in_flight: usize,
+    /// Bytes sent from this end and delivered so far.
+    delivered: u64,
 }
 
 /// A scheduled happening, earliest first (then in scheduling order).
@@ -538,18 +540,18 @@ impl Sim {
         let now = self.clock();
         let (node, input) = match what {
             Happening::Tick { node, boot } => {
-                let queued: Vec<(ConnId, usize)> = self
+                let queued: Vec<(ConnId, usize, u64)> = self
                     .ends
                     .iter()
                     .filter(|(_, e)| e.alive && e.node == node && e.boot == boot)
-                    .map(|(id, e)| (*id, e.in_flight))
+                    .map(|(id, e)| (*id, e.in_flight, e.delivered))
                     .collect();
                 let n = &mut self.nodes[node];
                 let Some(core) = n.core.as_mut().filter(|_| n.boots == boot) else {
                     return;
                 };
-                for (id, bytes) in queued {
-                    core.handle(now, Input::Queued(id, bytes));
+                for (id, bytes, delivered) in queued {
+                    core.handle(now, Input::Queued(id, bytes, delivered));
                 }
                 core.handle_timeout(now);
                 if self.hostile != Some(node) {
@@ -565,6 +567,7 @@ impl Sim {
                 };
                 if let Some(sender) = self.ends.get_mut(&peer) {
                     sender.in_flight = sender.in_flight.saturating_sub(bytes);
+                    sender.delivered += bytes as u64;
                 }
                 self.frames += 1;
                 (node, Input::Frame(conn, msg))
@@ -649,9 +652,11 @@ impl Sim {
             return self.break_conn(conn);
         };
         let arrival = (self.now + self.one_way()).max(end.last_arrival);
+        // What a queued frame costs, as the driver counts it.
+        let cost = frame.len() + crate::core::flow::FRAME_OVERHEAD;
         if let Some(e) = self.ends.get_mut(&conn) {
             e.last_arrival = arrival;
-            e.in_flight += frame.len();
+            e.in_flight += cost;
         }
         let Some(peer) = self.ends.get(&end.peer).copied() else {
             return;
@@ -664,7 +669,7 @@ impl Sim {
                 node: peer.node,
                 conn: end.peer,
                 msg,
-                bytes: frame.len(),
+                bytes: cost,
             },
         });
     }
@@ -698,6 +703,7 @@ impl Sim {
             alive: true,
             last_arrival: Duration::ZERO,
             in_flight: 0,
+            delivered: 0,
         };
         self.ends.insert(a, end(i, self.nodes[i].boots, b));
         self.ends.insert(b, end(t, self.nodes[t].boots, a));

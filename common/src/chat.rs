@@ -254,35 +254,33 @@ pub fn event_line(mode: Mode, e: &Event, offset: UtcOffset) -> Option<Line> {
 
 /// Names of members as a front end shows them: their certificate names (see
 /// [`crate::names`]), from the membership records in the store, reloaded when a member
-/// not seen before appears.
+/// not known yet appears (at most once a second: a member's messages can be stored
+/// before its membership record is, and it shows as its id prefix until then).
 #[derive(Debug)]
 pub struct Names {
     dir: Directory,
-    missing: std::collections::HashSet<MemberId>,
+    last_reload: Option<std::time::Instant>,
 }
+
+/// How often the store's membership records are read again while a member is unknown.
+const NAMES_RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Names {
     /// Starts with this node's own name.
     pub fn new(me: MemberId, my_name: &str) -> Names {
         let mut dir = Directory::new();
         dir.learn(me, my_name);
-        Names {
-            dir,
-            missing: Default::default(),
-        }
+        Names { dir, last_reload: None }
     }
 
     /// How `member` is shown.
     pub fn name(&mut self, store: &Store, member: &MemberId) -> String {
-        if self.dir.name(member).is_none() && self.missing.insert(*member) {
-            self.reload(store);
+        let due = self.last_reload.is_none_or(|t| t.elapsed() >= NAMES_RELOAD_EVERY);
+        if self.dir.name(member).is_none() && due {
+            self.last_reload = Some(std::time::Instant::now());
+            learn_names(store, &mut self.dir);
         }
         self.dir.display(member)
-    }
-
-    fn reload(&mut self, store: &Store) {
-        learn_names(store, &mut self.dir);
-        self.missing.retain(|m| self.dir.name(m).is_none());
     }
 }
 

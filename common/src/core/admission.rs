@@ -603,6 +603,7 @@ mod tests {
         let mut future = chat(m1, "later");
         future.created_ms = NOW_MS + MAX_CLOCK_SKEW_MS + 1;
         future.modified_ms = future.created_ms;
+        future.set_nonce(future.nonce);
         assert_eq!(reject(&future), Rejection::InTheFuture);
         let mut forever = chat(m1, "forever");
         forever.expires_ms = i64::MAX;
@@ -762,6 +763,7 @@ mod tests {
         let mut late = r.clone();
         late.created_ms = after_end;
         late.modified_ms = after_end;
+        late.set_nonce(late.nonce);
         late.expires_ms = after_end + 1000;
         assert!(matches!(a.judge(&late, None, after_end, None), Verdict::Hold(_)));
     }

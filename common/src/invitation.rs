@@ -208,7 +208,7 @@ pub struct Invitation {
     pub membership: Cert,
     /// The invitee's issuing certificate (admins).
     pub issuing: Option<Cert>,
-    /// The inviter's issuing chain, nearest first (chain[0] signed the invitee's
+    /// The inviter's issuing chain, nearest first (`chain[0]` signed the invitee's
     /// certificates and its key signed the body).
     pub chain: Vec<Cert>,
 }

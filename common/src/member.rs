@@ -29,6 +29,12 @@ pub enum MemberIdError {
 }
 
 impl MemberId {
+    /// A member id of 40 times the hex digit `c`, for tests.
+    #[cfg(test)]
+    pub(crate) fn repeat(c: char) -> MemberId {
+        c.to_string().repeat(40).parse().expect("a hex digit")
+    }
+
     /// The id of the key whose SubjectPublicKeyInfo DER is `spki_der`.
     pub fn of_spki(spki_der: &[u8]) -> MemberId {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, spki_der);

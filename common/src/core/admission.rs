@@ -575,14 +575,19 @@ mod tests {
         assert!(matches!(a.judge(&r, None, NOW_MS, None), Verdict::Hold(m) if m == sim.nodes[2].id));
     }
 
+    /// Why `a` refuses `r` at `NOW_MS`, failing the test if it does not.
+    fn rejection(a: &Admission, r: &Record) -> Rejection {
+        match a.judge(r, None, NOW_MS, None) {
+            Verdict::Reject(why) => why,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn forged_and_malformed_records_are_rejected_with_their_reason() {
         let (sim, a) = setup();
         let (m0, m1) = (&sim.nodes[0], &sim.nodes[1]);
-        let reject = |r: &Record| match a.judge(r, None, NOW_MS, None) {
-            Verdict::Reject(why) => why,
-            other => panic!("{other:?}"),
-        };
+        let reject = |r: &Record| rejection(&a, r);
         let mut tampered = chat(m1, "hi");
         tampered.data = b"ho".to_vec();
         assert_eq!(reject(&tampered), Rejection::BadSignature);
@@ -642,10 +647,7 @@ mod tests {
     fn nobody_writes_under_another_members_id_or_above_the_version_ceiling() {
         let (sim, a) = setup();
         let (m0, m1) = (&sim.nodes[0], &sim.nodes[1]);
-        let reject = |r: &Record| match a.judge(r, None, NOW_MS, None) {
-            Verdict::Reject(why) => why,
-            other => panic!("{other:?}"),
-        };
+        let reject = |r: &Record| rejection(&a, r);
         let victim = chat(m0, "original");
         for target in [
             victim.id,

@@ -334,3 +334,29 @@ fn a_presence_flood_rewrites_known_peers_at_most_once_per_interval() {
         "{writes} rewrites of known-peers for one member's presence flood"
     );
 }
+
+/// A node's own message beyond its quota is refused to its user, not stored.
+#[test]
+fn an_own_message_past_the_quota_is_refused_with_the_reason() {
+    let quota = QuotaLimits {
+        records: 1,
+        ..QuotaLimits::default()
+    };
+    let mut b = Bench::with_quota(2, 1, quota);
+    let publish = |b: &mut Bench, req| {
+        b.core
+            .handle(b.now, Input::Command(req, Command::Publish(format!("message {req}"))));
+        b.drain()
+            .into_iter()
+            .find_map(|o| match o {
+                Output::Reply(r, Reply::Published(p)) if r == req => Some(p),
+                _ => None,
+            })
+            .expect("a reply")
+    };
+    assert!(publish(&mut b, 1).is_ok());
+    b.now.unix_ns += 1_000_000;
+    let items = b.core.items().len();
+    assert!(matches!(publish(&mut b, 2), Err(CoreError::OverQuota)));
+    assert_eq!(b.core.items().len(), items, "the refused message was kept");
+}

@@ -67,7 +67,7 @@ mod tests {
     use super::*;
 
     fn id(c: char) -> MemberId {
-        c.to_string().repeat(40).parse().unwrap()
+        MemberId::repeat(c)
     }
 
     fn addrs(list: &[&str]) -> Vec<String> {

@@ -1385,7 +1385,7 @@ impl<S: RecordStore> Core<S> {
         if held.is_some_and(|e| e.version == r.version) && !self.wins_conflict(&r, accepted) {
             return;
         }
-        if counted(&r.rtype) && !self.count_against_quota(&r, held.is_some(), &body, from, accepted) {
+        if counted(&r.rtype) && !self.count_against_quota(&r, &body, from, accepted) {
             return;
         }
         self.items.insert(Item {
@@ -1409,26 +1409,9 @@ impl<S: RecordStore> Core<S> {
 
     /// Counts an admitted record against its creator's quota (see [`quota`]); false
     /// when it is beyond it. Records it pushes out are evicted.
-    fn count_against_quota(
-        &mut self,
-        r: &Record,
-        replaces: bool,
-        body: &[u8],
-        from: Option<ConnId>,
-        accepted: &mut Vec<Put>,
-    ) -> bool {
-        if replaces {
-            // A version created at another time than the one it replaces moves buckets.
-            let old = accepted
-                .iter()
-                .rev()
-                .find(|p| p.record.id == r.id)
-                .map(|p| p.record.clone())
-                .or_else(|| self.store.get(&r.id).ok().flatten());
-            if let Some(old) = old.filter(|o| o.created_ms != r.created_ms || o.creator != r.creator) {
-                self.quotas.remove(old.creator, old.created_ms, old.id);
-            }
-        }
+    /// A new version of a record counts in the same bucket under the same key as the
+    /// one it replaces: its id binds its creator and creation time.
+    fn count_against_quota(&mut self, r: &Record, body: &[u8], from: Option<ConnId>, accepted: &mut Vec<Put>) -> bool {
         let c = self.quotas.admit(r.creator, r.created_ms, r.id, body.len());
         if c.lowered {
             // The cutoff is the smallest record popped: this one if refused, else the
@@ -1500,13 +1483,19 @@ impl<S: RecordStore> Core<S> {
 
     /// Two copies of one version: the conflict rule picks, the same on every peer.
     fn wins_conflict(&self, r: &Record, accepted: &[Put]) -> bool {
-        let ours = accepted
+        self.held_copy(&r.id, accepted)
+            .is_none_or(|ours| record::compare(r, &ours) == std::cmp::Ordering::Greater)
+    }
+
+    /// The copy of `id` this node holds: the newest one waiting to be committed, else
+    /// the stored one.
+    fn held_copy(&self, id: &Uuid, accepted: &[Put]) -> Option<Record> {
+        accepted
             .iter()
             .rev()
-            .find(|p| p.record.id == r.id)
+            .find(|p| p.record.id == *id)
             .map(|p| p.record.clone())
-            .or_else(|| self.store.get(&r.id).ok().flatten());
-        ours.is_none_or(|ours| record::compare(r, &ours) == std::cmp::Ordering::Greater)
+            .or_else(|| self.store.get(id).ok().flatten())
     }
 
     /// Admits the records that waited for `member`'s membership, now known.

@@ -110,7 +110,7 @@ mod tests {
     use crate::record::{AttrValue, PRESENCE_TYPE};
 
     fn id(c: char) -> MemberId {
-        c.to_string().repeat(40).parse().unwrap()
+        MemberId::repeat(c)
     }
 
     fn presence(member: MemberId, name: &str, addrs: &str, expires_ms: i64) -> Record {

@@ -73,7 +73,7 @@ mod tests {
     use super::*;
 
     fn id(c: char) -> MemberId {
-        c.to_string().repeat(40).parse().unwrap()
+        MemberId::repeat(c)
     }
 
     #[test]

@@ -738,9 +738,10 @@ impl<S: RecordStore> Core<S> {
 
     fn sign_and_store(&mut self, mut r: Record, now: Now) -> Result<Uuid, CoreError> {
         r.sign(&self.group, &self.identity.key)?;
-        let body_len = r.encode().len();
-        if counted(&r.rtype) {
-            let c = self.quotas.admit(r.creator, r.created_ms, r.id, body_len);
+        let body = r.encode();
+        let counts = counted(&r.rtype);
+        if counts {
+            let c = self.quotas.admit(r.creator, r.created_ms, r.id, body.len());
             for e in c.evicted {
                 self.evict(e, &mut Vec::new());
             }
@@ -753,16 +754,20 @@ impl<S: RecordStore> Core<S> {
             version: r.version,
             digest: r.digest(),
         };
-        let id = r.id;
+        let (id, creator, created_ms) = (r.id, r.creator, r.created_ms);
         let put = Put {
-            body: r.encode(),
+            body,
             record: r,
             via_sync: false,
             received_ns: now.unix_ns,
         };
-        self.store
-            .put_batch(std::slice::from_ref(&put))
-            .map_err(|e| CoreError::Store(e.to_string()))?;
+        if let Err(e) = self.store.put_batch(std::slice::from_ref(&put)) {
+            // Not stored: it counts for nothing.
+            if counts {
+                self.quotas.remove(creator, created_ms, id);
+            }
+            return Err(CoreError::Store(e.to_string()));
+        }
         self.items.insert(item);
         self.after_commit(vec![put], None, now);
         Ok(id)
@@ -1683,6 +1688,7 @@ mod tests {
         core.handle(now, Input::Up(Box::new(up)));
         while core.poll_output().is_some() {}
         let held = core.items().len();
+        let counted = core.quota_usage(core.member_id(), now.unix_ms());
         fail.set(true);
         core.handle(now, Input::Command(7, Command::Publish("lost?".into())));
         let outputs: Vec<Output> = std::iter::from_fn(|| core.poll_output()).collect();
@@ -1700,6 +1706,11 @@ mod tests {
             core.items().len(),
             held,
             "the sync index claims a record the store lacks"
+        );
+        assert_eq!(
+            core.quota_usage(core.member_id(), now.unix_ms()),
+            counted,
+            "the quota counts a record the store lacks"
         );
         fail.set(false);
         core.handle(now, Input::Command(8, Command::Publish("kept".into())));

@@ -228,6 +228,15 @@ fn two_members_with_every_default_on_a_host_with_two_addresses_keep_one_connecti
             after_ready,
             ready_at.elapsed()
         );
+        if after_ready > 1 || replaced > 2 {
+            // What happened, in order, for whoever reads the failure.
+            for e in events
+                .iter()
+                .filter(|e| matches!(e["event"].as_str(), Some("connection" | "ready")))
+            {
+                eprintln!("  {}: {e}", peer.label());
+            }
+        }
         assert!(
             after_ready <= 1,
             "{after_ready} neighbour connections came up after ready: not steady"

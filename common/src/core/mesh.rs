@@ -20,6 +20,11 @@ pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(3);
 /// How long an address that turned out to be our own is not dialled again.
 pub const SELF_BACKOFF: Duration = Duration::from_secs(3600);
+/// How long a member whose last neighbour connection went down is not dialled. The
+/// other end may have closed it as the loser of a duplicate pair, with the winner
+/// already up there and still finishing its handshake here: dialling at once made a
+/// third connection, whose settling could close the winner too, over and over.
+pub const REPLACE_GRACE: Duration = Duration::from_secs(1);
 
 /// A peer to dial: `[MEMBER_ID@]IP:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +112,9 @@ pub struct Mesh {
     /// again. Never from what a peer claims (its Hello or presence): a hostile member
     /// could claim others' addresses and so keep this node from dialling them.
     owners: HashMap<SocketAddr, MemberId>,
+    /// Members whose last connection went down, until when they are not dialled (see
+    /// [`REPLACE_GRACE`]); their addresses in `owners` are kept until then.
+    quiet: HashMap<MemberId, Instant>,
     known: KnownPeers,
 }
 
@@ -118,6 +126,7 @@ impl Mesh {
             dialing: HashSet::new(),
             backoff: HashMap::new(),
             owners: HashMap::new(),
+            quiet: HashMap::new(),
             known,
         }
     }
@@ -145,6 +154,7 @@ impl Mesh {
     /// A connection came up; an outbound one ends its dial and shows that `addr`
     /// belongs to `member`.
     pub fn note_up(&mut self, addr: SocketAddr, member: MemberId, outbound: bool) {
+        self.quiet.remove(&member);
         if outbound {
             self.dialing.remove(&addr);
             self.backoff.remove(&addr);
@@ -152,10 +162,19 @@ impl Mesh {
         }
     }
 
-    /// The last connection to `member` went down: where it was reached may be someone
-    /// else's by the next dial.
-    pub fn note_gone(&mut self, member: MemberId) {
-        self.owners.retain(|_, m| *m != member);
+    /// The last connection to `member` went down: it is not dialled for
+    /// [`REPLACE_GRACE`], then where it was reached may be someone else's.
+    pub fn note_gone(&mut self, member: MemberId, now: Instant) {
+        self.quiet.insert(member, now + REPLACE_GRACE);
+    }
+
+    /// Ends the graces that are over, forgetting where those members were reached.
+    pub fn tidy(&mut self, now: Instant) {
+        let over: Vec<MemberId> = self.quiet.iter().filter(|(_, t)| **t <= now).map(|(m, _)| *m).collect();
+        for m in over {
+            self.quiet.remove(&m);
+            self.owners.retain(|_, o| *o != m);
+        }
     }
 
     /// The address turned out to be this node's own: not dialled for a long while.
@@ -216,7 +235,9 @@ impl Mesh {
                 || view.connected_addrs.contains(&addr)
                 || self.dialing.contains(&addr)
                 || self.backoff.get(&addr).is_some_and(|b| b.until > now)
-                || owner.is_some_and(|m| m == view.me || view.connected.contains(&m))
+                || owner.is_some_and(|m| {
+                    m == view.me || view.connected.contains(&m) || self.quiet.get(&m).is_some_and(|t| *t > now)
+                })
                 || taken.iter().any(|(a, _)| *a == addr))
         };
         let mut out: Vec<(SocketAddr, Option<MemberId>)> = Vec::new();
@@ -345,10 +366,47 @@ mod tests {
             "carol's address is still dialled"
         );
         // What was reached is forgotten when its member goes: the map stays bounded.
+        let now = Instant::now();
         mesh.note_up(addr("192.0.2.8:1"), id('b'), true);
         assert_eq!(mesh.owned(), 1);
-        mesh.note_gone(id('b'));
+        mesh.note_gone(id('b'), now);
+        mesh.tidy(now + REPLACE_GRACE);
         assert_eq!(mesh.owned(), 0);
+    }
+
+    /// Regression (the two-address test failed now and then with a connection
+    /// replaced three times after ready): a member's last connection closed by its end
+    /// as the loser of a duplicate pair, while the winner was up there and not yet
+    /// here; this end dialled the member at once, and that third connection's settling
+    /// replaced the winner too. For a grace, neither the member's addresses nor those
+    /// where it was reached are dialled; then all are, and an address dialled without
+    /// an id may be someone else's again.
+    #[test]
+    fn a_member_whose_last_connection_went_down_is_not_dialled_for_a_grace() {
+        let now = Instant::now();
+        let bob = id('b');
+        let mut mesh = Mesh::new(Vec::new(), KnownPeers::default());
+        mesh.note_up(addr("192.0.2.2:2"), bob, true);
+        mesh.note_gone(bob, now);
+        let presence = vec!["192.0.2.3:3".to_string()];
+        let bootstrap = vec!["192.0.2.2:2".to_string()];
+        let (empty, empty_addrs) = (HashSet::new(), HashSet::new());
+        let view = View {
+            present: vec![(bob, &presence)],
+            ..bootstrap_view(&empty, &empty_addrs, &bootstrap)
+        };
+        let mut rng = Rng::new(5);
+        mesh.tidy(now);
+        assert_eq!(mesh.candidates(&view, now, &mut rng), vec![]);
+        let later = now + REPLACE_GRACE;
+        mesh.tidy(later);
+        let mut got = mesh.candidates(&view, later, &mut rng);
+        got.sort();
+        assert_eq!(got, vec![(addr("192.0.2.2:2"), None), (addr("192.0.2.3:3"), Some(bob))]);
+        // A connection coming up ends the grace at once.
+        mesh.note_gone(bob, later);
+        mesh.note_up(addr("192.0.2.9:9"), bob, false);
+        assert!(mesh.quiet.is_empty());
     }
 
     /// Red-team finding: a wrong-member dial of an address from presence (not a

@@ -474,7 +474,7 @@ impl<S: RecordStore> Core<S> {
             Input::Up(up) => self.on_up(*up, now),
             Input::Frame(id, msg) => self.on_frame(id, msg, now),
             Input::Down(id, reason) => self.on_down(id, reason, now),
-            Input::Silent(id, quiet) => self.close(id, ConnReason::Silent(quiet)),
+            Input::Silent(id, quiet) => self.close(id, ConnReason::Silent(quiet), now),
             Input::AcceptFailed { addr, reason } => self.on_accept_failed(addr, reason, now),
             Input::DialFailed {
                 addr,
@@ -506,7 +506,7 @@ impl<S: RecordStore> Core<S> {
         }
         for (id, action) in actions {
             match action {
-                FlowAction::Close => self.close(id, ConnReason::NotReading),
+                FlowAction::Close => self.close(id, ConnReason::NotReading, now),
                 FlowAction::Resync => {
                     // Floods skipped while it lagged may have moved quota cutoffs.
                     self.send_cutoffs(id);
@@ -522,7 +522,7 @@ impl<S: RecordStore> Core<S> {
             .map(|(id, _)| *id)
             .collect();
         for id in idle {
-            self.close(id, ConnReason::Idle);
+            self.close(id, ConnReason::Idle, now);
         }
         let refresh = Duration::from_secs(self.membership.group.presence_lifetime_secs.max(3) / 3);
         if now.instant.duration_since(self.last_presence) >= refresh
@@ -976,7 +976,7 @@ impl<S: RecordStore> Core<S> {
             self.release_held(up.member, now, &mut accepted);
             self.batch.extend(accepted.into_iter().map(|p| (p, None)));
         }
-        if up.purpose == Purpose::Neighbour && !self.settle_neighbour(&up) {
+        if up.purpose == Purpose::Neighbour && !self.settle_neighbour(&up, now) {
             self.out.push_back(Output::Close { conn: up.id });
             return;
         }
@@ -1011,7 +1011,7 @@ impl<S: RecordStore> Core<S> {
 
     /// Whether a new neighbour connection stays: the duplicate rule against an open
     /// one to the same member (closing the loser), and the cap on incoming ones.
-    fn settle_neighbour(&mut self, up: &ConnUp) -> bool {
+    fn settle_neighbour(&mut self, up: &ConnUp, now: Now) -> bool {
         let existing = self
             .conns
             .iter()
@@ -1020,7 +1020,7 @@ impl<S: RecordStore> Core<S> {
         if let Some((old_id, old_tie)) = existing {
             return match mesh::settle_duplicate(old_tie, up.tie) {
                 Keep::New => {
-                    self.close(old_id, ConnReason::Replaced);
+                    self.close(old_id, ConnReason::Replaced, now);
                     true
                 }
                 Keep::Old => false,
@@ -1088,10 +1088,10 @@ impl<S: RecordStore> Core<S> {
         }
     }
 
-    fn close(&mut self, id: ConnId, reason: ConnReason) {
+    fn close(&mut self, id: ConnId, reason: ConnReason, now: Now) {
         if let Some(c) = self.conns.remove(&id) {
             self.out.push_back(Output::Close { conn: id });
-            self.after_down(c, reason);
+            self.after_down(c, reason, now);
         }
     }
 
@@ -1100,11 +1100,11 @@ impl<S: RecordStore> Core<S> {
             if c.outbound {
                 self.mesh.note_failure(c.addr, now.instant, &mut self.rng);
             }
-            self.after_down(c, reason);
+            self.after_down(c, reason, now);
         }
     }
 
-    fn after_down(&mut self, c: Conn, reason: ConnReason) {
+    fn after_down(&mut self, c: Conn, reason: ConnReason, now: Now) {
         self.emit(Event::Connection {
             kind: ConnKind::from(c.purpose),
             change: ConnChange::Down,
@@ -1118,7 +1118,7 @@ impl<S: RecordStore> Core<S> {
                 .values()
                 .any(|o| o.member == c.member && o.purpose == Purpose::Neighbour)
         {
-            self.mesh.note_gone(c.member);
+            self.mesh.note_gone(c.member, now.instant);
             self.emit(Event::Member {
                 change: MemberChange::Disconnected,
                 member: c.member,
@@ -1130,6 +1130,7 @@ impl<S: RecordStore> Core<S> {
 
     /// Dials more neighbours when below the target.
     fn maintain(&mut self, now: Now) {
+        self.mesh.tidy(now.instant);
         let target = TARGET_NEIGHBOURS.min(self.max_neighbours);
         let have = self.neighbour_count() + self.mesh.dialing();
         if have >= target {
@@ -1206,14 +1207,14 @@ impl<S: RecordStore> Core<S> {
             }
             // Readers drop pings; nothing to do should one get here.
             Message::Ping => {}
-            _ if purpose == Purpose::Direct => self.close(id, ConnReason::OnlyWhispers),
-            Message::Hello { .. } => self.close(id, ConnReason::UnexpectedHello),
+            _ if purpose == Purpose::Direct => self.close(id, ConnReason::OnlyWhispers, now),
+            Message::Hello { .. } => self.close(id, ConnReason::UnexpectedHello, now),
             Message::Records { sync, bodies } => self.on_records(id, bodies, sync, now),
-            Message::Want { ids } => self.owe(id, ids, Vec::new()),
+            Message::Want { ids } => self.owe(id, ids, Vec::new(), now),
             Message::SyncRanges { from_initiator, ranges } => self.on_sync_ranges(id, from_initiator, &ranges, now),
             Message::SyncEnd => {
                 // After every body owed before it: the Ack tells the peer it has them.
-                self.owe(id, Vec::new(), vec![Arc::new(Message::SyncEndAck.encode())]);
+                self.owe(id, Vec::new(), vec![Arc::new(Message::SyncEndAck.encode())], now);
                 self.set_status(|s| s.synchronized = true);
             }
             Message::SyncEndAck => self.finish_sync(id),
@@ -1244,12 +1245,12 @@ impl<S: RecordStore> Core<S> {
             return;
         }
         if from_initiator && !c.sync_budget.take(now.instant) {
-            return self.close(id, ConnReason::SyncFlood);
+            return self.close(id, ConnReason::SyncFlood, now);
         }
         let key = c.sync_key;
         let step = match session::on_ranges(&self.items, &key, from_initiator, bytes) {
             Ok(s) => s,
-            Err(e) => return self.close(id, ConnReason::BadSync(e)),
+            Err(e) => return self.close(id, ConnReason::BadSync(e), now),
         };
         // Memberships first: the records that need them are then never held.
         let (memberships, rest): (Vec<Uuid>, Vec<Uuid>) =
@@ -1268,7 +1269,7 @@ impl<S: RecordStore> Core<S> {
             })
             .collect();
         frames.extend(step.reply.as_ref().map(|r| Arc::new(r.encode())));
-        self.owe(id, memberships.into_iter().chain(rest).collect(), frames);
+        self.owe(id, memberships.into_iter().chain(rest).collect(), frames, now);
         if step.finished {
             self.finish_sync(id);
         }
@@ -1276,7 +1277,7 @@ impl<S: RecordStore> Core<S> {
 
     /// Owes `conn` the bodies of `ids` (duplicates dropped), then `frames`, in order,
     /// and serves what the budget allows.
-    fn owe(&mut self, id: ConnId, ids: Vec<Uuid>, frames: Vec<Arc<Vec<u8>>>) {
+    fn owe(&mut self, id: ConnId, ids: Vec<Uuid>, frames: Vec<Arc<Vec<u8>>>, now: Now) {
         let Some(c) = self.conns.get_mut(&id) else { return };
         let refused = c.flow.owed.bodies(ids);
         if refused > 0 {
@@ -1287,7 +1288,7 @@ impl<S: RecordStore> Core<S> {
         }
         for f in frames {
             if !c.flow.owed.frame(f) {
-                return self.close(id, ConnReason::NotReading);
+                return self.close(id, ConnReason::NotReading, now);
             }
         }
         self.serve(id);
@@ -1344,7 +1345,7 @@ impl<S: RecordStore> Core<S> {
         for body in bodies {
             match Record::decode(&body) {
                 Ok(r) => records.push((r, body)),
-                Err(e) => return self.close(from, ConnReason::MalformedRecord(e)),
+                Err(e) => return self.close(from, ConnReason::MalformedRecord(e), now),
             }
         }
         let items = &self.items;

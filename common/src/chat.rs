@@ -248,6 +248,30 @@ pub fn event_line(mode: Mode, e: &Event, offset: UtcOffset) -> Option<Line> {
                 name, text, recv_ns, ..
             },
         ) => human_out(format!("[{}] *{}* {}", hms(recv_ns / 1_000_000, offset), name, text)),
+        (
+            mode,
+            Event::Credential {
+                member,
+                name,
+                role,
+                until_ms,
+                by,
+            },
+        ) => {
+            let until = clock::format_rfc3339(clock::from_unix(until_ms.div_euclid(1000)));
+            match mode {
+                Mode::Json => Line::Out(
+                    json!({"event": "credential", "member": member, "name": name, "role": role.name(), "until": until, "by": by})
+                        .to_string(),
+                ),
+                Mode::Human => human_err(format!(
+                    "* credential for {}: {} until {until} (issued by {})",
+                    with_id(name, member),
+                    role.name(),
+                    by.short()
+                )),
+            }
+        }
         (mode, Event::Error(message)) => error_line(mode, message),
     })
 }

@@ -23,10 +23,12 @@
 //! - [`follow`]: following the store for display: the cursor, bounded catch-up, history.
 //! - [`cli`]: what the binaries share: home flag, input/output, error reporting.
 
+pub mod admin;
 pub mod chat;
 pub mod cli;
 pub mod clock;
 pub mod core;
+pub mod credential;
 pub mod follow;
 pub mod group;
 pub mod home;

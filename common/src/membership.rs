@@ -260,6 +260,30 @@ impl Membership {
         advertised_addresses(self.listen)
     }
 
+    /// The group root's private key, which only the creator holds (`None` for anyone
+    /// else).
+    pub fn root_key(&self) -> Result<Option<rcgen::KeyPair>, MembershipError> {
+        if !self.creator {
+            return Ok(None);
+        }
+        let path = self.dir.join(ROOT_KEY_FILE);
+        let damaged = |reason: String| MembershipError::Damaged {
+            path: path.clone(),
+            reason,
+        };
+        use rustls_pki_types::pem::PemObject;
+        let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_file(&path).map_err(|e| damaged(e.to_string()))?;
+        let key = rcgen::KeyPair::from_der_and_sign_algo(
+            &rustls_pki_types::PrivateKeyDer::Pkcs8(der),
+            self.root.key_type.rcgen_algorithm(),
+        )
+        .map_err(|e| damaged(e.to_string()))?;
+        if crate::pki::spki_of(&key) != self.root.spki {
+            return Err(damaged("the root key does not match the group root".into()));
+        }
+        Ok(Some(key))
+    }
+
     /// Depth of this member's issuing certificate below the root (1 for the creator).
     pub fn issuing_depth(&self) -> usize {
         self.chain.len() + 1

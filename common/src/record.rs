@@ -32,6 +32,13 @@ pub const CHAT_TYPE: Uuid = Uuid::from_u128(0x5c8f_0c57_4a8e_4c3b_9d2a_6e1f_c0a7
 pub const PRESENCE_TYPE: Uuid = Uuid::from_u128(0x5c8f_0c57_4a8e_4c3b_9d2a_6e1f_c0a7_0002);
 /// Record type of membership publications (data: the member's certificate chain).
 pub const MEMBERSHIP_TYPE: Uuid = Uuid::from_u128(0x5c8f_0c57_4a8e_4c3b_9d2a_6e1f_c0a7_0003);
+/// Record type of credentials: a membership certificate an admin issued for a member
+/// (renewed, or with another role), published by that admin (data: the chain, leaf
+/// first; attribute `subject`: the member's id).
+pub const CREDENTIAL_TYPE: Uuid = Uuid::from_u128(0x5c8f_0c57_4a8e_4c3b_9d2a_6e1f_c0a7_0004);
+
+/// The attribute naming the member an admin record is about.
+pub const SUBJECT_ATTR: &str = "subject";
 
 /// Largest record data, in bytes.
 pub const MAX_DATA_BYTES: usize = 64 * 1024;
@@ -53,9 +60,23 @@ const ID_DOMAIN: &[u8] = b"peergroup record id v2\0";
 /// for edits, and far from `u64::MAX`, which would end every later edit.
 pub const MAX_PLAIN_VERSION: u64 = 1 << 32;
 
-/// Whether records of this type are one per member, under [`per_member_id`].
+/// Whether records of this type are one per member, under [`per_member_id`] of their
+/// creator.
 pub fn is_per_member_type(rtype: &Uuid) -> bool {
     *rtype == PRESENCE_TYPE || *rtype == MEMBERSHIP_TYPE
+}
+
+/// Whether records of this type are an admin's about one member, under
+/// [`per_member_id`] of their signed subject: the records of two admins about one
+/// member share an id, and the conflict rule settles them.
+pub fn is_admin_type(rtype: &Uuid) -> bool {
+    *rtype == CREDENTIAL_TYPE
+}
+
+/// Whether a record's id comes from a member (its creator or its subject) rather than
+/// from a nonce: one record per member and type, its nonce zero.
+pub fn is_keyed_type(rtype: &Uuid) -> bool {
+    is_per_member_type(rtype) || is_admin_type(rtype)
 }
 
 /// Errors about records.
@@ -176,11 +197,26 @@ impl Record {
             data: Vec::new(),
             signature: Vec::new(),
         };
-        if is_per_member_type(&rtype) {
+        if is_keyed_type(&rtype) {
             r.nonce = [0; 16];
         }
         r.id = r.expected_id();
         r
+    }
+
+    /// A new unsigned admin record of `rtype` by `admin` about `subject`, under the id
+    /// that follows from its subject.
+    pub fn about(rtype: Uuid, admin: MemberId, subject: MemberId, now_ms: i64, lifetime_ms: i64) -> Record {
+        let mut r = Record::new(rtype, admin, now_ms, lifetime_ms);
+        r.attributes
+            .push((SUBJECT_ATTR.into(), AttrValue::Str(subject.to_string())));
+        r.id = r.expected_id();
+        r
+    }
+
+    /// The member an admin record is about (its `subject` attribute), if it names one.
+    pub fn subject(&self) -> Option<MemberId> {
+        self.attr_str(SUBJECT_ATTR)?.parse().ok()
     }
 
     /// Sets an ordinary record's nonce and the id that follows from it.
@@ -193,6 +229,9 @@ impl Record {
     pub fn expected_id(&self) -> Uuid {
         if is_per_member_type(&self.rtype) {
             per_member_id(&self.rtype, &self.creator)
+        } else if is_admin_type(&self.rtype) {
+            // No subject, no id: the nil id binds nothing.
+            self.subject().map_or(Uuid::nil(), |s| per_member_id(&self.rtype, &s))
         } else {
             ordinary_id(&self.rtype, &self.creator, self.created_ms, &self.nonce)
         }
@@ -201,7 +240,7 @@ impl Record {
     /// Whether the id is the one its type, creator and nonce call for (a per-member
     /// record's nonce is zero: one encoding per content).
     pub fn id_is_bound(&self) -> bool {
-        self.id == self.expected_id() && (!is_per_member_type(&self.rtype) || self.nonce == [0; 16])
+        !self.id.is_nil() && self.id == self.expected_id() && (!is_keyed_type(&self.rtype) || self.nonce == [0; 16])
     }
 
     /// First attribute named `name` that is a string.
@@ -558,5 +597,40 @@ mod tests {
         assert_ne!(per_member_id(&PRESENCE_TYPE, &m), per_member_id(&MEMBERSHIP_TYPE, &m));
         let other = MemberId::from_bytes([4; 20]);
         assert_ne!(per_member_id(&PRESENCE_TYPE, &m), per_member_id(&PRESENCE_TYPE, &other));
+    }
+
+    /// An admin record's id comes from its signed subject, not its creator: two admins'
+    /// records about one member share an id (the conflict rule settles them), and a
+    /// record whose subject is changed, missing or unreadable binds nothing.
+    #[test]
+    fn admin_record_ids_are_bound_to_their_subject() {
+        let (admin, other_admin, subject) = (
+            MemberId::from_bytes([1; 20]),
+            MemberId::from_bytes([2; 20]),
+            MemberId::from_bytes([3; 20]),
+        );
+        let r = Record::about(CREDENTIAL_TYPE, admin, subject, 1_000, 0);
+        assert_eq!(r.id, per_member_id(&CREDENTIAL_TYPE, &subject));
+        assert_eq!(r.subject(), Some(subject));
+        assert!(r.id_is_bound());
+        assert_eq!(Record::about(CREDENTIAL_TYPE, other_admin, subject, 5, 0).id, r.id);
+        let mut moved = r.clone();
+        moved.attributes[0].1 = AttrValue::Str(admin.to_string());
+        assert!(!moved.id_is_bound(), "subject changed");
+        let mut none = r.clone();
+        none.attributes.clear();
+        assert!(!none.id_is_bound(), "no subject");
+        none.id = Uuid::nil();
+        assert!(!none.id_is_bound(), "the nil id binds nothing");
+        let mut garbled = r.clone();
+        garbled.attributes[0].1 = AttrValue::Str("not a member id".into());
+        assert!(!garbled.id_is_bound());
+        let mut nonce = r.clone();
+        nonce.nonce = [1; 16];
+        assert!(!nonce.id_is_bound(), "one encoding per content");
+        assert!(
+            !Record::new(CREDENTIAL_TYPE, admin, 1, 0).id_is_bound(),
+            "made without a subject"
+        );
     }
 }

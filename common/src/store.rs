@@ -18,6 +18,8 @@ use thiserror::Error;
 
 /// File name of the record store inside a membership directory.
 pub const STORE_FILE: &str = "store.db";
+/// The lock a running node holds on its membership's store.
+pub const STORE_LOCK: &str = "store.lock";
 
 /// Schema version written to `PRAGMA user_version`. Version 2 holds record format 2
 /// (ids bound to their creators); a version 1 store's records, in format 1, are dropped

@@ -6,13 +6,17 @@
 //! member id: the client names the member it expects as the server name
 //! `<member-id>.member.invalid` (or `any.member.invalid` for any member), SNI is off.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
+use rustls::client::ResolvesClientCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use thiserror::Error;
 use uuid::Uuid;
@@ -21,7 +25,7 @@ use crate::clock;
 use crate::identity::Identity;
 use crate::member::MemberId;
 use crate::membership::Membership;
-use crate::pki::{self, Cert, Claim};
+use crate::pki::{self, Cert, Claim, PkiError};
 
 /// What a dial that reached another member than the expected one fails with (inside
 /// rustls' certificate error, so the dialler can tell it from other failures).
@@ -74,6 +78,73 @@ pub struct TlsConfigs {
     pub server: Arc<ServerConfig>,
     /// For dialling peers.
     pub client: Arc<ClientConfig>,
+    /// The chain and key both present: replaced when the membership is renewed.
+    current: Arc<CurrentCert>,
+    /// Who holds a newer certificate, and until when.
+    renewed: Arc<Renewed>,
+}
+
+impl TlsConfigs {
+    /// Notes that `member` holds a certificate valid until `until` (unix seconds, the
+    /// latest noted wins): an older, ended one of its still gets it in.
+    pub fn note_renewed(&self, member: MemberId, until: i64) {
+        let mut map = self.renewed.0.write().unwrap_or_else(|e| e.into_inner());
+        let t = map.entry(member).or_insert(until);
+        *t = (*t).max(until);
+    }
+
+    /// Presents `m`'s certificates from the next handshake on (a renewal; connections
+    /// already up keep theirs).
+    pub fn present(&self, m: &Membership) -> Result<(), TlsError> {
+        let key = certified_key(&self.current.pkcs8, m, &self.current.provider)?;
+        *self.current.key.write().unwrap_or_else(|e| e.into_inner()) = key;
+        Ok(())
+    }
+}
+
+/// The certificate both configurations present, swapped in place on renewal.
+struct CurrentCert {
+    key: RwLock<Arc<CertifiedKey>>,
+    provider: Arc<CryptoProvider>,
+    /// The identity's private key (PKCS#8), for the next chain.
+    pkcs8: Vec<u8>,
+}
+
+impl fmt::Debug for CurrentCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the key.
+        f.write_str("CurrentCert")
+    }
+}
+
+impl CurrentCert {
+    fn get(&self) -> Arc<CertifiedKey> {
+        self.key.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl ResolvesServerCert for CurrentCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.get())
+    }
+}
+
+impl ResolvesClientCert for CurrentCert {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.get())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// The membership chain (leaf first) with the identity's key.
+fn certified_key(pkcs8: &[u8], m: &Membership, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, TlsError> {
+    let mut chain = vec![CertificateDer::from(m.membership.der.clone())];
+    chain.extend(m.chain.iter().map(|c| CertificateDer::from(c.der.clone())));
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8.to_vec()));
+    Ok(Arc::new(CertifiedKey::from_der(chain, key, provider)?))
 }
 
 impl fmt::Debug for TlsConfigs {
@@ -94,27 +165,34 @@ pub fn server_name(member: Option<&MemberId>) -> Result<ServerName<'static>, Tls
 /// Builds both configurations from a membership and the identity's key.
 pub fn configs(identity: &Identity, m: &Membership) -> Result<TlsConfigs, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let renewed = Arc::new(Renewed::default());
     let verifier = Arc::new(GroupVerifier {
         root: m.root.clone(),
         group: m.group.id,
         algorithms: provider.signature_verification_algorithms,
+        renewed: renewed.clone(),
     });
-    let mut chain = vec![CertificateDer::from(m.membership.der.clone())];
-    chain.extend(m.chain.iter().map(|c| CertificateDer::from(c.der.clone())));
-    let key = || PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key.serialize_der()));
+    let pkcs8 = identity.key.serialize_der();
+    let current = Arc::new(CurrentCert {
+        key: RwLock::new(certified_key(&pkcs8, m, &provider)?),
+        provider: provider.clone(),
+        pkcs8,
+    });
     let server = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier.clone())
-        .with_single_cert(chain.clone(), key())?;
+        .with_cert_resolver(current.clone());
     let mut client = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(chain, key())?;
+        .with_client_cert_resolver(current.clone());
     client.enable_sni = false;
     Ok(TlsConfigs {
         server: Arc::new(server),
         client: Arc::new(client),
+        current,
+        renewed,
     })
 }
 
@@ -128,6 +206,20 @@ struct GroupVerifier {
     root: Cert,
     group: Uuid,
     algorithms: WebPkiSupportedAlgorithms,
+    renewed: Arc<Renewed>,
+}
+
+/// Members known to hold a newer certificate than one they may still present, and
+/// until when it is valid (unix seconds): a member that was away past its end gets in
+/// with the old one (for the same key) and adopts the new one from the group's records.
+#[derive(Debug, Default)]
+struct Renewed(RwLock<HashMap<MemberId, i64>>);
+
+impl Renewed {
+    fn valid_now(&self, member: &MemberId) -> bool {
+        let until = self.0.read().unwrap_or_else(|e| e.into_inner()).get(member).copied();
+        until.is_some_and(|t| t >= clock::now().unix_timestamp())
+    }
 }
 
 impl fmt::Debug for GroupVerifier {
@@ -155,7 +247,16 @@ impl GroupVerifier {
             .map(|c| Cert::parse(c, "a chain certificate"))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| refuse(e.to_string()))?;
-        match pki::verify_chain(&self.root, &issuers, &leaf, self.group, clock::now()) {
+        let now = clock::now();
+        let checked = match pki::verify_chain(&self.root, &issuers, &leaf, self.group, now) {
+            // Ended, but the group holds a newer certificate for this key: the chain
+            // must have been sound at its end.
+            Err(PkiError::Expired { .. }) if leaf.not_after < now && self.renewed.valid_now(&leaf.member_id) => {
+                pki::verify_chain(&self.root, &issuers, &leaf, self.group, leaf.not_after)
+            }
+            other => other,
+        };
+        match checked {
             Ok(Claim::Membership { member, .. }) => Ok(member),
             Ok(_) => Err(refuse("not a membership certificate".into())),
             Err(e) => Err(refuse(e.to_string())),

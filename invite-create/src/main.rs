@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use common::chat;
 use common::cli::{self, HomeArgs, parse_duration_arg};
 use common::identity::{Identity, PublicIdentity};
 use common::invitation::{Invitation, InviteSpec};
@@ -14,6 +13,7 @@ use common::membership::{self, Membership};
 use common::names::{self, Directory};
 use common::pki::Role;
 use common::store::{STORE_FILE, Store};
+use common::{chat, clock, credential};
 
 /// Issue an invitation to GROUP for the identity in IDENTITY_XML, signed by NAME (an admin).
 #[derive(Debug, Parser)]
@@ -90,7 +90,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let (source, bytes) = cli::read_input(args.identity_xml.as_deref(), "identity XML")?;
     let invitee = PublicIdentity::from_xml(&source, &bytes)?;
     let inviter = Identity::load(&home, &args.identity)?;
-    let m = membership::find(&home, &args.identity, &args.group)?;
+    // The creator's own certificates cap every invitation: renewed first when due.
+    let m = credential::renew_creator_if_due(membership::find(&home, &args.identity, &args.group)?, clock::now())?;
     let spec = InviteSpec {
         role: args.role,
         valid_for: args.valid_for,

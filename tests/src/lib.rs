@@ -165,6 +165,12 @@ impl Home {
         self
     }
 
+    /// From now on runs the tools as if the clock said `now` (RFC 3339), or with the
+    /// real clock (`None`).
+    pub fn set_now(&mut self, now: Option<&str>) {
+        self.fake_now = now.map(str::to_string);
+    }
+
     /// The home's path.
     pub fn path(&self) -> &Path {
         self.dir.path()

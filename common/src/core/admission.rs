@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::member::MemberId;
 use crate::names::Directory;
 use crate::pki::{self, Cert, Claim, Role};
-use crate::record::{self, CHAT_TYPE, MEMBERSHIP_TYPE, PRESENCE_TYPE, Record};
+use crate::record::{self, CHAT_TYPE, CREDENTIAL_TYPE, MEMBERSHIP_TYPE, PRESENCE_TYPE, Record};
 use crate::sync::Item;
 
 /// Clock skew tolerated in record times.
@@ -77,6 +77,31 @@ pub enum Rejection {
     /// Another copy of the same version wins the conflict rule.
     #[error("another copy of this version wins")]
     LosesConflict,
+    /// A credential whose certificate was not issued by the admin who publishes it.
+    #[error("its certificate was not issued by its creator")]
+    NotIssuedByCreator,
+}
+
+/// A credential's certificates: what an admin issued for a member.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    /// The member's new membership certificate.
+    pub membership: Cert,
+    /// The member's new issuing certificate, when it is an admin.
+    pub issuing: Option<Cert>,
+    /// The issuers of both, nearest first, root excluded (the admin's issuing
+    /// certificate first).
+    pub chain: Vec<Cert>,
+}
+
+impl Credential {
+    /// The record data: the membership certificate, the issuing one if any, then the
+    /// chain.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut certs: Vec<Cert> = vec![self.membership.clone()];
+        certs.extend(self.issuing.clone());
+        encode_chain(&certs[0], &[&certs[1..], &self.chain[..]].concat())
+    }
 }
 
 /// What admission decides about one record.
@@ -149,7 +174,8 @@ pub fn check_times(r: &Record, now_ms: i64, lifetimes: &Lifetimes) -> Result<(),
     }
     let max_life = match r.rtype {
         t if t == PRESENCE_TYPE => lifetimes.presence_ms,
-        t if t == MEMBERSHIP_TYPE => i64::MAX,
+        // Bounded by their certificate's end instead.
+        t if t == MEMBERSHIP_TYPE || t == CREDENTIAL_TYPE => i64::MAX,
         _ => lifetimes.message_ms,
     };
     // From its creation, not its last change: else a record back-dated by a year (in a
@@ -173,7 +199,7 @@ pub fn membership_version(cert: &Cert) -> u64 {
 pub fn version_ceiling(r: &Record) -> u64 {
     match r.rtype {
         t if t == PRESENCE_TYPE => u64::try_from(r.modified_ms).unwrap_or(0).max(1),
-        t if t == MEMBERSHIP_TYPE => u64::try_from(r.modified_ms / 1000).unwrap_or(0).max(1),
+        t if t == MEMBERSHIP_TYPE || t == CREDENTIAL_TYPE => u64::try_from(r.modified_ms / 1000).unwrap_or(0).max(1),
         _ => record::MAX_PLAIN_VERSION,
     }
 }
@@ -240,11 +266,22 @@ impl Admission {
 
     /// Learns a membership (verified by the caller: a handshake or a record).
     /// Returns true if it was not known before.
+    /// A certificate older than the one known (a renewal arrived first) is ignored.
     pub fn learn(&mut self, member: MemberId, cert: Cert) -> bool {
         self.membership_ids
             .insert(record::per_member_id(&MEMBERSHIP_TYPE, &member));
+        if let Some(known) = self.certs.get(&member)
+            && known.not_before > cert.not_before
+        {
+            return false;
+        }
         self.names.learn(member, &cert.common_name);
         self.certs.insert(member, cert).is_none()
+    }
+
+    /// Every member known and its newest certificate.
+    pub fn certs(&self) -> impl Iterator<Item = (&MemberId, &Cert)> {
+        self.certs.iter()
     }
 
     /// The certificate names of the members known.
@@ -269,6 +306,12 @@ impl Admission {
         if r.rtype == MEMBERSHIP_TYPE {
             return match self.verify_membership_record(r, now_ms) {
                 Ok(cert) => Verdict::Accept(Some(Box::new(cert))),
+                Err(why) => Verdict::Reject(why),
+            };
+        }
+        if r.rtype == CREDENTIAL_TYPE {
+            return match self.verify_credential_record(r, now_ms) {
+                Ok(c) => Verdict::Accept(Some(Box::new(c.membership))),
                 Err(why) => Verdict::Reject(why),
             };
         }
@@ -315,6 +358,55 @@ impl Admission {
         Ok(leaf.clone())
     }
 
+    /// A credential carries what an admin issued for its subject: checked against the
+    /// root, issued under the issuing certificate of the admin who publishes it, and
+    /// signed with that certificate's key. Self-contained, like a membership record: no
+    /// node needs to know the admin first.
+    pub fn verify_credential_record(&self, r: &Record, now_ms: i64) -> Result<Credential, Rejection> {
+        if r.creator != r.modifier {
+            return Err(Rejection::ForeignModifier);
+        }
+        let subject = r.subject().ok_or(Rejection::UnboundId)?;
+        let certs = decode_chain(&r.data).ok_or(Rejection::ChainDoesNotDecode)?;
+        let (leaf, rest) = certs.split_first().ok_or(Rejection::ChainDoesNotDecode)?;
+        // The subject's own issuing certificate, when it is an admin, comes next: a
+        // sibling of the leaf under the same issuer.
+        let (issuing, chain) = match rest.split_first() {
+            Some((c, more)) if matches!(c.claim, Claim::Issuing { member, .. } if member == subject) => (Some(c), more),
+            _ => (None, rest),
+        };
+        match chain.first().map(|c| &c.claim) {
+            Some(Claim::Issuing { member, .. }) if *member == r.creator => {}
+            _ => return Err(Rejection::NotIssuedByCreator),
+        }
+        let at = crate::clock::from_unix(now_ms.div_euclid(1000));
+        let verify = |leaf: &Cert| {
+            pki::verify_chain_links(&self.root, chain, leaf, self.group, at)
+                .map_err(|e| Rejection::ChainInvalid(e.to_string()))
+        };
+        match verify(leaf)? {
+            Claim::Membership { member, .. } if member == subject => {}
+            _ => return Err(Rejection::ChainForAnotherMember),
+        }
+        if let Some(c) = issuing {
+            verify(c)?;
+        }
+        if r.version != membership_version(leaf) {
+            return Err(Rejection::MembershipVersion(r.version));
+        }
+        if r.expires_ms > leaf.not_after.unix_timestamp().saturating_mul(1000) + MAX_CLOCK_SKEW_MS {
+            return Err(Rejection::OutlivesMembership);
+        }
+        if !r.verify_signature(&self.group, &chain[0]) {
+            return Err(Rejection::BadSignature);
+        }
+        Ok(Credential {
+            membership: leaf.clone(),
+            issuing: issuing.cloned(),
+            chain: chain.to_vec(),
+        })
+    }
+
     /// Verifies the signatures of a large batch on every core before the sequential
     /// checks: signature checks are most of the work, and one core verifies only ~35,000
     /// Ed25519 signatures a second. The result has one entry per record, by position:
@@ -333,7 +425,11 @@ impl Admission {
         let work: Vec<(usize, &Record, &Cert)> = records
             .iter()
             .enumerate()
-            .filter(|(_, (r, _))| r.rtype != MEMBERSHIP_TYPE && !is_duplicate(held(&r.id), r.version, &r.digest()))
+            .filter(|(_, (r, _))| {
+                r.rtype != MEMBERSHIP_TYPE
+                    && r.rtype != CREDENTIAL_TYPE
+                    && !is_duplicate(held(&r.id), r.version, &r.digest())
+            })
             .filter_map(|(i, (r, _))| self.certs.get(&r.modifier).map(|c| (i, r, c)))
             .collect();
         let group = self.group;

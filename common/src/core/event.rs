@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::member::MemberId;
+use crate::pki::Role;
 use crate::record::RecordError;
 use crate::sync::SyncError;
 use crate::wire::Purpose;
@@ -171,6 +172,19 @@ pub enum Event {
         text: String,
         /// Unix ns of arrival.
         recv_ns: i64,
+    },
+    /// A credential was issued: a member's certificate renewed or its role changed.
+    Credential {
+        /// The member it is for.
+        member: MemberId,
+        /// Its certificate name.
+        name: String,
+        /// Its role from now on.
+        role: Role,
+        /// When the new certificate ends, unix ms.
+        until_ms: i64,
+        /// The admin who issued it.
+        by: MemberId,
     },
     /// Something went wrong that the user should see.
     Error(String),

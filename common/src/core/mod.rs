@@ -27,6 +27,8 @@ pub mod store;
 pub mod whisper;
 
 #[cfg(test)]
+mod credential_tests;
+#[cfg(test)]
 mod hostile_tests;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -38,12 +40,14 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use uuid::Uuid;
 
+use crate::clock;
+use crate::credential;
 use crate::identity::Identity;
 use crate::member::MemberId;
 use crate::membership::Membership;
 use crate::names::ResolveError;
-use crate::pki::Cert;
-use crate::record::{self, AttrValue, CHAT_TYPE, MEMBERSHIP_TYPE, PRESENCE_TYPE, Record, RecordError};
+use crate::pki::{Cert, Claim, Role};
+use crate::record::{self, AttrValue, CHAT_TYPE, CREDENTIAL_TYPE, MEMBERSHIP_TYPE, PRESENCE_TYPE, Record, RecordError};
 use crate::store::Put;
 use crate::sync::{Item, ItemSet, SyncKey};
 use crate::wire::{self, Message, Purpose};
@@ -77,6 +81,9 @@ pub const MAX_DIRECT: usize = 32;
 /// Most direct connections from (or to) one member: one each way, and one more while
 /// an old one closes.
 pub const MAX_DIRECT_PER_MEMBER: usize = 3;
+/// How often an admin looks for credentials to renew, at most (a twentieth of the
+/// member lifetime when that is shorter).
+pub const RENEWAL_CHECK_EVERY: Duration = Duration::from_secs(60);
 /// The known-peers file is rewritten at most this often.
 pub const KNOWN_PEERS_EVERY: Duration = Duration::from_secs(5);
 /// How long an unused direct (whisper) connection stays open.
@@ -238,6 +245,9 @@ pub enum Input {
     Queued(ConnId, usize, u64),
     /// A command from the node's user.
     Command(RequestId, Command),
+    /// This node's membership with newer certificates (the creator renewed its own
+    /// with the root key, which only the driver reads).
+    Renewed(Box<Membership>),
 }
 
 /// What a user asks of the node.
@@ -258,6 +268,10 @@ pub enum Command {
     Status,
     /// Leave: remove presence; the driver then drains and closes.
     Leave,
+    /// Records signed on this machine by this identity outside the node (an admin's
+    /// actions from `group-admin`): each is judged as if a peer sent it, then stored
+    /// and flooded.
+    Admit(Vec<Vec<u8>>),
 }
 
 /// The answer to a [`Command`].
@@ -273,6 +287,8 @@ pub enum Reply {
     Status(Status),
     /// Presence removed.
     Left,
+    /// For each record handed in, in order: stored (or held already), or why not.
+    Admitted(Vec<Result<(), String>>),
 }
 
 /// What the core asks its driver to do.
@@ -310,6 +326,9 @@ pub enum Output {
     ChatStored(i64),
     /// Where members were seen changed: the known-peers file's new text.
     KnownPeers(String),
+    /// This node's membership has new certificates (a credential for it arrived, or
+    /// the creator renewed its own): save it, and present them from now on.
+    Membership(Box<Membership>),
 }
 
 #[derive(Debug)]
@@ -358,6 +377,8 @@ pub struct Core<S: RecordStore> {
     status: Status,
     ready_sent: bool,
     presence_version: u64,
+    /// When an admin next looks for credentials to renew.
+    next_renewal_check: Instant,
     last_presence: Instant,
     last_purge: Instant,
     stopping: bool,
@@ -434,6 +455,7 @@ impl<S: RecordStore> Core<S> {
             status: Status::default(),
             ready_sent: false,
             presence_version: 0,
+            next_renewal_check: now.instant,
             last_presence: now.instant,
             last_purge: now.instant,
             stopping: false,
@@ -482,6 +504,7 @@ impl<S: RecordStore> Core<S> {
                 expected,
                 reason,
             } => self.on_dial_failed(addr, purpose, expected, reason, now),
+            Input::Renewed(m) => self.adopt_membership(*m, now),
             Input::Queued(id, bytes, written) => {
                 if let Some(c) = self.conns.get_mut(&id) {
                     c.flow.report(bytes, written, now.instant);
@@ -523,6 +546,9 @@ impl<S: RecordStore> Core<S> {
             .collect();
         for id in idle {
             self.close(id, ConnReason::Idle, now);
+        }
+        if now.instant >= self.next_renewal_check {
+            self.renew_due(now);
         }
         let refresh = Duration::from_secs(self.membership.group.presence_lifetime_secs.max(3) / 3);
         if now.instant.duration_since(self.last_presence) >= refresh
@@ -588,6 +614,16 @@ impl<S: RecordStore> Core<S> {
     /// Status flags.
     pub fn status(&self) -> Status {
         self.status
+    }
+
+    /// Every member known and its newest verified certificate.
+    pub fn known_certs(&self) -> impl Iterator<Item = (&MemberId, &Cert)> {
+        self.admission.certs()
+    }
+
+    /// This node's membership, with the certificates it presents now.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
     }
 
     /// This node's member id.
@@ -718,11 +754,34 @@ impl<S: RecordStore> Core<S> {
                 self.admission.learn(r.creator, cert);
             }
         }
+        let mut mine = None;
+        for r in self.store.of_type(&CREDENTIAL_TYPE).map_err(stored)? {
+            if let Ok(c) = self.admission.verify_credential_record(&r, t) {
+                let member = c.membership.member_id;
+                self.admission.learn(member, c.membership.clone());
+                if member == self.me {
+                    mine = Some(c);
+                }
+            }
+        }
+        // Saved when it came, unless the node stopped first.
+        if let Some(c) = mine.filter(|_| !self.membership.creator) {
+            self.adopt_membership(credential::adopt(&self.membership, &c), now);
+        }
         let mut learnt = false;
         for r in self.store.of_type(&PRESENCE_TYPE).map_err(stored)? {
             if r.creator != self.me && !r.deleted && r.expires_ms > t {
                 learnt |= self.mesh.note_addresses(r.creator, &r.presence_addresses());
-                self.roster.apply(&r, t);
+                // Told like any other arrival: a member whose presence outlived our last
+                // run is listed from the start, and the front end must hear of it (its
+                // fresh presence, with the same addresses, changes nothing later).
+                if let Some(change) = self.roster.apply(&r, t) {
+                    self.emit(Event::Member {
+                        change,
+                        member: r.creator,
+                        name: self.admission.names().display(&r.creator),
+                    });
+                }
             }
             if r.creator == self.me {
                 self.presence_version = self.presence_version.max(r.version);
@@ -808,6 +867,95 @@ impl<S: RecordStore> Core<S> {
         Ok(())
     }
 
+    /// Takes newer certificates for this node (a credential for it, or the creator's
+    /// own renewal): they sign its records and its handshakes from now on, the group
+    /// gets its new membership record, and the driver saves them. Older ones change
+    /// nothing.
+    fn adopt_membership(&mut self, m: Membership, now: Now) {
+        if m.membership.not_before <= self.membership.membership.not_before || m.membership.member_id != self.me {
+            return;
+        }
+        tracing::info!(
+            "adopting a membership certificate valid until {}",
+            clock::format_rfc3339(m.membership.not_after)
+        );
+        self.admission.learn(self.me, m.membership.clone());
+        self.membership = m;
+        if let Err(e) = self.publish_membership(now) {
+            self.emit(Event::Error(format!("cannot publish the renewed membership: {e}")));
+        }
+        self.out
+            .push_back(Output::Membership(Box::new(self.membership.clone())));
+    }
+
+    /// An admin renews the certificates of members that end within a tenth of the
+    /// member lifetime (and have not ended: one that has needs `group-admin renew`),
+    /// publishing a credential record for each. A renewal its own issuing
+    /// certificate would not extend is not made.
+    fn renew_due(&mut self, now: Now) {
+        let lifetime = Duration::from_secs(self.membership.group.member_lifetime_secs.max(1));
+        self.next_renewal_check = now.instant + (lifetime / 20).clamp(Duration::from_secs(1), RENEWAL_CHECK_EVERY);
+        if self.membership.role != Role::Admin || self.membership.issuing.is_none() {
+            return;
+        }
+        let (t_ms, t) = (now.unix_ms(), clock::from_unix(now.unix_ms().div_euclid(1000)));
+        let due: Vec<Cert> = self
+            .admission
+            .certs()
+            .filter(|(m, c)| **m != self.me && admission::valid_at(c, t_ms) && credential::due(c, lifetime, t))
+            // The creator renews its own, with the root key.
+            .filter(|(_, c)| !c.is_signed_by(&self.membership.root))
+            .map(|(_, c)| c.clone())
+            .collect();
+        let due: Vec<Cert> = due
+            .into_iter()
+            .filter(|c| credential::renews_on_its_own(c, self.issuer_of(c).as_ref(), lifetime))
+            .collect();
+        for old in due {
+            let issued = credential::issue(&self.identity.key, &self.membership, &old, lifetime, t).and_then(|c| {
+                Ok((
+                    credential::record(&self.identity.key, self.me, &self.group, &c, t_ms)?,
+                    c,
+                ))
+            });
+            match issued {
+                Ok((_, c)) if c.membership.not_after <= old.not_after => {
+                    tracing::info!(
+                        "not renewing {}: this admin's own certificate ends first",
+                        old.member_id
+                    );
+                }
+                Ok((r, c)) => {
+                    let name = self.admission.names().display(&old.member_id);
+                    match self.sign_and_store(r, now) {
+                        Ok(_) => {
+                            self.emit(credential_event(&c.membership, self.me, name));
+                            self.admission.learn(old.member_id, c.membership);
+                        }
+                        Err(e) => self.emit(Event::Error(format!("cannot publish a renewal for {name}: {e}"))),
+                    }
+                }
+                Err(e) => tracing::info!("cannot renew {}: {e}", old.member_id),
+            }
+        }
+    }
+
+    /// The certificate that issued `cert`, from the chain in its member's membership or
+    /// credential record held here.
+    fn issuer_of(&self, cert: &Cert) -> Option<Cert> {
+        [MEMBERSHIP_TYPE, CREDENTIAL_TYPE]
+            .iter()
+            .filter_map(|t| {
+                self.store
+                    .get(&record::per_member_id(t, &cert.member_id))
+                    .ok()
+                    .flatten()
+            })
+            .filter_map(|r| admission::decode_chain(&r.data))
+            .filter(|certs| certs.first().is_some_and(|leaf| leaf.der == cert.der))
+            .find_map(|certs| certs.into_iter().skip(1).find(|c| cert.is_signed_by(c)))
+    }
+
     fn publish_presence(&mut self, leaving: bool, now: Now) -> Result<(), CoreError> {
         let t = now.unix_ms();
         let lifetime = self.admission.lifetimes().presence_ms;
@@ -831,6 +979,7 @@ impl<S: RecordStore> Core<S> {
 
     fn on_command(&mut self, req: RequestId, cmd: Command, now: Now) {
         let reply = match cmd {
+            Command::Admit(bodies) => Reply::Admitted(self.admit_local(bodies, now)),
             Command::Publish(text) => Reply::Published(self.publish_chat(&text, now)),
             Command::Whisper { to, text } => match self.whisper(req, &to, text, now) {
                 Some(done) => Reply::Whispered(done),
@@ -1400,17 +1549,60 @@ impl<S: RecordStore> Core<S> {
             digest: r.digest(),
         });
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
-        let creator = r.creator;
+        let (issuer, is_credential) = (r.creator, r.rtype == CREDENTIAL_TYPE);
+        // A credential for this node: its certificates to adopt.
+        let mine = match &cert {
+            // The creator renews its own with the root key, never under an admin.
+            Some(c) if is_credential && c.member_id == self.me && !self.membership.creator => {
+                self.admission.verify_credential_record(&r, now.unix_ms()).ok()
+            }
+            _ => None,
+        };
         accepted.push(Put {
             record: r,
             body,
             via_sync,
             received_ns: now.unix_ns,
         });
-        if let Some(cert) = cert {
-            self.admission.learn(creator, *cert);
-            self.release_held(creator, now, accepted);
+        let Some(cert) = cert else { return };
+        // A membership record proves its creator's certificate, a credential its
+        // subject's.
+        let member = cert.member_id;
+        if is_credential {
+            self.emit(credential_event(&cert, issuer, self.admission.names().display(&member)));
         }
+        self.admission.learn(member, *cert);
+        self.release_held(member, now, accepted);
+        if let Some(c) = mine {
+            self.adopt_membership(credential::adopt(&self.membership, &c), now);
+        }
+    }
+
+    /// Judges records handed in by this machine's user as a peer's would be (no
+    /// shortcut: the node's rules decide), stores and floods those accepted, and says
+    /// for each what became of it.
+    fn admit_local(&mut self, bodies: Vec<Vec<u8>>, now: Now) -> Vec<Result<(), String>> {
+        let mut results = Vec::with_capacity(bodies.len());
+        let mut accepted = Vec::new();
+        for body in bodies {
+            let r = match Record::decode(&body) {
+                Ok(r) => r,
+                Err(e) => {
+                    results.push(Err(e.to_string()));
+                    continue;
+                }
+            };
+            let held = self.items.get(r.id.as_bytes());
+            results.push(match self.admission.judge(&r, held, now.unix_ms(), None) {
+                Verdict::Duplicate | Verdict::Accept(_) => Ok(()),
+                Verdict::Hold(m) => Err(format!("the membership of its signer {m} is not known here")),
+                Verdict::Reject(why) => Err(why.to_string()),
+            });
+            self.admit(r, body, false, None, None, now, &mut accepted);
+        }
+        self.batch.extend(accepted.into_iter().map(|p| (p, None)));
+        self.flush(now);
+        results
     }
 
     /// Counts an admitted record against its creator's quota (see [`quota`]); false
@@ -1589,9 +1781,25 @@ impl<S: RecordStore> Core<S> {
 }
 
 /// Whether records of this type count against their creator's quota: all but the one
-/// presence and one membership record each member has.
+/// presence and one membership record each member has, and admin records (one per
+/// member and type).
 fn counted(rtype: &Uuid) -> bool {
-    !record::is_per_member_type(rtype)
+    !record::is_keyed_type(rtype)
+}
+
+/// The event telling of a credential `by` issued: `cert` for the member named `name`.
+fn credential_event(cert: &Cert, by: MemberId, name: String) -> Event {
+    let role = match cert.claim {
+        Claim::Membership { role, .. } => role,
+        _ => Role::Member,
+    };
+    Event::Credential {
+        member: cert.member_id,
+        name,
+        role,
+        until_ms: cert.not_after.unix_timestamp().saturating_mul(1000),
+        by,
+    }
 }
 
 /// Groups bodies into Records frames under the size budget.
@@ -1658,6 +1866,34 @@ mod tests {
         fn last_seq(&self) -> i64 {
             self.inner.last_seq()
         }
+    }
+
+    /// Regression (a member restarted after a peer that stopped without deleting its
+    /// presence never heard it joined): a live presence loaded from the store at start
+    /// is told to the front end as a member joining.
+    #[test]
+    fn a_member_present_in_the_store_at_start_is_told_as_joined() {
+        let sim = Sim::new(3, 2, 1, LinkParams::default()).unwrap();
+        let now = Now {
+            instant: std::time::Instant::now(),
+            unix_ns: SIM_EPOCH_SECS * 1_000_000_000,
+        };
+        let bob = &sim.nodes[1];
+        let mut presence = Record::new(PRESENCE_TYPE, bob.id, now.unix_ms(), 300_000);
+        presence.version = now.unix_ms() as u64;
+        presence
+            .attributes
+            .push(("addresses".into(), AttrValue::Str("10.1.0.2:7400".into())));
+        presence.sign(&bob.group_id(), &bob.key()).unwrap();
+        let mut store = MemStore::new();
+        store
+            .put_batch(&[Put::new(presence, false, 0)])
+            .unwrap_or_else(|e| match e {});
+        let mut core = Core::new(sim.nodes[0].config(1), store, now).unwrap();
+        let joined = std::iter::from_fn(|| core.poll_output()).any(|o| {
+            matches!(o, Output::Event(Event::Member { change: MemberChange::Joined, member, .. }) if member == bob.id)
+        });
+        assert!(joined, "bob's stored presence was not told");
     }
 
     /// Durable before forwarded, when the disk says no: a message whose commit fails is

@@ -5,6 +5,7 @@
 //! address ([`pending`]) so no one host can keep members from connecting.
 
 pub mod conn;
+pub mod control;
 pub mod pending;
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ use uuid::Uuid;
 use crate::clock;
 use crate::core::known::{KNOWN_PEERS_FILE, KnownPeers};
 use crate::core::{self, Command, ConnId, Core, CoreError, Input, Now, Output, Reply, RequestId};
+use crate::credential;
 use crate::home::{self, HomeError, Lock};
 use crate::identity::Identity;
 use crate::member::MemberId;
@@ -76,6 +78,12 @@ pub enum NodeError {
     /// The core refused.
     #[error(transparent)]
     Core(#[from] CoreError),
+    /// The membership file or the root key could not be read or written.
+    #[error(transparent)]
+    Membership(#[from] membership::MembershipError),
+    /// The creator's certificates could not be renewed.
+    #[error("cannot renew the creator's certificates: {0}")]
+    Renewal(#[from] crate::credential::CredentialError),
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
@@ -112,6 +120,7 @@ enum Asker {
     Members(oneshot::Sender<Vec<MemberInfo>>),
     Status(oneshot::Sender<Status>),
     Left(oneshot::Sender<()>),
+    Admitted(oneshot::Sender<Vec<Result<(), String>>>),
 }
 
 /// A cloneable handle to a running node.
@@ -143,6 +152,18 @@ impl Handle {
     /// Publishes a chat message; returns its record id once it is durable.
     pub async fn publish(&self, text: &str) -> Result<Uuid, NodeError> {
         Ok(self.ask(Command::Publish(text.to_string()), Asker::Published).await??)
+    }
+
+    /// Resolves when the node has stopped.
+    pub async fn stopped(&self) {
+        self.tx.closed().await;
+    }
+
+    /// Hands in records signed on this machine (an admin's actions): each is judged as
+    /// a peer's would be, then stored and flooded; the result says, in order, what
+    /// became of each.
+    pub async fn admit(&self, bodies: Vec<Vec<u8>>) -> Result<Vec<Result<(), String>>, NodeError> {
+        self.ask(Command::Admit(bodies), Asker::Admitted).await
     }
 
     /// Whispers to a present member (friendly name or member-id prefix); returns the
@@ -214,6 +235,10 @@ struct Driver {
     events_dropped: u64,
     seq_tx: watch::Sender<i64>,
     known_path: PathBuf,
+    /// The group root's key, when this node is the creator's.
+    root_key: Option<rcgen::KeyPair>,
+    /// When the creator next checks whether its own certificates are due.
+    next_self_renewal: Instant,
     _checkpointer: crate::store::Checkpointer,
 }
 
@@ -236,10 +261,28 @@ pub async fn start(cfg: NodeConfig) -> Result<(Handle, mpsc::Receiver<Event>, to
     tls::install_default_provider();
     let m = &cfg.membership;
     let lock = Lock::acquire(
-        &m.dir.join("store.lock"),
+        &m.dir.join(crate::store::STORE_LOCK),
         &format!("the store of {:?} in {:?}", m.identity, m.group.name),
     )?;
-    pki::verify_chain(&m.root, &m.chain, &m.membership, m.group.id, clock::now())?;
+    // The creator renews its own certificates with the root key whenever they are
+    // due, so a group whose creator comes back after a long while lives on.
+    let root_key = m.root_key()?;
+    let mut cfg = cfg;
+    cfg.membership = credential::renew_creator_if_due(cfg.membership, clock::now())?;
+    let m = &cfg.membership;
+    let cfg_dir = m.dir.clone();
+    if let Err(e) = pki::verify_chain(&m.root, &m.chain, &m.membership, m.group.id, clock::now()) {
+        // Ended, yet sound at its end: a member back from a long absence tries with it,
+        // since an admin may have renewed it meanwhile (peers let it in if so).
+        let ended = m.membership.not_after < clock::now();
+        if !ended || pki::verify_chain(&m.root, &m.chain, &m.membership, m.group.id, m.membership.not_after).is_err() {
+            return Err(e.into());
+        }
+        tracing::warn!(
+            "this membership ended at {}: connecting with it in case an admin renewed it",
+            clock::format_rfc3339(m.membership.not_after)
+        );
+    }
     let store = Store::open(&m.dir.join(STORE_FILE), cfg.durability)?;
     // WAL checkpoints (with their fsync) run on a thread of their own, off the path
     // from receiving a record to forwarding it.
@@ -277,6 +320,9 @@ pub async fn start(cfg: NodeConfig) -> Result<(Handle, mpsc::Receiver<Event>, to
         quota: core::QuotaLimits::default(),
     };
     let core = Core::new(core_cfg, store, now())?;
+    for (member, cert) in core.known_certs() {
+        tls.note_renewed(*member, cert.not_after.unix_timestamp());
+    }
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let (seq_tx, seq_rx) = watch::channel(seq0);
     let (conn_tx, conn_rx) = mpsc::channel(4096);
@@ -299,6 +345,14 @@ pub async fn start(cfg: NodeConfig) -> Result<(Handle, mpsc::Receiver<Event>, to
         addresses: advertised.clone(),
         stats,
     };
+    // Admin actions from this machine take effect at once through it; without it they
+    // wait in the store for the next start.
+    match control::listen(&cfg_dir).and_then(|l| Ok((l, control::owner(&cfg_dir)?))) {
+        Ok((listener, owner)) => {
+            tokio::spawn(control::serve(listener, owner, handle.clone()));
+        }
+        Err(e) => tracing::warn!("no control socket (group-admin will wait for the next start): {e}"),
+    }
     // Boxed: the task's future then holds a pointer, not the driver (and the core)
     // itself, so building it costs no large copies on the caller's stack.
     let mut driver = Box::new(Driver {
@@ -314,6 +368,8 @@ pub async fn start(cfg: NodeConfig) -> Result<(Handle, mpsc::Receiver<Event>, to
         events_dropped: 0,
         seq_tx,
         known_path,
+        root_key,
+        next_self_renewal: Instant::now(),
         _checkpointer: checkpointer,
     });
     let task = tokio::spawn(async move {
@@ -437,6 +493,25 @@ impl Driver {
             self.core.handle(t, Input::Silent(id, SILENCE_LIMIT));
         }
         self.core.handle_timeout(t);
+        if let Some(key) = &self.root_key
+            && t.instant >= self.next_self_renewal
+        {
+            let m = self.core.membership();
+            let lifetime = Duration::from_secs(m.group.member_lifetime_secs.max(1));
+            self.next_self_renewal =
+                t.instant + (lifetime / 20).clamp(Duration::from_secs(1), core::RENEWAL_CHECK_EVERY);
+            if credential::creator_due(m, clock::now()) {
+                let lifetime = Duration::from_secs(m.group.member_lifetime_secs);
+                let renewed = credential::renew_creator(m, key, lifetime, clock::now()).and_then(|r| {
+                    r.save()?;
+                    Ok(r)
+                });
+                match renewed {
+                    Ok(renewed) => self.core.handle(t, Input::Renewed(Box::new(renewed))),
+                    Err(e) => self.tell(Event::Error(format!("cannot renew the creator's certificates: {e}"))),
+                }
+            }
+        }
     }
 
     /// Carries out everything the core asked for.
@@ -460,6 +535,9 @@ impl Driver {
                     }
                 }
                 Output::Event(e) => {
+                    if let Event::Credential { member, until_ms, .. } = &e {
+                        self.tls.note_renewed(*member, until_ms.div_euclid(1000));
+                    }
                     self.tell(e);
                 }
                 Output::Reply(req, reply) => self.answer(req, reply),
@@ -469,6 +547,16 @@ impl Driver {
                 Output::KnownPeers(text) => {
                     if let Err(e) = home::replace_file(&self.known_path, text.as_bytes()) {
                         tracing::warn!("cannot remember where members are: {e}");
+                    }
+                }
+                Output::Membership(m) => {
+                    if let Err(e) = self.tls.present(&m) {
+                        self.tell(Event::Error(format!("cannot present the renewed membership: {e}")));
+                    }
+                    if let Err(e) = m.save() {
+                        self.tell(Event::Error(format!(
+                            "cannot save the renewed membership (it is in the group's records, and is adopted again at the next start): {e}"
+                        )));
                     }
                 }
             }
@@ -511,6 +599,7 @@ impl Driver {
             (Asker::Members(tx), Reply::Members(r)) => drop(tx.send(r)),
             (Asker::Status(tx), Reply::Status(r)) => drop(tx.send(r)),
             (Asker::Left(tx), Reply::Left) => drop(tx.send(())),
+            (Asker::Admitted(tx), Reply::Admitted(r)) => drop(tx.send(r)),
             (asker, reply) => tracing::error!("reply {reply:?} does not answer {asker:?}"),
         }
     }

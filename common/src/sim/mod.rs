@@ -633,7 +633,11 @@ impl Sim {
                     nonce,
                 } => self.dial(i, addr, expected, purpose, nonce),
                 Output::Close { conn } => self.break_conn(conn),
-                Output::Event(_) | Output::Reply(..) | Output::ChatStored(_) | Output::KnownPeers(_) => {}
+                Output::Event(_)
+                | Output::Reply(..)
+                | Output::ChatStored(_)
+                | Output::KnownPeers(_)
+                | Output::Membership(_) => {}
             }
         }
     }

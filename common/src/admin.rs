@@ -1,0 +1,236 @@
+//! Admin actions from the command line (`group-admin`): what an admin signs is a
+//! record like any other, checked by every node as if it came from a peer. With no
+//! `group-chat` running for the membership it goes into the store and spreads at the
+//! next start; with one running it is handed over (see [`crate::node::control`]) and
+//! takes effect at once.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use thiserror::Error;
+use time::OffsetDateTime;
+
+use crate::clock;
+use crate::core::admission::{Admission, Lifetimes, Verdict};
+use crate::credential::{self, CredentialError};
+use crate::home::{HomeError, Lock};
+use crate::identity::Identity;
+use crate::member::MemberId;
+use crate::membership::{Membership, MembershipError};
+use crate::names::{Directory, ResolveError};
+use crate::node::control::{self, ControlError};
+use crate::pki::{Cert, Role};
+use crate::record::{CREDENTIAL_TYPE, MEMBERSHIP_TYPE, Record};
+use crate::store::{Durability, Put, STORE_FILE, STORE_LOCK, Store, StoreError};
+
+/// Errors of admin actions.
+#[derive(Debug, Error)]
+pub enum AdminError {
+    /// The member named is not one this membership knows.
+    #[error(
+        "no member known here matches {0:?}: name one by its certificate name, member id or id prefix (a member who joined since group-chat last ran here is learnt at its next run)"
+    )]
+    Unknown(String),
+    /// The name fits several members.
+    #[error("{0:?} matches several members: {1}; name one by its id prefix")]
+    Ambiguous(String, String),
+    /// The creator renews its own certificates.
+    #[error(
+        "{0} is the group's creator, who renews its own certificates with the root key whenever it is online: nothing to do"
+    )]
+    Creator(String),
+    /// The admin named itself.
+    #[error("{0} is this identity: an admin's own certificates are renewed by another admin or the creator")]
+    Itself(String),
+    /// Nobody to act on.
+    #[error("no other member is known here yet: run group-chat once to learn the group's members")]
+    NobodyKnown,
+    /// Issuing failed.
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The membership could not be read or saved.
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
+    /// The store is locked or could not be opened.
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    /// The running node could not be reached, or refused.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// A record was refused (by the running node, or by the same rules here).
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+/// Where an admin's records went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// To the `group-chat` running for the membership: in force and spreading now.
+    Online,
+    /// Into the store: they spread at the next `group-chat`.
+    Stored,
+}
+
+/// Publishes records signed by this membership's identity: handed to the running node
+/// if there is one, else checked by the node's rules and stored. All or nothing: a
+/// refused record stops the rest (offline) or is reported (online).
+pub fn publish(m: &Membership, records: &[Record], now_ms: i64) -> Result<Delivery, AdminError> {
+    let bodies: Vec<Vec<u8>> = records.iter().map(Record::encode).collect();
+    if let Some(results) = control::hand_over(&m.dir, &bodies)? {
+        if let Some(why) = results.into_iter().find_map(Result::err) {
+            return Err(AdminError::Refused(why));
+        }
+        return Ok(Delivery::Online);
+    }
+    let _lock = Lock::acquire(
+        &m.dir.join(STORE_LOCK),
+        &format!("the store of {:?} in {:?}", m.identity, m.group.name),
+    )?;
+    let lifetimes = Lifetimes::from_secs(m.group.message_lifetime_secs, m.group.presence_lifetime_secs);
+    let admission = Admission::new(
+        m.group.id,
+        m.root.clone(),
+        lifetimes,
+        (m.membership.member_id, m.membership.clone()),
+    );
+    for r in records {
+        if let Verdict::Reject(why) = admission.judge(r, None, now_ms, None) {
+            return Err(AdminError::Refused(why.to_string()));
+        }
+    }
+    let mut store = Store::open(&m.dir.join(STORE_FILE), Durability::Normal)?;
+    let now_ns = now_ms.saturating_mul(1_000_000);
+    let puts: Vec<Put> = records.iter().map(|r| Put::new(r.clone(), false, now_ns)).collect();
+    store.put_batch(&puts)?;
+    Ok(Delivery::Stored)
+}
+
+/// The members a membership knows from its store: each one's newest verified
+/// certificate (from membership and credential records), and their names.
+#[derive(Debug)]
+pub struct Known {
+    /// Member -> newest certificate.
+    pub certs: HashMap<MemberId, Cert>,
+    /// Certificate names.
+    pub names: Directory,
+}
+
+/// Reads the members `m` knows from `store`, checking every record as a node would:
+/// a record that does not verify teaches nothing.
+pub fn known_members(m: &Membership, store: &Store) -> Result<Known, AdminError> {
+    let lifetimes = Lifetimes::from_secs(m.group.message_lifetime_secs, m.group.presence_lifetime_secs);
+    let me = m.membership.member_id;
+    let mut admission = Admission::new(m.group.id, m.root.clone(), lifetimes, (me, m.membership.clone()));
+    // Expired certificates count too: an admin may renew a member that was away.
+    for r in store.of_type(&MEMBERSHIP_TYPE)? {
+        if let Some(cert) = verified_at_start(&admission, &r, |a, r, t| a.verify_membership_record(r, t).ok()) {
+            admission.learn(r.creator, cert);
+        }
+    }
+    for r in store.of_type(&CREDENTIAL_TYPE)? {
+        let verify = |a: &Admission, r: &Record, t| a.verify_credential_record(r, t).ok().map(|c| c.membership);
+        if let Some(cert) = verified_at_start(&admission, &r, verify) {
+            admission.learn(cert.member_id, cert);
+        }
+    }
+    let certs: HashMap<MemberId, Cert> = admission.certs().map(|(m, c)| (*m, c.clone())).collect();
+    Ok(Known {
+        certs,
+        names: admission.names().clone(),
+    })
+}
+
+/// A record's certificate, checked at the moment its certificate began (so an expired
+/// one still shows whose it was; whether it is valid now is the caller's question).
+fn verified_at_start(
+    admission: &Admission,
+    r: &Record,
+    verify: impl Fn(&Admission, &Record, i64) -> Option<Cert>,
+) -> Option<Cert> {
+    let start_ms = i64::try_from(r.version).ok()?.saturating_mul(1000);
+    verify(admission, r, start_ms.max(r.modified_ms))
+}
+
+/// The members to renew: `who` resolved among those known (a name, an id or a unique
+/// id prefix), or every one but this admin and the creator (`None`).
+pub fn renewal_targets(m: &Membership, known: &Known, who: Option<&str>) -> Result<Vec<Cert>, AdminError> {
+    if m.role != Role::Admin || m.issuing.is_none() {
+        return Err(CredentialError::NotAdmin {
+            identity: m.identity.clone(),
+            role: m.role,
+            group: m.group.name.clone(),
+        }
+        .into());
+    }
+    let me = m.membership.member_id;
+    let is_creator = |c: &Cert| c.is_signed_by(&m.root);
+    match who {
+        Some(query) => {
+            let member = known
+                .names
+                .resolve(query, known.certs.keys().copied())
+                .map_err(|e| match e {
+                    ResolveError::NoMatch(q) => AdminError::Unknown(q),
+                    ResolveError::Ambiguous(q, names) => AdminError::Ambiguous(q, names),
+                })?;
+            let cert = &known.certs[&member];
+            if member == me {
+                return Err(AdminError::Itself(known.names.display(&member)));
+            }
+            if is_creator(cert) {
+                return Err(AdminError::Creator(known.names.display(&member)));
+            }
+            Ok(vec![cert.clone()])
+        }
+        None => {
+            let mut all: Vec<Cert> = known
+                .certs
+                .iter()
+                .filter(|(id, c)| **id != me && !is_creator(c))
+                .map(|(_, c)| c.clone())
+                .collect();
+            if all.is_empty() {
+                return Err(AdminError::NobodyKnown);
+            }
+            all.sort_by_key(|c| c.member_id);
+            Ok(all)
+        }
+    }
+}
+
+/// Signed credential records renewing `targets` for `lifetime` from `now`.
+pub fn renew(
+    identity: &Identity,
+    m: &Membership,
+    targets: &[Cert],
+    lifetime: Duration,
+    now: OffsetDateTime,
+) -> Result<Vec<Record>, AdminError> {
+    let now_ms = now.unix_timestamp().saturating_mul(1000);
+    targets
+        .iter()
+        .map(|old| {
+            let c = credential::issue(&identity.key, m, old, lifetime, now)?;
+            Ok(credential::record(
+                &identity.key,
+                identity.member_id(),
+                &m.group.id,
+                &c,
+                now_ms,
+            )?)
+        })
+        .collect()
+}
+
+/// One line saying what a credential record renews, for the admin's terminal.
+pub fn describe(r: &Record, names: &Directory) -> String {
+    let who = r.subject().map(|s| names.display(&s)).unwrap_or_default();
+    let until = clock::format_rfc3339(clock::from_unix(r.expires_ms.div_euclid(1000)));
+    format!(
+        "{who}\t{}\t{until}",
+        r.subject().map(|s| s.to_string()).unwrap_or_default()
+    )
+}

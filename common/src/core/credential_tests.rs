@@ -1,0 +1,177 @@
+//! Credentials through a core driven by hand: adopting one's own, and an admin renewing
+//! the members that are due.
+
+use std::time::Instant;
+
+use time::OffsetDateTime;
+
+use super::*;
+use crate::credential::tests::{DAY, Fixture, Held, fixture};
+
+fn at(t: OffsetDateTime) -> Now {
+    Now {
+        instant: Instant::now(),
+        unix_ns: t.unix_timestamp() * 1_000_000_000,
+    }
+}
+
+fn core_of(h: &Held, now: Now) -> Core<MemStore> {
+    let cfg = Config {
+        identity: h.identity(),
+        membership: h.m.clone(),
+        advertised: vec!["127.0.0.1:7400".into()],
+        peers: Vec::new(),
+        max_neighbours: 8,
+        discover: false,
+        known: KnownPeers::default(),
+        initial_messages: Vec::new(),
+        seed: 1,
+        threads: 1,
+        quota: QuotaLimits::default(),
+    };
+    Core::new(cfg, MemStore::new(), now).unwrap()
+}
+
+fn drain(core: &mut Core<MemStore>) -> Vec<Output> {
+    std::iter::from_fn(|| core.poll_output()).collect()
+}
+
+/// `h` connects to `core` as connection `id`.
+fn connect(core: &mut Core<MemStore>, id: ConnId, h: &Held, now: Now) {
+    let up = ConnUp {
+        id,
+        member: h.m.membership.member_id,
+        cert: h.m.membership.clone(),
+        addr: "127.0.0.2:7400".parse().unwrap(),
+        outbound: false,
+        purpose: Purpose::Neighbour,
+        tie: (id, 1),
+        sync_key: crate::sync::SyncKey::new([id as u8; 16]),
+    };
+    core.handle(now, Input::Up(Box::new(up)));
+}
+
+fn credentials_in(core: &Core<MemStore>) -> Vec<Record> {
+    core.store().of_type(&CREDENTIAL_TYPE).unwrap_or_else(|e| match e {})
+}
+
+#[test]
+fn a_credential_for_this_node_is_adopted_published_and_handed_to_the_driver() {
+    let f: Fixture = fixture(clock::from_unix(1_800_000_000));
+    let t = clock::add(f.t0, 20 * DAY);
+    let now = at(t);
+    let mut core = core_of(&f.member, now);
+    connect(&mut core, 1, &f.admin, now);
+    drain(&mut core);
+    let c = credential::issue(&f.admin.key, &f.admin.m, &f.member.m.membership, 30 * DAY, t).unwrap();
+    let r = credential::record(
+        &f.admin.key,
+        f.admin.m.membership.member_id,
+        &f.admin.m.group.id,
+        &c,
+        now.unix_ms(),
+    )
+    .unwrap();
+    core.handle(
+        now,
+        Input::Frame(
+            1,
+            Message::Records {
+                sync: false,
+                bodies: vec![r.encode()],
+            },
+        ),
+    );
+    core.flush(now);
+    let out = drain(&mut core);
+    let saved = out.iter().find_map(|o| match o {
+        Output::Membership(m) => Some(m),
+        _ => None,
+    });
+    assert_eq!(
+        saved.map(|m| &m.membership.der),
+        Some(&c.membership.der),
+        "the driver saves it"
+    );
+    assert!(out.iter().any(|o| matches!(o, Output::Event(Event::Credential { .. }))));
+    assert_eq!(
+        core.membership().membership.der,
+        c.membership.der,
+        "it signs with it from now on"
+    );
+    let published = core
+        .store()
+        .get(&record::per_member_id(&MEMBERSHIP_TYPE, &core.member_id()))
+        .unwrap_or_else(|e| match e {})
+        .unwrap();
+    assert_eq!(published.version, admission::membership_version(&c.membership));
+    // The same credential again changes nothing.
+    core.handle(
+        now,
+        Input::Frame(
+            1,
+            Message::Records {
+                sync: false,
+                bodies: vec![r.encode()],
+            },
+        ),
+    );
+    core.flush(now);
+    assert!(!drain(&mut core).iter().any(|o| matches!(o, Output::Membership(_))));
+}
+
+#[test]
+fn an_admin_renews_the_members_that_are_due_but_not_the_creator_nor_twice() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let t = clock::add(f.t0, 28 * DAY);
+    let now = at(t);
+    // The creator first renews itself (its own certificates end with everyone's).
+    let renewed = credential::renew_creator(&f.creator.m, &f.root_key, 30 * DAY, t).unwrap();
+    let creator = Held {
+        key: rcgen::KeyPair::try_from(f.creator.key.serialize_der().as_slice()).unwrap(),
+        m: renewed,
+    };
+    let mut core = core_of(&creator, now);
+    connect(&mut core, 1, &f.admin, now);
+    connect(&mut core, 2, &f.member, now);
+    drain(&mut core);
+    core.handle_timeout(now);
+    core.flush(now);
+    let out = drain(&mut core);
+    let mut renewed_for: Vec<MemberId> = credentials_in(&core).iter().filter_map(Record::subject).collect();
+    renewed_for.sort();
+    let mut want = vec![f.admin.m.membership.member_id, f.member.m.membership.member_id];
+    want.sort();
+    assert_eq!(renewed_for, want);
+    assert_eq!(
+        out.iter()
+            .filter(|o| matches!(o, Output::Event(Event::Credential { .. })))
+            .count(),
+        2
+    );
+    // Flooded to both neighbours.
+    assert!(out.iter().any(|o| matches!(o, Output::Transmit { conn: 1, .. })));
+    // A minute on, nothing is due any more.
+    let later = Now {
+        instant: now.instant + RENEWAL_CHECK_EVERY,
+        unix_ns: now.unix_ns + 60_000_000_000,
+    };
+    core.handle_timeout(later);
+    assert_eq!(credentials_in(&core).len(), 2);
+    assert!(
+        !drain(&mut core)
+            .iter()
+            .any(|o| matches!(o, Output::Event(Event::Credential { .. })))
+    );
+}
+
+#[test]
+fn an_admin_does_not_renew_what_its_own_certificate_would_not_extend() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let now = at(clock::add(f.t0, 28 * DAY));
+    let mut core = core_of(&f.admin, now);
+    connect(&mut core, 1, &f.member, now);
+    core.handle_timeout(now);
+    core.flush(now);
+    assert!(credentials_in(&core).is_empty());
+}

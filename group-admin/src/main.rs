@@ -1,0 +1,104 @@
+//! group-admin: an admin's actions on a group, each a record every node checks.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use common::admin::{self, Delivery};
+use common::cli::{self, HomeArgs, parse_duration_arg};
+use common::identity::Identity;
+use common::{clock, credential, membership};
+
+/// Act on GROUP as an admin: renew members' credentials.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    after_help = "Examples:\n  group-admin renew --identity alice --group Friends bob\n  group-admin renew --identity alice --group Friends --all"
+)]
+struct Args {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// Issue fresh membership certificates (PeerGroupIssueCredentials): same key, name
+    /// and role, valid for the group's member lifetime (capped at this admin's own).
+    /// With group-chat running for this membership they spread at once, else at its
+    /// next start. Prints one line per member: name, member id, valid until.
+    Renew {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Local identity of the admin
+        #[arg(long, value_name = "NAME")]
+        identity: String,
+        /// Group: friendly name, id, or unique id prefix
+        #[arg(long, value_name = "GROUP")]
+        group: String,
+        /// Renew every member known here but this admin and the creator
+        #[arg(long, conflicts_with = "member")]
+        all: bool,
+        /// How long the new certificates last [default: the group's member lifetime]
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        valid_for: Option<Duration>,
+        /// The member: its name, member id or a unique id prefix
+        #[arg(required_unless_present = "all")]
+        member: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    cli::run("group-admin", || run(args))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    match args.action {
+        Action::Renew {
+            home,
+            identity,
+            group,
+            all: _,
+            valid_for,
+            member,
+        } => {
+            let home = home.home()?;
+            let admin = Identity::load(&home, &identity)?;
+            let now = clock::now();
+            let m = credential::renew_creator_if_due(membership::find(&home, &identity, &group)?, now)?;
+            let store = common::store::Store::open_read_only(&m.dir.join(common::store::STORE_FILE))
+                .with_context(|| format!("cannot read the store of {}", m.group.name))?;
+            let known = admin::known_members(&m, &store)?;
+            drop(store);
+            let targets = admin::renewal_targets(&m, &known, member.as_deref())?;
+            let lifetime = valid_for.unwrap_or(Duration::from_secs(m.group.member_lifetime_secs));
+            let records = admin::renew(&admin, &m, &targets, lifetime, now)
+                .with_context(|| format!("cannot renew credentials in {}", m.group.name))?;
+            let delivery = admin::publish(&m, &records, now.unix_timestamp().saturating_mul(1000))
+                .with_context(|| format!("cannot publish the renewals in {}", m.group.name))?;
+            let mut out = String::new();
+            for r in &records {
+                out.push_str(&admin::describe(r, &known.names));
+                out.push('\n');
+            }
+            cli::write_stdout(out.as_bytes())?;
+            cli::note(
+                "group-admin",
+                &match delivery {
+                    Delivery::Online => format!(
+                        "renewed {} member(s) of {}: handed to the running group-chat, spreading now",
+                        records.len(),
+                        m.group.name
+                    ),
+                    Delivery::Stored => format!(
+                        "renewed {} member(s) of {}: stored, they spread when group-chat next runs for {identity}",
+                        records.len(),
+                        m.group.name
+                    ),
+                },
+            );
+            Ok(())
+        }
+    }
+}

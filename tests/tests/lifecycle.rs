@@ -1,0 +1,222 @@
+//! Groups that live for years: credentials renewed by the creator and admins (on their
+//! own while online, or with `group-admin renew`), adopted by members without any
+//! action of theirs, and a member away past its expiry getting back in.
+
+use std::time::Duration;
+
+use peergroup_tests::group::*;
+use peergroup_tests::{Peer, unix_ms};
+use serde_json::Value;
+
+/// An RFC 3339 time `hours` from now.
+fn hours_from_now(hours: f64) -> String {
+    let secs = unix_ms() / 1000 + (hours * 3600.0) as i64;
+    common::clock::format_rfc3339(common::clock::from_unix(secs))
+}
+
+/// When `m`'s membership certificate (as saved in its home) ends, unix seconds.
+fn cert_until(m: &Member) -> i64 {
+    let home = common::home::Home::resolve(Some(m.home.path())).unwrap();
+    common::membership::find(&home, m.name, GROUP)
+        .unwrap()
+        .membership
+        .not_after
+        .unix_timestamp()
+}
+
+/// Waits until `peer` reports a credential for `member`.
+fn wait_credential(peer: &mut Peer, member: &Member) -> Value {
+    let what = format!("a credential for {}", member.name);
+    peer.wait_for(&what, WAIT, |e| {
+        e["event"] == "credential" && e["member"] == member.id.as_str()
+    })
+}
+
+fn set_now(g: &mut [Member], now: &str) {
+    for m in g.iter_mut() {
+        m.home.set_now(Some(now));
+    }
+}
+
+/// A group with a 10-day member lifetime, run at three moments each in the last tenth
+/// of a lifetime (9.5, 19 and 28.5 days on): each time the creator renews itself and
+/// bob, bob adopts his renewal on his own, the two chat, and a newcomer invited then
+/// gets in. Without renewal every membership would have ended after 10 days.
+#[test]
+fn a_group_lives_through_three_member_lifetimes_by_renewal() {
+    let mut g = group_at(&["alice", "bob"], vec![free(), free()], &["--member-lifetime", "10d"]);
+    {
+        // Everyone meets once, so the creator knows bob's membership.
+        let mut a = g[0].online();
+        let mut b = g[1].online();
+        wait_present(&mut a, &g[1]);
+        wait_present(&mut b, &g[0]);
+    }
+    let first_end = cert_until(&g[1]);
+    for (round, hours) in [(1, 9.5 * 24.0), (2, 19.0 * 24.0), (3, 28.5 * 24.0)] {
+        let now = hours_from_now(hours);
+        set_now(&mut g, &now);
+        let before = cert_until(&g[1]);
+        let mut a = g[0].online();
+        let mut b = g[1].online();
+        wait_credential(&mut b, &g[1]);
+        b.wait_until("bob's renewal saved", WAIT, |_| cert_until(&g[1]) > before);
+        say_and_see(&mut a, &format!("round {round} from alice"), &mut [&mut b]);
+        say_and_see(&mut b, &format!("round {round} from bob"), &mut [&mut a]);
+        // A newcomer invited now is admitted and chats.
+        let name: &'static str = ["carol", "dave", "erin"][round - 1];
+        let mut newcomer = invite_at(&g[0], name, &now);
+        let mut c = newcomer.online();
+        wait_present(&mut c, &g[0]);
+        say_and_see(&mut c, &format!("{name} is in"), &mut [&mut a, &mut b]);
+        newcomer.home.set_now(None);
+    }
+    assert!(
+        cert_until(&g[1]) > first_end + 25 * 86_400,
+        "bob's membership now ends {} (first {first_end})",
+        cert_until(&g[1])
+    );
+}
+
+/// `inviter` invites a new member at the fake time `now`; it joins at that time.
+fn invite_at(inviter: &Member, name: &'static str, now: &str) -> Member {
+    let home = peergroup_tests::Home::new().at(now);
+    home.run("identity-export", &[name]).ok();
+    let id = member_id(&home, name);
+    let m = Member {
+        name,
+        home,
+        addr: free(),
+        id,
+    };
+    let xml = m.home.run("identity-export", &[name]).ok().stdout;
+    let invitation = inviter
+        .home
+        .run_with(
+            "invite-create",
+            &["--identity", inviter.name, "--group", GROUP, "-"],
+            Some(xml.as_bytes()),
+        )
+        .ok()
+        .stdout;
+    m.home
+        .run_with(
+            "group-join",
+            &["--identity", name, "--listen", &m.addr, "-"],
+            Some(invitation.as_bytes()),
+        )
+        .ok();
+    m
+}
+
+fn free() -> String {
+    peergroup_tests::free_addr()
+}
+
+/// Bob is away while his membership ends. The creator, online alone shortly before,
+/// renews him; when bob comes back after the end, his expired certificate still gets
+/// him in (the group holds a newer one for his key), and he adopts the renewal.
+#[test]
+fn a_member_away_past_its_expiry_gets_back_in_with_the_renewal_made_meanwhile() {
+    let mut g = group_at(&["alice", "bob"], vec![free(), free()], &["--member-lifetime", "10d"]);
+    {
+        let mut a = g[0].online();
+        let mut b = g[1].online();
+        wait_present(&mut a, &g[1]);
+        wait_present(&mut b, &g[0]);
+    }
+    set_now(&mut g, &hours_from_now(9.5 * 24.0));
+    {
+        let mut a = g[0].online();
+        wait_credential(&mut a, &g[1]);
+    }
+    let expired = cert_until(&g[1]);
+    set_now(&mut g, &hours_from_now(10.5 * 24.0));
+    let mut a = g[0].online();
+    let mut b = g[1].online();
+    wait_ready(&mut b);
+    wait_credential(&mut b, &g[1]);
+    b.wait_until("bob's renewal saved", WAIT, |_| cert_until(&g[1]) > expired);
+    say_and_see(&mut b, "back after my membership ended", &mut [&mut a]);
+    say_and_see(&mut a, "welcome back", &mut [&mut b]);
+}
+
+/// With a 30-second member lifetime, in real time: the creator renews its own
+/// certificates and bob's in their last tenth, bob adopts his, and the two keep
+/// chatting past the moment every first certificate ended.
+#[test]
+fn credentials_renew_on_their_own_in_real_time() {
+    let g = group_at(&["alice", "bob"], vec![free(), free()], &["--member-lifetime", "30s"]);
+    let first_end = cert_until(&g[1]);
+    let mut a = g[0].online();
+    let mut b = g[1].online();
+    wait_present(&mut a, &g[1]);
+    wait_present(&mut b, &g[0]);
+    let past_end = Duration::from_secs(u64::try_from(first_end + 2 - unix_ms() / 1000).unwrap_or(0));
+    b.wait_until("bob's renewal saved", past_end + WAIT, |_| {
+        cert_until(&g[1]) > first_end
+    });
+    std::thread::sleep(Duration::from_secs(
+        u64::try_from(first_end + 2 - unix_ms() / 1000).unwrap_or(0),
+    ));
+    assert!(unix_ms() / 1000 > first_end, "past the first certificates' end");
+    assert!(cert_until(&g[0]) > first_end, "the creator renewed itself");
+    say_and_see(&mut a, "still here after the first end", &mut [&mut b]);
+    say_and_see(&mut b, "me too", &mut [&mut a]);
+    // New connections use the renewed certificates: bob reconnects.
+    drop(b);
+    let mut b = g[1].online();
+    wait_ready(&mut b);
+    say_and_see(&mut b, "reconnected with my renewal", &mut [&mut a]);
+}
+
+/// `group-admin renew`: offline it stores the renewal (one line per member on stdout)
+/// and bob adopts it at the next meeting; online the running node takes it and bob has
+/// it within seconds. Mistakes are one line and exit 1.
+#[test]
+fn group_admin_renews_offline_and_online_and_refuses_mistakes() {
+    let g = group(&["alice", "bob"]);
+    let renew = |args: &[&str]| {
+        let mut all = vec!["renew", "--identity", "alice", "--group", GROUP];
+        all.extend_from_slice(args);
+        g[0].home.run("group-admin", &all)
+    };
+    renew(&["bob"]).fails_with("no member known here matches \"bob\"");
+    renew(&["--all"]).fails_with("no other member is known here yet");
+    {
+        let mut a = g[0].online();
+        let mut b = g[1].online();
+        wait_present(&mut a, &g[1]);
+        wait_present(&mut b, &g[0]);
+    }
+    renew(&["alice"]).fails_with("is this identity");
+    g[1].home
+        .run(
+            "group-admin",
+            &["renew", "--identity", "bob", "--group", GROUP, "alice"],
+        )
+        .fails_with("not an admin");
+    let before = cert_until(&g[1]);
+    let out = renew(&[&g[1].id[..8]]).ok();
+    assert!(out.stdout.starts_with(&format!("bob\t{}\t", g[1].id)), "{}", out.stdout);
+    assert!(out.stderr.contains("stored"), "{}", out.stderr);
+    {
+        let _a = g[0].online();
+        let mut b = g[1].online();
+        wait_credential(&mut b, &g[1]);
+        b.wait_until("bob's renewal saved", WAIT, |_| cert_until(&g[1]) >= before);
+    }
+    let _a = g[0].online();
+    let mut b = g[1].online();
+    wait_present(&mut b, &g[0]);
+    let skip = b.events_of("credential").len();
+    let out = renew(&["--all"]).ok();
+    assert!(
+        out.stderr.contains("handed to the running group-chat"),
+        "{}",
+        out.stderr
+    );
+    b.wait_until("the online renewal", Duration::from_secs(5), |evs| {
+        evs.iter().filter(|e| e["event"] == "credential").count() > skip
+    });
+}

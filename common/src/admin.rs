@@ -11,7 +11,8 @@ use thiserror::Error;
 use time::OffsetDateTime;
 
 use crate::clock;
-use crate::core::admission::{Admission, Lifetimes, Verdict};
+use crate::core::admission::{Admission, Lifetimes, Verdict, decode_chain};
+use crate::core::revocation;
 use crate::credential::{self, CredentialError};
 use crate::home::{HomeError, Lock};
 use crate::identity::Identity;
@@ -20,8 +21,9 @@ use crate::membership::{Membership, MembershipError};
 use crate::names::{Directory, ResolveError};
 use crate::node::control::{self, ControlError};
 use crate::pki::{Cert, Role};
-use crate::record::{CREDENTIAL_TYPE, MEMBERSHIP_TYPE, Record};
+use crate::record::{AttrValue, CREDENTIAL_TYPE, MEMBERSHIP_TYPE, PRESENCE_TYPE, REVOCATION_TYPE, Record};
 use crate::store::{Durability, Put, STORE_FILE, STORE_LOCK, Store, StoreError};
+use crate::sync::Item;
 
 /// Errors of admin actions.
 #[derive(Debug, Error)]
@@ -39,6 +41,15 @@ pub enum AdminError {
         "{0} is the group's creator, who renews its own certificates with the root key whenever it is online: nothing to do"
     )]
     Creator(String),
+    /// The creator holds the root key: nobody can cut it off.
+    #[error("{0} is the group's creator, who holds the root key: the creator cannot be revoked")]
+    CreatorRevoked(String),
+    /// An admin revoking itself.
+    #[error("{0} is this identity: to leave the group, stop using it (an admin revokes others)")]
+    RevokeItself(String),
+    /// The reason is too long.
+    #[error("the reason is {0} bytes; at most {max} are allowed", max = revocation::MAX_REASON_BYTES)]
+    ReasonTooLong(usize),
     /// The admin named itself.
     #[error("{0} is this identity: an admin's own certificates are renewed by another admin or the creator")]
     Itself(String),
@@ -169,13 +180,7 @@ pub fn renewal_targets(m: &Membership, known: &Known, who: Option<&str>) -> Resu
     let is_creator = |c: &Cert| c.is_signed_by(&m.root);
     match who {
         Some(query) => {
-            let member = known
-                .names
-                .resolve(query, known.certs.keys().copied())
-                .map_err(|e| match e {
-                    ResolveError::NoMatch(q) => AdminError::Unknown(q),
-                    ResolveError::Ambiguous(q, names) => AdminError::Ambiguous(q, names),
-                })?;
+            let member = resolve(known, query)?;
             let cert = &known.certs[&member];
             if member == me {
                 return Err(AdminError::Itself(known.names.display(&member)));
@@ -201,28 +206,124 @@ pub fn renewal_targets(m: &Membership, known: &Known, who: Option<&str>) -> Resu
     }
 }
 
-/// Signed credential records renewing `targets` for `lifetime` from `now`.
+/// What a renewal made: the signed credential records, and the members left as they
+/// were with why.
+pub type Renewals = (Vec<Record>, Vec<(Cert, CredentialError)>);
+
+/// Signed credential records renewing `targets` for `lifetime` from `now`, and the
+/// targets left as they were, with why (a renewal that would end no later, or an
+/// admin too deep to renew here). A single target that cannot be renewed is an error.
 pub fn renew(
     identity: &Identity,
     m: &Membership,
     targets: &[Cert],
     lifetime: Duration,
     now: OffsetDateTime,
-) -> Result<Vec<Record>, AdminError> {
+) -> Result<Renewals, AdminError> {
     let now_ms = now.unix_timestamp().saturating_mul(1000);
-    targets
-        .iter()
-        .map(|old| {
-            let c = credential::issue(&identity.key, m, old, lifetime, now)?;
-            Ok(credential::record(
+    let mut records = Vec::new();
+    let mut skipped = Vec::new();
+    for old in targets {
+        match credential::issue(&identity.key, m, old, lifetime, now) {
+            Ok(c) => records.push(credential::record(
                 &identity.key,
                 identity.member_id(),
                 &m.group.id,
                 &c,
                 now_ms,
-            )?)
+            )?),
+            Err(e @ (CredentialError::WouldNotExtend { .. } | CredentialError::TooDeep { .. }))
+                if targets.len() > 1 =>
+            {
+                skipped.push((old.clone(), e));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((records, skipped))
+}
+
+/// The revocation of `who` (a name, member id or id prefix known here) by this admin,
+/// signed: it keeps what of the member's this store holds now (its records but its
+/// presence, and, for an admin, the certificates it issued), so nothing the member
+/// makes from now on, however dated, is accepted anywhere.
+pub fn revocation(
+    identity: &Identity,
+    m: &Membership,
+    store: &Store,
+    known: &Known,
+    who: &str,
+    reason: &str,
+    now_ms: i64,
+) -> Result<(Record, Cert), AdminError> {
+    if m.role != Role::Admin {
+        return Err(CredentialError::NotAdmin {
+            identity: m.identity.clone(),
+            role: m.role,
+            group: m.group.name.clone(),
+        }
+        .into());
+    }
+    if reason.len() > revocation::MAX_REASON_BYTES {
+        return Err(AdminError::ReasonTooLong(reason.len()));
+    }
+    let subject = resolve(known, who)?;
+    let cert = known.certs[&subject].clone();
+    if subject == m.membership.member_id {
+        return Err(AdminError::RevokeItself(known.names.display(&subject)));
+    }
+    if cert.is_signed_by(&m.root) {
+        return Err(AdminError::CreatorRevoked(known.names.display(&subject)));
+    }
+    let mut keep: Vec<revocation::Key> = store
+        .summaries()?
+        .into_iter()
+        .filter(|s| s.creator == subject && s.rtype != PRESENCE_TYPE)
+        .map(|s| {
+            revocation::item_key(&Item {
+                id: *s.id.as_bytes(),
+                version: s.version,
+                digest: s.digest,
+            })
         })
-        .collect()
+        .collect();
+    // Certificates the member issued (as an admin) that this store holds.
+    for r in store
+        .of_type(&MEMBERSHIP_TYPE)?
+        .into_iter()
+        .chain(store.of_type(&CREDENTIAL_TYPE)?)
+    {
+        let Some(chain) = decode_chain(&r.data) else { continue };
+        for (child, parent) in chain.iter().zip(&chain[1..]) {
+            if parent.member_id == subject && child.is_signed_by(parent) {
+                keep.push(revocation::cert_key(child));
+            }
+        }
+    }
+    let until_ms = m.root.not_after.unix_timestamp().saturating_mul(1000);
+    let mut r = Record::about(
+        REVOCATION_TYPE,
+        identity.member_id(),
+        subject,
+        now_ms,
+        until_ms.saturating_sub(now_ms),
+    );
+    r.attributes
+        .push((revocation::REASON_ATTR.into(), AttrValue::Str(reason.to_string())));
+    r.data = revocation::encode_keys(keep);
+    r.sign(&m.group.id, &identity.key).map_err(CredentialError::from)?;
+    Ok((r, cert))
+}
+
+/// The member `who` names among those known.
+fn resolve(known: &Known, who: &str) -> Result<MemberId, AdminError> {
+    known
+        .names
+        .resolve(who, known.certs.keys().copied())
+        .map_err(|e| match e {
+            ResolveError::NoMatch(q) => AdminError::Unknown(q),
+            ResolveError::Ambiguous(q, names) => AdminError::Ambiguous(q, names),
+        })
 }
 
 /// One line saying what a credential record renews, for the admin's terminal.

@@ -168,6 +168,26 @@ pub fn members_line(mode: Mode, members: &[MemberInfo]) -> Line {
     }
 }
 
+/// ": REASON" when the admin gave one.
+fn revocation_reason(reason: &str) -> String {
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {reason}")
+    }
+}
+
+/// What `group-chat` says when this node's own membership was revoked, before it
+/// exits 1.
+pub fn revoked_message(by: &MemberId, by_name: &str, group: &str, at_ms: i64, reason: &str) -> String {
+    let at = clock::format_rfc3339(clock::from_unix(at_ms.div_euclid(1000)));
+    sanitize(&format!(
+        "your membership of {group} was revoked by {} at {at}{}",
+        with_id(by_name, by),
+        revocation_reason(reason)
+    ))
+}
+
 /// An error line.
 pub fn error_line(mode: Mode, message: &str) -> Line {
     match mode {
@@ -269,6 +289,31 @@ pub fn event_line(mode: Mode, e: &Event, offset: UtcOffset) -> Option<Line> {
                     with_id(name, member),
                     role.name(),
                     by.short()
+                )),
+            }
+        }
+        (
+            mode,
+            Event::Revoked {
+                member,
+                name,
+                by,
+                by_name,
+                reason,
+                at_ms,
+            },
+        ) => {
+            let at = clock::format_rfc3339(clock::from_unix(at_ms.div_euclid(1000)));
+            match mode {
+                Mode::Json => Line::Out(
+                    json!({"event": "revoked", "member": member, "name": name, "by": by, "by_name": by_name, "reason": reason, "at": at})
+                        .to_string(),
+                ),
+                Mode::Human => human_err(format!(
+                    "* {} was revoked by {} at {at}{}",
+                    with_id(name, member),
+                    with_id(by_name, by),
+                    revocation_reason(reason)
                 )),
             }
         }

@@ -44,6 +44,27 @@ pub enum CredentialError {
         /// When it ended.
         until: String,
     },
+    /// An admin renewed here would be too deep a link of the chain.
+    #[error(
+        "an admin renewed by {identity:?} would be issuing link {depth} of the chain (at most {max} are allowed): ask an admin nearer the creator",
+        max = pki::MAX_ISSUING_LINKS
+    )]
+    TooDeep {
+        /// Local identity name.
+        identity: String,
+        /// The depth it would have.
+        depth: usize,
+    },
+    /// The renewal would end no later than the certificate it replaces.
+    #[error(
+        "a renewal by {identity:?} would end at {until}, no later than the current certificate: the issuer's own certificate ends first (the creator renews it when online)"
+    )]
+    WouldNotExtend {
+        /// Local identity name.
+        identity: String,
+        /// When the renewal would end.
+        until: String,
+    },
     /// A certificate could not be made or checked.
     #[error(transparent)]
     Pki(#[from] PkiError),
@@ -114,12 +135,14 @@ pub fn issue(
         }
         .into());
     };
-    // An admin as deep as chains go can only be renewed as a member.
-    let role = if role == Role::Admin && admin.issuing_depth() >= pki::MAX_ISSUING_LINKS {
-        Role::Member
-    } else {
-        role.min(admin.role)
-    };
+    // Renewing never changes a role: an admin that would sit deeper than chains may
+    // go is left to one nearer the creator.
+    if role == Role::Admin && admin.issuing_depth() >= pki::MAX_ISSUING_LINKS {
+        return Err(CredentialError::TooDeep {
+            identity: admin.identity.clone(),
+            depth: admin.issuing_depth() + 1,
+        });
+    }
     let group = admin.group.id;
     let spec = |claim| CertSpec {
         common_name: subject.common_name.clone(),
@@ -136,6 +159,12 @@ pub fn issue(
         Role::Admin => Some(make(Claim::Issuing { group, member }, "the issuing certificate")?),
         Role::Member => None,
     };
+    if membership.not_after <= subject.not_after {
+        return Err(CredentialError::WouldNotExtend {
+            identity: admin.identity.clone(),
+            until: clock::format_rfc3339(membership.not_after),
+        });
+    }
     let mut chain = vec![own.clone()];
     chain.extend(admin.chain.iter().cloned());
     Ok(Credential {
@@ -272,7 +301,8 @@ pub(crate) mod tests {
     }
 
     /// A group made at `t0` with a 30-day member lifetime: the creator (root-issued,
-    /// admin), an admin it invited, and a member that admin invited.
+    /// admin, 90 days), an admin it invited (60 days), and a member that admin invited
+    /// (30 days).
     pub(crate) struct Fixture {
         pub root_key: KeyPair,
         pub creator: Held,
@@ -281,7 +311,8 @@ pub(crate) mod tests {
         pub t0: OffsetDateTime,
     }
 
-    fn invite(by: &Held, name: &str, role: Role, t0: OffsetDateTime) -> Held {
+    /// `by` invites `name` at `t0` for `term` (capped at `by`'s own issuing certificate).
+    pub(crate) fn invite(by: &Held, name: &str, role: Role, t0: OffsetDateTime, term: Duration) -> Held {
         let key = KeyType::Ed25519.generate().unwrap();
         let spki = pki::spki_of(&key);
         let member = pki::member_id(&spki);
@@ -291,7 +322,7 @@ pub(crate) mod tests {
             common_name: name.into(),
             claim,
             not_before: t0,
-            not_after: clock::add(t0, 30 * DAY).min(own.not_after),
+            not_after: clock::add(t0, term).min(own.not_after),
         };
         let make = |claim| Cert::parse(&pki::issue(&spec(claim), &spki, &own.der, &by.key).unwrap(), "t").unwrap();
         let membership = make(Claim::Membership { group, member, role });
@@ -363,10 +394,10 @@ pub(crate) mod tests {
             creator: true,
             dir: std::path::PathBuf::from("/nonexistent"),
         };
-        let m = renew_creator(&bare, &root_key, 30 * DAY, clock::add(t0, pki::BACKDATE)).unwrap();
+        let m = renew_creator(&bare, &root_key, 90 * DAY, clock::add(t0, pki::BACKDATE)).unwrap();
         let creator = Held { key, m };
-        let admin = invite(&creator, "admin", Role::Admin, t0);
-        let member = invite(&admin, "member", Role::Member, t0);
+        let admin = invite(&creator, "admin", Role::Admin, t0, 60 * DAY);
+        let member = invite(&admin, "member", Role::Member, t0, 30 * DAY);
         Fixture {
             root_key,
             creator,
@@ -411,14 +442,16 @@ pub(crate) mod tests {
             Claim::Membership { role: Role::Member, .. }
         ));
         assert!(c.issuing.is_none());
-        // The admin's own issuing certificate ends at t0 + 30 days: so does the renewal.
+        assert_eq!(c.membership.not_after, clock::add(later, 30 * DAY));
+        // Asked for longer than the admin's own issuing certificate lasts: capped at it.
+        let c = issue(&f.admin.key, &f.admin.m, &f.member.m.membership, 90 * DAY, later).unwrap();
         assert_eq!(c.membership.not_after, f.admin.m.issuing.as_ref().unwrap().not_after);
         // An admin renewed gets a new issuing certificate beside its membership.
-        let c = issue(&f.creator.key, &f.creator.m, &f.admin.m.membership, 30 * DAY, later).unwrap();
+        let c = issue(&f.creator.key, &f.creator.m, &f.admin.m.membership, 90 * DAY, later).unwrap();
         assert!(c.issuing.is_some());
         assert_eq!(
             c.membership.not_after,
-            clock::add(later, 30 * DAY).min(f.creator.m.issuing.as_ref().unwrap().not_after)
+            clock::add(later, 90 * DAY).min(f.creator.m.issuing.as_ref().unwrap().not_after)
         );
     }
 
@@ -428,20 +461,137 @@ pub(crate) mod tests {
         let admin_issuing = f.admin.m.issuing.as_ref().unwrap();
         let full = &f.member.m.membership;
         assert!(renews_on_its_own(full, Some(admin_issuing), 30 * DAY));
-        // Issued ten days later, capped at the admin's end: twenty days, yet renewed.
+        // Issued ten days later for 90 days, capped at the admin's end: fifty days, yet
+        // renewed under a 90-day lifetime.
         let later = clock::add(f.t0, 10 * DAY);
-        let capped = issue(&f.admin.key, &f.admin.m, full, 30 * DAY, later)
+        let capped = issue(&f.admin.key, &f.admin.m, full, 90 * DAY, later)
             .unwrap()
             .membership;
         assert_eq!(capped.not_after, admin_issuing.not_after);
-        assert!(renews_on_its_own(&capped, Some(admin_issuing), 30 * DAY));
+        assert!(renews_on_its_own(&capped, Some(admin_issuing), 90 * DAY));
         assert!(
-            !renews_on_its_own(&capped, None, 30 * DAY),
+            !renews_on_its_own(&capped, None, 90 * DAY),
             "capped, but the issuer is unknown"
         );
         // Granted for five days on purpose.
-        let short = issue(&f.admin.key, &f.admin.m, full, 5 * DAY, f.t0).unwrap().membership;
+        let short = invite(&f.admin, "brief", Role::Member, f.t0, 5 * DAY).m.membership;
         assert!(!renews_on_its_own(&short, Some(admin_issuing), 30 * DAY));
+    }
+
+    /// Red-team finding: an admin could issue the creator (or an admin above it) a
+    /// brief certificate that every node then took for the newest, cutting it off.
+    #[test]
+    fn nobody_issues_for_the_creator_or_an_admin_above_it() {
+        let f = fixture(clock::from_unix(1_800_000_000));
+        let mut a = admission(&f);
+        a.learn(f.admin.m.membership.member_id, f.admin.m.membership.clone());
+        let t = clock::add(f.t0, DAY);
+        let group = f.admin.m.group.id;
+        // What a hostile admin would publish (issue() itself refuses to shorten): a
+        // brief member certificate for `subject`, under `by`'s issuing certificate.
+        let forged = |by: &Held, subject: &Cert| {
+            let leaf = Cert::parse(
+                &pki::issue(
+                    &CertSpec {
+                        common_name: subject.common_name.clone(),
+                        claim: Claim::Membership {
+                            group,
+                            member: subject.member_id,
+                            role: Role::Member,
+                        },
+                        not_before: t,
+                        not_after: clock::add(t, Duration::from_secs(120)),
+                    },
+                    &subject.spki,
+                    &by.m.issuing.as_ref().unwrap().der,
+                    &by.key,
+                )
+                .unwrap(),
+                "t",
+            )
+            .unwrap();
+            let mut chain = vec![by.m.issuing.clone().unwrap()];
+            chain.extend(by.m.chain.iter().cloned());
+            let c = Credential {
+                membership: leaf,
+                issuing: None,
+                chain,
+            };
+            record(&by.key, by.m.membership.member_id, &group, &c, ms(t)).unwrap()
+        };
+        let for_creator = forged(&f.admin, &f.creator.m.membership);
+        assert_eq!(
+            a.verify_credential_record(&for_creator, ms(t)).unwrap_err(),
+            Rejection::ForAnAncestor
+        );
+        // An admin the admin invited, issuing for the admin above it.
+        let deputy = invite(&f.admin, "deputy", Role::Admin, f.t0, 30 * DAY);
+        let for_its_issuer = forged(&deputy, &f.admin.m.membership);
+        assert_eq!(
+            a.verify_credential_record(&for_its_issuer, ms(t)).unwrap_err(),
+            Rejection::ForAnAncestor
+        );
+        // The same forgery for a member beside it passes: the rule is about rank.
+        let peer = forged(&deputy, &f.member.m.membership);
+        assert!(a.verify_credential_record(&peer, ms(t)).is_ok());
+    }
+
+    /// Red-team finding: the newest start won, so a brief renewal shortened a
+    /// membership, and two renewals with one start were settled by arrival order.
+    #[test]
+    fn the_certificate_that_ends_last_is_kept_in_any_order() {
+        let f = fixture(clock::from_unix(1_800_000_000));
+        let t = clock::add(f.t0, 2 * DAY);
+        let long = issue(&f.creator.key, &f.creator.m, &f.admin.m.membership, 90 * DAY, t).unwrap();
+        let brief = Cert::parse(
+            &pki::issue(
+                &CertSpec {
+                    common_name: "admin".into(),
+                    claim: f.admin.m.membership.claim.clone(),
+                    not_before: clock::add(t, Duration::from_secs(60)),
+                    not_after: clock::add(t, DAY),
+                },
+                &f.admin.m.membership.spki,
+                &f.creator.m.issuing.as_ref().unwrap().der,
+                &f.creator.key,
+            )
+            .unwrap(),
+            "t",
+        )
+        .unwrap();
+        let member = f.admin.m.membership.member_id;
+        for order in [[&long.membership, &brief], [&brief, &long.membership]] {
+            let mut a = admission(&f);
+            for c in order {
+                a.learn(member, c.clone());
+            }
+            assert_eq!(a.cert(&member).unwrap().der, long.membership.der);
+        }
+    }
+
+    #[test]
+    fn a_renewal_that_would_not_end_later_is_refused() {
+        let f = fixture(clock::from_unix(1_800_000_000));
+        // The creator renews the member far out; the admin, whose own certificate ends
+        // sooner, cannot "renew" it shorter.
+        let renewed = renew_creator(&f.creator.m, &f.root_key, 60 * DAY, clock::add(f.t0, DAY)).unwrap();
+        let far = issue(
+            &f.creator.key,
+            &renewed,
+            &f.member.m.membership,
+            60 * DAY,
+            clock::add(f.t0, DAY),
+        )
+        .unwrap();
+        let err = issue(
+            &f.admin.key,
+            &f.admin.m,
+            &far.membership,
+            30 * DAY,
+            clock::add(f.t0, 2 * DAY),
+        )
+        .unwrap_err();
+        assert!(matches!(err, CredentialError::WouldNotExtend { .. }), "{err}");
     }
 
     #[test]
@@ -454,7 +604,7 @@ pub(crate) mod tests {
             &f.admin.m,
             &f.member.m.membership,
             30 * DAY,
-            clock::add(f.t0, 31 * DAY),
+            clock::add(f.t0, 61 * DAY),
         )
         .unwrap_err();
         assert!(matches!(err, CredentialError::IssuerExpired { .. }), "{err}");
@@ -517,10 +667,11 @@ pub(crate) mod tests {
         other.sign(&group, &f.admin.key).unwrap();
         assert_eq!(refused(&other), Rejection::NotIssuedByCreator);
         // Changed to a third member: the chain is for another member.
+        let third_member = invite(&f.admin, "third", Role::Member, f.t0, 30 * DAY);
         let mut third = good.clone();
         third.attributes = vec![(
             crate::record::SUBJECT_ATTR.into(),
-            crate::record::AttrValue::Str(f.creator.m.membership.member_id.to_string()),
+            crate::record::AttrValue::Str(third_member.m.membership.member_id.to_string()),
         )];
         third.id = third.expected_id();
         third.sign(&group, &f.admin.key).unwrap();

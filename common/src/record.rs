@@ -36,6 +36,10 @@ pub const MEMBERSHIP_TYPE: Uuid = Uuid::from_u128(0x5c8f_0c57_4a8e_4c3b_9d2a_6e1
 /// (renewed, or with another role), published by that admin (data: the chain, leaf
 /// first; attribute `subject`: the member's id).
 pub const CREDENTIAL_TYPE: Uuid = Uuid::from_u128(0x5c8f_0c57_4a8e_4c3b_9d2a_6e1f_c0a7_0004);
+/// Record type of revocations: an admin cuts a member off (attributes `subject` and
+/// `reason`; data: the keys of what of the member's stays valid, see
+/// [`crate::core::revocation`]).
+pub const REVOCATION_TYPE: Uuid = Uuid::from_u128(0x5c8f_0c57_4a8e_4c3b_9d2a_6e1f_c0a7_0005);
 
 /// The attribute naming the member an admin record is about.
 pub const SUBJECT_ATTR: &str = "subject";
@@ -70,7 +74,7 @@ pub fn is_per_member_type(rtype: &Uuid) -> bool {
 /// [`per_member_id`] of their signed subject: the records of two admins about one
 /// member share an id, and the conflict rule settles them.
 pub fn is_admin_type(rtype: &Uuid) -> bool {
-    *rtype == CREDENTIAL_TYPE
+    *rtype == CREDENTIAL_TYPE || *rtype == REVOCATION_TYPE
 }
 
 /// Whether a record's id comes from a member (its creator or its subject) rather than

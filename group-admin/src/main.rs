@@ -10,11 +10,11 @@ use common::cli::{self, HomeArgs, parse_duration_arg};
 use common::identity::Identity;
 use common::{clock, credential, membership};
 
-/// Act on GROUP as an admin: renew members' credentials.
+/// Act on GROUP as an admin: renew members' credentials, revoke members.
 #[derive(Debug, Parser)]
 #[command(
     version,
-    after_help = "Examples:\n  group-admin renew --identity alice --group Friends bob\n  group-admin renew --identity alice --group Friends --all"
+    after_help = "Examples:\n  group-admin renew --identity alice --group Friends bob\n  group-admin renew --identity alice --group Friends --all\n  group-admin revoke --identity alice --group Friends bob --reason \"laptop stolen\""
 )]
 struct Args {
     #[command(subcommand)]
@@ -46,6 +46,25 @@ enum Action {
         #[arg(required_unless_present = "all")]
         member: Option<String>,
     },
+    /// Revoke MEMBER: every node refuses its connections and anything it makes from now
+    /// on, closes its connections and stops listing it; its own group-chat exits 1
+    /// saying who revoked it. What of it this store holds now stays valid. The creator
+    /// cannot be revoked. Prints one line: name, member id, records kept.
+    Revoke {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Local identity of the admin
+        #[arg(long, value_name = "NAME")]
+        identity: String,
+        /// Group: friendly name, id, or unique id prefix
+        #[arg(long, value_name = "GROUP")]
+        group: String,
+        /// Why (shown to every member, and to the revoked member)
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        reason: String,
+        /// The member: its name, member id or a unique id prefix
+        member: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,8 +92,17 @@ fn run(args: Args) -> anyhow::Result<()> {
             drop(store);
             let targets = admin::renewal_targets(&m, &known, member.as_deref())?;
             let lifetime = valid_for.unwrap_or(Duration::from_secs(m.group.member_lifetime_secs));
-            let records = admin::renew(&admin, &m, &targets, lifetime, now)
+            let (records, skipped) = admin::renew(&admin, &m, &targets, lifetime, now)
                 .with_context(|| format!("cannot renew credentials in {}", m.group.name))?;
+            for (cert, why) in &skipped {
+                cli::note(
+                    "group-admin",
+                    &format!("not renewing {}: {why}", known.names.display(&cert.member_id)),
+                );
+            }
+            if records.is_empty() {
+                anyhow::bail!("nothing renewed in {}", m.group.name);
+            }
             let delivery = admin::publish(&m, &records, now.unix_timestamp().saturating_mul(1000))
                 .with_context(|| format!("cannot publish the renewals in {}", m.group.name))?;
             let mut out = String::new();
@@ -94,6 +122,43 @@ fn run(args: Args) -> anyhow::Result<()> {
                     Delivery::Stored => format!(
                         "renewed {} member(s) of {}: stored, they spread when group-chat next runs for {identity}",
                         records.len(),
+                        m.group.name
+                    ),
+                },
+            );
+            Ok(())
+        }
+        Action::Revoke {
+            home,
+            identity,
+            group,
+            reason,
+            member,
+        } => {
+            let home = home.home()?;
+            let admin = Identity::load(&home, &identity)?;
+            let now = clock::now();
+            let m = credential::renew_creator_if_due(membership::find(&home, &identity, &group)?, now)?;
+            let now_ms = now.unix_timestamp().saturating_mul(1000);
+            let store = common::store::Store::open_read_only(&m.dir.join(common::store::STORE_FILE))
+                .with_context(|| format!("cannot read the store of {}", m.group.name))?;
+            let known = admin::known_members(&m, &store)?;
+            let (record, cert) = admin::revocation(&admin, &m, &store, &known, &member, &reason, now_ms)?;
+            drop(store);
+            let delivery = admin::publish(&m, std::slice::from_ref(&record), now_ms)
+                .with_context(|| format!("cannot publish the revocation in {}", m.group.name))?;
+            let kept = record.data.len() / 8;
+            let name = known.names.display(&cert.member_id);
+            cli::write_stdout(format!("{name}\t{}\t{kept}\n", cert.member_id).as_bytes())?;
+            cli::note(
+                "group-admin",
+                &match delivery {
+                    Delivery::Online => format!(
+                        "revoked {name} in {}: handed to the running group-chat, spreading now ({kept} of its records and certificates stay valid)",
+                        m.group.name
+                    ),
+                    Delivery::Stored => format!(
+                        "revoked {name} in {}: stored, it spreads when group-chat next runs for {identity} ({kept} of its records and certificates stay valid)",
                         m.group.name
                     ),
                 },

@@ -236,6 +236,12 @@ async fn online(
                 if ev == Event::Ready && args.send.is_some() {
                     break;
                 }
+                if let Event::Revoked { member, by, by_name, reason, at_ms, .. } = &ev
+                    && *member == me
+                {
+                    result = Err(anyhow::anyhow!(chat::revoked_message(by, by_name, &group_name, *at_ms, reason)));
+                    break;
+                }
             }
             Ok(()) = seq.changed() => notify_records(&out_tx),
             line = line_rx.recv() => {

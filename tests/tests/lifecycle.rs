@@ -220,3 +220,99 @@ fn group_admin_renews_offline_and_online_and_refuses_mistakes() {
         evs.iter().filter(|e| e["event"] == "credential").count() > skip
     });
 }
+
+/// Revoking a member while everyone chats: every node drops its connections within
+/// 2 s and stops listing it, its own group-chat exits 1 saying who revoked it, and
+/// nothing it sends later reaches anyone (it is told why and cut off at once).
+#[test]
+fn a_member_revoked_while_everyone_chats_is_cut_off_everywhere_within_two_seconds() {
+    let g = group(&["alice", "bob", "carol"]);
+    let (mut a, mut b, mut c) = three_online(&g);
+    for (p, others) in [
+        (&mut a, [&g[1], &g[2]]),
+        (&mut b, [&g[0], &g[2]]),
+        (&mut c, [&g[0], &g[1]]),
+    ] {
+        for m in others {
+            wait_present(p, m);
+        }
+    }
+    say_and_see(&mut b, "bob before", &mut [&mut a, &mut c]);
+    // Non-admins and the creator are refused with one line.
+    g[2].home
+        .run(
+            "group-admin",
+            &["revoke", "--identity", "carol", "--group", GROUP, "bob"],
+        )
+        .fails_with("not an admin");
+    g[0].home
+        .run(
+            "group-admin",
+            &["revoke", "--identity", "alice", "--group", GROUP, "alice"],
+        )
+        .fails_with("is this identity");
+    let started = std::time::Instant::now();
+    let out = g[0]
+        .home
+        .run(
+            "group-admin",
+            &[
+                "revoke",
+                "--identity",
+                "alice",
+                "--group",
+                GROUP,
+                "bob",
+                "--reason",
+                "laptop stolen",
+            ],
+        )
+        .ok();
+    assert!(out.stdout.starts_with(&format!("bob\t{}\t", g[1].id)), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("handed to the running group-chat"),
+        "{}",
+        out.stderr
+    );
+    for p in [&mut a, &mut c] {
+        p.wait_for("bob revoked", Duration::from_secs(2), |e| {
+            e["event"] == "revoked" && e["member"] == g[1].id.as_str() && e["reason"] == "laptop stolen"
+        });
+        p.wait_until("bob's connections dropped", Duration::from_secs(2), |evs| {
+            let ups = evs
+                .iter()
+                .filter(|e| e["event"] == "connection" && e["member"] == g[1].id.as_str() && e["change"] == "up")
+                .count();
+            let downs = evs
+                .iter()
+                .filter(|e| e["event"] == "connection" && e["member"] == g[1].id.as_str() && e["change"] == "down")
+                .count();
+            ups == downs
+        });
+    }
+    let dropped_in = started.elapsed();
+    assert_eq!(b.exits(Duration::from_secs(5)), 1, "bob's own group-chat exits 1");
+    assert!(
+        b.stderr().contains("your membership of Friends was revoked by alice") && b.stderr().contains("laptop stolen"),
+        "{}",
+        b.stderr()
+    );
+    eprintln!(
+        "revocation: bob dropped everywhere {:.0} ms after group-admin returned",
+        dropped_in.as_secs_f64() * 1000.0
+    );
+    // Bob comes back and says something: he is told and exits 1; nobody shows it.
+    let mut again = g[1].chat(&["--send", "bob after"]);
+    assert_eq!(again.exits(WAIT), 1);
+    assert!(again.stderr().contains("was revoked by alice"), "{}", again.stderr());
+    std::thread::sleep(QUIET);
+    for p in [&a, &c] {
+        assert_eq!(
+            count_text(&p.events(), "bob after"),
+            0,
+            "{} showed bob's message",
+            p.label()
+        );
+    }
+    say_and_see(&mut a, "alice after", &mut [&mut c]);
+}

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use uuid::Uuid;
 
+use super::revocation::{self, Revocation, Revocations};
 use crate::member::MemberId;
 use crate::names::Directory;
 use crate::pki::{self, Cert, Claim, Role};
-use crate::record::{self, CHAT_TYPE, CREDENTIAL_TYPE, MEMBERSHIP_TYPE, PRESENCE_TYPE, Record};
+use crate::record::{self, CHAT_TYPE, CREDENTIAL_TYPE, MEMBERSHIP_TYPE, PRESENCE_TYPE, REVOCATION_TYPE, Record};
 use crate::sync::Item;
 
 /// Clock skew tolerated in record times.
@@ -77,9 +78,25 @@ pub enum Rejection {
     /// Another copy of the same version wins the conflict rule.
     #[error("another copy of this version wins")]
     LosesConflict,
+    /// A credential for the creator or for an admin in the issuer's own chain.
+    #[error("issued for the creator or an admin above its issuer")]
+    ForAnAncestor,
     /// A credential whose certificate was not issued by the admin who publishes it.
     #[error("its certificate was not issued by its creator")]
     NotIssuedByCreator,
+    /// From (or about, or issued by) a revoked member, and not among what its
+    /// revocation kept.
+    #[error("its member was revoked and it is not among what the revocation kept")]
+    Revoked,
+    /// A revocation of the group's creator.
+    #[error("the group's creator cannot be revoked")]
+    CreatorRevoked,
+    /// An admin record by a member who is not an admin.
+    #[error("signed by a member who is not an admin")]
+    NotAnAdmin,
+    /// A revocation whose kept list or reason is malformed.
+    #[error("a malformed revocation: {0}")]
+    BadRevocation(&'static str),
 }
 
 /// A credential's certificates: what an admin issued for a member.
@@ -147,6 +164,16 @@ pub struct Admission {
     certs: HashMap<MemberId, Cert>,
     membership_ids: HashSet<Uuid>,
     names: Directory,
+    revocations: Revocations,
+}
+
+/// Whether certificate `a` replaces `b` for the same member: the one that ends later,
+/// then the one that starts later, then the larger DER bytes. A total order, so every
+/// node settles on the same certificate in any order of arrival; and ending first, so
+/// no renewal can shorten a membership (an admin cannot cut a member off by issuing it
+/// a brief certificate: revocation is how).
+pub fn outranks(a: &Cert, b: &Cert) -> bool {
+    (a.not_after, a.not_before, &a.der) > (b.not_after, b.not_before, &b.der)
 }
 
 /// Whether a copy with `digest` at `version` adds nothing to what is held.
@@ -174,8 +201,8 @@ pub fn check_times(r: &Record, now_ms: i64, lifetimes: &Lifetimes) -> Result<(),
     }
     let max_life = match r.rtype {
         t if t == PRESENCE_TYPE => lifetimes.presence_ms,
-        // Bounded by their certificate's end instead.
-        t if t == MEMBERSHIP_TYPE || t == CREDENTIAL_TYPE => i64::MAX,
+        // Bounded by their certificate's end (a revocation: the root's) instead.
+        t if t == MEMBERSHIP_TYPE || t == CREDENTIAL_TYPE || t == REVOCATION_TYPE => i64::MAX,
         _ => lifetimes.message_ms,
     };
     // From its creation, not its last change: else a record back-dated by a year (in a
@@ -200,6 +227,9 @@ pub fn version_ceiling(r: &Record) -> u64 {
     match r.rtype {
         t if t == PRESENCE_TYPE => u64::try_from(r.modified_ms).unwrap_or(0).max(1),
         t if t == MEMBERSHIP_TYPE || t == CREDENTIAL_TYPE => u64::try_from(r.modified_ms / 1000).unwrap_or(0).max(1),
+        // One revocation per member, never edited: two admins' settle by the conflict
+        // rule.
+        t if t == REVOCATION_TYPE => 1,
         _ => record::MAX_PLAIN_VERSION,
     }
 }
@@ -251,6 +281,7 @@ impl Admission {
             certs,
             membership_ids,
             names,
+            revocations: Revocations::default(),
         }
     }
 
@@ -265,13 +296,13 @@ impl Admission {
     }
 
     /// Learns a membership (verified by the caller: a handshake or a record).
-    /// Returns true if it was not known before.
-    /// A certificate older than the one known (a renewal arrived first) is ignored.
+    /// Returns true if it was not known before. Of two certificates for one member the
+    /// one [`outranks`] keeps, whatever the order they came in.
     pub fn learn(&mut self, member: MemberId, cert: Cert) -> bool {
         self.membership_ids
             .insert(record::per_member_id(&MEMBERSHIP_TYPE, &member));
         if let Some(known) = self.certs.get(&member)
-            && known.not_before > cert.not_before
+            && !outranks(&cert, known)
         {
             return false;
         }
@@ -303,6 +334,17 @@ impl Admission {
         if let Err(why) = check_form(r).and_then(|()| check_times(r, now_ms, &self.lifetimes)) {
             return Verdict::Reject(why);
         }
+        // Decided before anything else: nothing from a revoked member passes unless its
+        // revocation kept this very copy, and it is listed no more.
+        let item = Item {
+            id: *r.id.as_bytes(),
+            version: r.version,
+            digest: r.digest(),
+        };
+        let revoked_presence = r.rtype == PRESENCE_TYPE && self.revocations.of(&r.creator).is_some();
+        if revoked_presence || !self.revocations.allows(&r.creator, &r.modifier, &item) {
+            return Verdict::Reject(Rejection::Revoked);
+        }
         if r.rtype == MEMBERSHIP_TYPE {
             return match self.verify_membership_record(r, now_ms) {
                 Ok(cert) => Verdict::Accept(Some(Box::new(cert))),
@@ -314,6 +356,9 @@ impl Admission {
                 Ok(c) => Verdict::Accept(Some(Box::new(c.membership))),
                 Err(why) => Verdict::Reject(why),
             };
+        }
+        if r.rtype == REVOCATION_TYPE {
+            return self.judge_revocation(r, now_ms, signature_ok);
         }
         for m in [r.creator, r.modifier] {
             // A membership that has ended since we learnt it counts as unknown, as on a
@@ -337,12 +382,19 @@ impl Admission {
         }
         let certs = decode_chain(&r.data).ok_or(Rejection::ChainDoesNotDecode)?;
         let (leaf, chain) = certs.split_first().ok_or(Rejection::ChainDoesNotDecode)?;
+        // The record's signature first: one check, before the chain's several.
+        if !r.verify_signature(&self.group, leaf) {
+            return Err(Rejection::BadSignature);
+        }
         let at = crate::clock::from_unix(now_ms.div_euclid(1000));
         let claim = pki::verify_chain_links(&self.root, chain, leaf, self.group, at)
             .map_err(|e| Rejection::ChainInvalid(e.to_string()))?;
         match claim {
             Claim::Membership { member, .. } if member == r.creator => {}
             _ => return Err(Rejection::ChainForAnotherMember),
+        }
+        if !self.revocations.allows_chain(leaf, chain) {
+            return Err(Rejection::Revoked);
         }
         // One version per certificate: its start. A member cannot pin an old
         // certificate above a newer one with a made-up version.
@@ -351,9 +403,6 @@ impl Admission {
         }
         if r.expires_ms > leaf.not_after.unix_timestamp().saturating_mul(1000) + MAX_CLOCK_SKEW_MS {
             return Err(Rejection::OutlivesMembership);
-        }
-        if !r.verify_signature(&self.group, leaf) {
-            return Err(Rejection::BadSignature);
         }
         Ok(leaf.clone())
     }
@@ -379,6 +428,17 @@ impl Admission {
             Some(Claim::Issuing { member, .. }) if *member == r.creator => {}
             _ => return Err(Rejection::NotIssuedByCreator),
         }
+        // The record's signature first: one check, before the chain's several.
+        if !r.verify_signature(&self.group, &chain[0]) {
+            return Err(Rejection::BadSignature);
+        }
+        // Nobody issues for those above it: the creator (whose membership the root
+        // issued) and the admins in its own chain.
+        let above = self.certs.get(&subject).is_some_and(|c| c.is_signed_by(&self.root))
+            || chain.iter().any(|c| c.member_id == subject);
+        if above {
+            return Err(Rejection::ForAnAncestor);
+        }
         let at = crate::clock::from_unix(now_ms.div_euclid(1000));
         let verify = |leaf: &Cert| {
             pki::verify_chain_links(&self.root, chain, leaf, self.group, at)
@@ -391,20 +451,77 @@ impl Admission {
         if let Some(c) = issuing {
             verify(c)?;
         }
+        // A revoked member is not renewed, and what a revoked admin issues is void.
+        let void = |leaf: &Cert| !self.revocations.allows_chain(leaf, chain);
+        if self.revocations.of(&subject).is_some() || void(leaf) || issuing.is_some_and(void) {
+            return Err(Rejection::Revoked);
+        }
         if r.version != membership_version(leaf) {
             return Err(Rejection::MembershipVersion(r.version));
         }
         if r.expires_ms > leaf.not_after.unix_timestamp().saturating_mul(1000) + MAX_CLOCK_SKEW_MS {
             return Err(Rejection::OutlivesMembership);
         }
-        if !r.verify_signature(&self.group, &chain[0]) {
-            return Err(Rejection::BadSignature);
-        }
         Ok(Credential {
             membership: leaf.clone(),
             issuing: issuing.cloned(),
             chain: chain.to_vec(),
         })
+    }
+
+    /// A revocation by an admin known and valid now, about a member known (so the
+    /// creator, whose membership the root itself issued, can be told and refused),
+    /// with a well-formed kept list and the admin's signature.
+    fn judge_revocation(&self, r: &Record, now_ms: i64, signature_ok: Option<bool>) -> Verdict {
+        if r.creator != r.modifier {
+            return Verdict::Reject(Rejection::ForeignModifier);
+        }
+        let Some(subject) = r.subject() else {
+            return Verdict::Reject(Rejection::UnboundId);
+        };
+        if revocation::decode_keys(&r.data).is_none() {
+            return Verdict::Reject(Rejection::BadRevocation("its kept list is not sorted 8-byte keys"));
+        }
+        if r.attr_str(revocation::REASON_ATTR).unwrap_or("").len() > revocation::MAX_REASON_BYTES {
+            return Verdict::Reject(Rejection::BadRevocation("its reason is too long"));
+        }
+        if r.expires_ms > self.root.not_after.unix_timestamp().saturating_mul(1000) + MAX_CLOCK_SKEW_MS {
+            return Verdict::Reject(Rejection::OutlivesGroupLimit);
+        }
+        for m in [r.creator, subject] {
+            if !self.certs.contains_key(&m) {
+                return Verdict::Hold(m);
+            }
+        }
+        let admin = &self.certs[&r.creator];
+        if !valid_at(admin, now_ms) {
+            return Verdict::Hold(r.creator);
+        }
+        if !matches!(admin.claim, Claim::Membership { role: Role::Admin, .. }) {
+            return Verdict::Reject(Rejection::NotAnAdmin);
+        }
+        if self.certs[&subject].is_signed_by(&self.root) {
+            return Verdict::Reject(Rejection::CreatorRevoked);
+        }
+        if !signature_ok.unwrap_or_else(|| r.verify_signature(&self.group, admin)) {
+            return Verdict::Reject(Rejection::BadSignature);
+        }
+        Verdict::Accept(None)
+    }
+
+    /// Puts an accepted revocation in force; `None` if `r` is not one.
+    pub fn revoke(&mut self, r: &Record) -> Option<Revocation> {
+        let subject = r.subject()?;
+        let keep = revocation::decode_keys(&r.data)?;
+        let reason = r.attr_str(revocation::REASON_ATTR).unwrap_or("").to_string();
+        let rev = Revocation::new(subject, r.creator, r.created_ms, reason, keep);
+        self.revocations.insert(rev.clone());
+        Some(rev)
+    }
+
+    /// The revocations in force.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
     }
 
     /// Verifies the signatures of a large batch on every core before the sequential

@@ -6,7 +6,7 @@ use std::time::Instant;
 use time::OffsetDateTime;
 
 use super::*;
-use crate::credential::tests::{DAY, Fixture, Held, fixture};
+use crate::credential::tests::{DAY, Fixture, Held, fixture, invite};
 
 fn at(t: OffsetDateTime) -> Now {
     Now {
@@ -123,24 +123,27 @@ fn a_credential_for_this_node_is_adopted_published_and_handed_to_the_driver() {
 #[test]
 fn an_admin_renews_the_members_that_are_due_but_not_the_creator_nor_twice() {
     let f = fixture(clock::from_unix(1_800_000_000));
-    let t = clock::add(f.t0, 28 * DAY);
+    // A member the admin invited for as long as it could: until the admin's own end.
+    let late = invite(&f.admin, "late", Role::Member, f.t0, 60 * DAY);
+    // Both end at t0 + 60 days.
+    let t = clock::add(f.t0, 58 * DAY);
     let now = at(t);
     // The creator first renews itself (its own certificates end with everyone's).
-    let renewed = credential::renew_creator(&f.creator.m, &f.root_key, 30 * DAY, t).unwrap();
+    let renewed = credential::renew_creator(&f.creator.m, &f.root_key, 90 * DAY, t).unwrap();
     let creator = Held {
         key: rcgen::KeyPair::try_from(f.creator.key.serialize_der().as_slice()).unwrap(),
         m: renewed,
     };
     let mut core = core_of(&creator, now);
     connect(&mut core, 1, &f.admin, now);
-    connect(&mut core, 2, &f.member, now);
+    connect(&mut core, 2, &late, now);
     drain(&mut core);
     core.handle_timeout(now);
     core.flush(now);
     let out = drain(&mut core);
     let mut renewed_for: Vec<MemberId> = credentials_in(&core).iter().filter_map(Record::subject).collect();
     renewed_for.sort();
-    let mut want = vec![f.admin.m.membership.member_id, f.member.m.membership.member_id];
+    let mut want = vec![f.admin.m.membership.member_id, late.m.membership.member_id];
     want.sort();
     assert_eq!(renewed_for, want);
     assert_eq!(
@@ -168,9 +171,11 @@ fn an_admin_renews_the_members_that_are_due_but_not_the_creator_nor_twice() {
 #[test]
 fn an_admin_does_not_renew_what_its_own_certificate_would_not_extend() {
     let f = fixture(clock::from_unix(1_800_000_000));
-    let now = at(clock::add(f.t0, 28 * DAY));
+    // Invited until the admin's own end; due two days before it.
+    let late = invite(&f.admin, "late", Role::Member, f.t0, 60 * DAY);
+    let now = at(clock::add(f.t0, 58 * DAY));
     let mut core = core_of(&f.admin, now);
-    connect(&mut core, 1, &f.member, now);
+    connect(&mut core, 1, &late, now);
     core.handle_timeout(now);
     core.flush(now);
     assert!(credentials_in(&core).is_empty());

@@ -108,6 +108,8 @@ pub enum ConnReason {
     WrongMember(String),
     /// The peer failed authentication (incoming connections).
     AuthFailed(String),
+    /// The peer's membership was revoked (it was sent the revocation first).
+    Revoked,
     /// What the transport said: closed by the peer, a bad frame, a refused connect.
     Transport(String),
 }
@@ -128,6 +130,7 @@ impl fmt::Display for ConnReason {
             ConnReason::MalformedRecord(e) => write!(f, "malformed record: {e}"),
             ConnReason::WrongMember(t) | ConnReason::Transport(t) => f.write_str(t),
             ConnReason::AuthFailed(t) => write!(f, "authentication failed: {t}"),
+            ConnReason::Revoked => f.write_str("its membership was revoked"),
         }
     }
 }
@@ -185,6 +188,22 @@ pub enum Event {
         until_ms: i64,
         /// The admin who issued it.
         by: MemberId,
+    },
+    /// A member's membership was revoked (this node's own included: the front end
+    /// then stops).
+    Revoked {
+        /// The member cut off.
+        member: MemberId,
+        /// Its certificate name.
+        name: String,
+        /// The admin who revoked it.
+        by: MemberId,
+        /// That admin's name.
+        by_name: String,
+        /// Why, as the admin wrote it (unchecked text: sanitize before showing).
+        reason: String,
+        /// When the admin says it revoked, unix ms.
+        at_ms: i64,
     },
     /// Something went wrong that the user should see.
     Error(String),

@@ -21,6 +21,7 @@ pub mod known;
 pub mod mesh;
 pub mod presence;
 pub mod quota;
+pub mod revocation;
 pub mod rng;
 pub mod session;
 pub mod store;
@@ -30,6 +31,8 @@ pub mod whisper;
 mod credential_tests;
 #[cfg(test)]
 mod hostile_tests;
+#[cfg(test)]
+mod revocation_tests;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -47,7 +50,9 @@ use crate::member::MemberId;
 use crate::membership::Membership;
 use crate::names::ResolveError;
 use crate::pki::{Cert, Claim, Role};
-use crate::record::{self, AttrValue, CHAT_TYPE, CREDENTIAL_TYPE, MEMBERSHIP_TYPE, PRESENCE_TYPE, Record, RecordError};
+use crate::record::{
+    self, AttrValue, CHAT_TYPE, CREDENTIAL_TYPE, MEMBERSHIP_TYPE, PRESENCE_TYPE, REVOCATION_TYPE, Record, RecordError,
+};
 use crate::store::Put;
 use crate::sync::{Item, ItemSet, SyncKey};
 use crate::wire::{self, Message, Purpose};
@@ -764,6 +769,22 @@ impl<S: RecordStore> Core<S> {
                 }
             }
         }
+        for r in self.store.of_type(&REVOCATION_TYPE).map_err(stored)? {
+            // Revoked while it was stopping, or before: said at once, so its front end
+            // can stop and say why without waiting to be turned away.
+            if let Some(rev) = self.admission.revoke(&r)
+                && rev.subject == self.me
+            {
+                self.emit(Event::Revoked {
+                    member: self.me,
+                    name: self.admission.names().display(&self.me),
+                    by: rev.by,
+                    by_name: self.admission.names().display(&rev.by),
+                    reason: rev.reason,
+                    at_ms: rev.at_ms,
+                });
+            }
+        }
         // Saved when it came, unless the node stopped first.
         if let Some(c) = mine.filter(|_| !self.membership.creator) {
             self.adopt_membership(credential::adopt(&self.membership, &c), now);
@@ -872,7 +893,7 @@ impl<S: RecordStore> Core<S> {
     /// gets its new membership record, and the driver saves them. Older ones change
     /// nothing.
     fn adopt_membership(&mut self, m: Membership, now: Now) {
-        if m.membership.not_before <= self.membership.membership.not_before || m.membership.member_id != self.me {
+        if !admission::outranks(&m.membership, &self.membership.membership) || m.membership.member_id != self.me {
             return;
         }
         tracing::info!(
@@ -919,12 +940,6 @@ impl<S: RecordStore> Core<S> {
                 ))
             });
             match issued {
-                Ok((_, c)) if c.membership.not_after <= old.not_after => {
-                    tracing::info!(
-                        "not renewing {}: this admin's own certificate ends first",
-                        old.member_id
-                    );
-                }
                 Ok((r, c)) => {
                     let name = self.admission.names().display(&old.member_id);
                     match self.sign_and_store(r, now) {
@@ -1113,6 +1128,30 @@ impl<S: RecordStore> Core<S> {
             if up.member == self.me && up.outbound {
                 self.mesh.note_self(up.addr, now.instant);
             }
+            self.out.push_back(Output::Close { conn: up.id });
+            return;
+        }
+        if self.admission.revocations().of(&up.member).is_some() {
+            // Completes the handshake only to tell it why it is refused.
+            let id = record::per_member_id(&REVOCATION_TYPE, &up.member);
+            if let Ok(Some(r)) = self.store.get(&id) {
+                let frame = Message::Records {
+                    sync: false,
+                    bodies: vec![r.encode()],
+                }
+                .encode();
+                self.out.push_back(Output::Transmit {
+                    conn: up.id,
+                    frame: Arc::new(frame),
+                });
+            }
+            self.emit(Event::Connection {
+                kind: ConnKind::from(up.purpose),
+                change: ConnChange::Failed,
+                member: Some(up.member),
+                address: up.addr.to_string(),
+                reason: Some(ConnReason::Revoked),
+            });
             self.out.push_back(Output::Close { conn: up.id });
             return;
         }
@@ -1550,6 +1589,7 @@ impl<S: RecordStore> Core<S> {
         });
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         let (issuer, is_credential) = (r.creator, r.rtype == CREDENTIAL_TYPE);
+        let revocation = (r.rtype == REVOCATION_TYPE).then(|| r.clone());
         // A credential for this node: its certificates to adopt.
         let mine = match &cert {
             // The creator renews its own with the root key, never under an admin.
@@ -1564,6 +1604,9 @@ impl<S: RecordStore> Core<S> {
             via_sync,
             received_ns: now.unix_ns,
         });
+        if let Some(r) = revocation {
+            self.apply_revocation(&r, now, accepted);
+        }
         let Some(cert) = cert else { return };
         // A membership record proves its creator's certificate, a credential its
         // subject's.
@@ -1593,12 +1636,21 @@ impl<S: RecordStore> Core<S> {
                 }
             };
             let held = self.items.get(r.id.as_bytes());
-            results.push(match self.admission.judge(&r, held, now.unix_ms(), None) {
-                Verdict::Duplicate | Verdict::Accept(_) => Ok(()),
-                Verdict::Hold(m) => Err(format!("the membership of its signer {m} is not known here")),
+            let verdict = match self.admission.judge(&r, held, now.unix_ms(), None) {
+                Verdict::Duplicate => Ok(()),
+                Verdict::Accept(_) => {
+                    Err("not stored: another copy of it wins, or it is over its creator's quota".to_string())
+                }
+                Verdict::Hold(m) => Err(format!("the membership of {m} is not known here")),
                 Verdict::Reject(why) => Err(why.to_string()),
-            });
+            };
+            let copy = (r.id, r.version, r.digest());
             self.admit(r, body, false, None, None, now, &mut accepted);
+            let stored = self
+                .items
+                .get(copy.0.as_bytes())
+                .is_some_and(|i| i.version == copy.1 && i.digest == copy.2);
+            results.push(if stored { Ok(()) } else { verdict });
         }
         self.batch.extend(accepted.into_iter().map(|p| (p, None)));
         self.flush(now);
@@ -1677,6 +1729,78 @@ impl<S: RecordStore> Core<S> {
         accepted.retain(|p| p.record.id != id);
         self.batch.retain(|(p, _)| p.record.id != id);
         self.evicted.push(id);
+    }
+
+    /// Puts an accepted revocation in force: what it does not keep of its subject's is
+    /// deleted, the subject is listed no more, and its connections are closed after it
+    /// is sent the revocation (so its own node can say who revoked it).
+    fn apply_revocation(&mut self, r: &Record, now: Now, accepted: &mut Vec<Put>) {
+        let Some(rev) = self.admission.revoke(r) else { return };
+        let subject = rev.subject;
+        let doomed: Vec<(Uuid, i64)> = self
+            .store
+            .summaries()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| {
+                s.creator == subject
+                    && !rev.keeps(&Item {
+                        id: *s.id.as_bytes(),
+                        version: s.version,
+                        digest: s.digest,
+                    })
+            })
+            .map(|s| (s.id, s.created_ms))
+            .collect();
+        let pending: Vec<(Uuid, i64)> = accepted
+            .iter()
+            .filter(|p| p.record.creator == subject && p.record.rtype != REVOCATION_TYPE)
+            .filter(|p| {
+                !rev.keeps(&Item {
+                    id: *p.record.id.as_bytes(),
+                    version: p.record.version,
+                    digest: p.record.digest(),
+                })
+            })
+            .map(|p| (p.record.id, p.record.created_ms))
+            .collect();
+        for (id, created_ms) in doomed.into_iter().chain(pending) {
+            self.quotas.remove(subject, created_ms, id);
+            self.evict(id, accepted);
+        }
+        let name = self.admission.names().display(&subject);
+        if self.roster.remove(&subject).is_some() {
+            self.emit(Event::Member {
+                change: MemberChange::Left,
+                member: subject,
+                name: name.clone(),
+            });
+        }
+        let frame = Arc::new(
+            Message::Records {
+                sync: false,
+                bodies: vec![r.encode()],
+            }
+            .encode(),
+        );
+        let theirs: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.member == subject)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in theirs {
+            self.transmit_frame(id, frame.clone());
+            self.close(id, ConnReason::Revoked, now);
+        }
+        self.emit(Event::Revoked {
+            member: subject,
+            name,
+            by: rev.by,
+            by_name: self.admission.names().display(&rev.by),
+            reason: rev.reason,
+            at_ms: rev.at_ms,
+        });
     }
 
     /// Two copies of one version: the conflict rule picks, the same on every peer.

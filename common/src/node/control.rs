@@ -1,11 +1,13 @@
 //! The control socket: how a tool on this machine (`group-admin`) hands records it
 //! signed to the node running for the same membership, so they take effect at once.
 //!
-//! A Unix socket in Linux's abstract namespace, named after the membership directory
-//! (a path there can pass the 108 bytes a socket path may have), so it vanishes with
-//! the process and never goes stale. Anyone may connect to an abstract socket, so the
-//! node asks the kernel who connected and serves only the user who owns the
-//! membership directory. One request per connection, one JSON line each way:
+//! A Unix socket in Linux's abstract namespace (no path length limit, nothing left
+//! behind by a crash) under a random name that the node writes to `control.name` in
+//! the membership directory, which only its owner can read: another local user can
+//! neither guess the name to take it first nor find it. Anyone who learns it could
+//! connect, so the node also asks the kernel who connected and serves only the user
+//! who owns the membership directory, and the tool checks the node's uid the same way.
+//! One request per connection, one JSON line each way:
 //! `{"admit": ["<base64 record>", ...]}`, answered `{"results": [null | "why not", ...]}`
 //! (in order) or `{"error": "..."}`.
 
@@ -45,17 +47,17 @@ pub enum ControlError {
     BadAnswer(String),
 }
 
-/// The socket's abstract name for the membership in `dir`.
-fn address(dir: &Path) -> io::Result<SocketAddr> {
-    let dir = dir.canonicalize()?;
-    let digest = pki::sha256_hex(dir.as_os_str().as_encoded_bytes());
-    SocketAddr::from_abstract_name(format!("peergroup-control-{}", &digest[..32]))
-}
+/// The file in a membership directory that names its node's control socket.
+pub const NAME_FILE: &str = "control.name";
 
-/// Binds the control socket of the membership in `dir`.
+/// Binds a control socket under a fresh random name and writes the name to `dir`.
 pub fn listen(dir: &Path) -> io::Result<UnixListener> {
-    let std = StdListener::bind_addr(&address(dir)?)?;
+    let mut random = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut random).map_err(|_| io::Error::other("no randomness"))?;
+    let name = format!("peergroup-control-{}", pki::hex(&random));
+    let std = StdListener::bind_addr(&SocketAddr::from_abstract_name(&name)?)?;
     std.set_nonblocking(true)?;
+    crate::home::replace_file(&dir.join(NAME_FILE), name.as_bytes()).map_err(io::Error::other)?;
     UnixListener::from_std(std)
 }
 
@@ -123,7 +125,13 @@ async fn answer(line: &str, handle: &Handle) -> Value {
 /// is running, else what became of each record, in order. Only a node of the user who
 /// owns `dir` is trusted with them: anyone can bind an abstract name first.
 pub fn hand_over(dir: &Path, bodies: &[Vec<u8>]) -> Result<Option<Vec<Result<(), String>>>, ControlError> {
-    let std = match StdStream::connect_addr(&address(dir)?) {
+    let name = match std::fs::read_to_string(dir.join(NAME_FILE)) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    // A name left by a node that stopped names nothing now.
+    let std = match StdStream::connect_addr(&SocketAddr::from_abstract_name(name.trim())?) {
         Ok(s) => s,
         Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound) => return Ok(None),
         Err(e) => return Err(e.into()),

@@ -1,0 +1,228 @@
+//! Revocation through a core driven by hand, and its admission rules.
+
+use std::time::Instant;
+
+use time::OffsetDateTime;
+
+use super::admission::{Admission, Lifetimes, Rejection, encode_chain};
+use super::revocation::{self, Key};
+use super::*;
+use crate::credential::tests::{DAY, Held, fixture, invite};
+
+fn at(t: OffsetDateTime) -> Now {
+    Now {
+        instant: Instant::now(),
+        unix_ns: t.unix_timestamp() * 1_000_000_000,
+    }
+}
+
+fn core_of(h: &Held, now: Now) -> Core<MemStore> {
+    let cfg = Config {
+        identity: h.identity(),
+        membership: h.m.clone(),
+        advertised: vec!["127.0.0.1:7400".into()],
+        peers: Vec::new(),
+        max_neighbours: 8,
+        discover: false,
+        known: KnownPeers::default(),
+        initial_messages: Vec::new(),
+        seed: 1,
+        threads: 1,
+        quota: QuotaLimits::default(),
+    };
+    Core::new(cfg, MemStore::new(), now).unwrap()
+}
+
+fn drain(core: &mut Core<MemStore>) -> Vec<Output> {
+    std::iter::from_fn(|| core.poll_output()).collect()
+}
+
+fn up(id: ConnId, h: &Held) -> Input {
+    Input::Up(Box::new(ConnUp {
+        id,
+        member: h.m.membership.member_id,
+        cert: h.m.membership.clone(),
+        addr: "127.0.0.2:7400".parse().unwrap(),
+        outbound: false,
+        purpose: Purpose::Neighbour,
+        tie: (id, 1),
+        sync_key: crate::sync::SyncKey::new([id as u8; 16]),
+    }))
+}
+
+fn chat(h: &Held, text: &str, created_ms: i64) -> Record {
+    let mut r = Record::new(CHAT_TYPE, h.m.membership.member_id, created_ms, 3_600_000);
+    r.data = text.as_bytes().to_vec();
+    r.sign(&h.m.group.id, &h.key).unwrap();
+    r
+}
+
+fn membership_record(h: &Held, now_ms: i64) -> Record {
+    let mut r = Record::new(MEMBERSHIP_TYPE, h.m.membership.member_id, now_ms, 0);
+    r.version = admission::membership_version(&h.m.membership);
+    r.expires_ms = h.m.membership.not_after.unix_timestamp() * 1000;
+    r.data = encode_chain(&h.m.membership, &h.m.chain);
+    r.sign(&h.m.group.id, &h.key).unwrap();
+    r
+}
+
+/// `by`'s revocation of `subject` keeping `keep`.
+fn revocation_of(by: &Held, subject: &Held, keep: Vec<Key>, now_ms: i64) -> Record {
+    let mut r = Record::about(
+        REVOCATION_TYPE,
+        by.m.membership.member_id,
+        subject.m.membership.member_id,
+        now_ms,
+        365 * 86_400_000,
+    );
+    r.attributes
+        .push((revocation::REASON_ATTR.into(), AttrValue::Str("laptop stolen".into())));
+    r.data = revocation::encode_keys(keep);
+    r.sign(&by.m.group.id, &by.key).unwrap();
+    r
+}
+
+fn records(rs: &[&Record]) -> Message {
+    Message::Records {
+        sync: false,
+        bodies: rs.iter().map(|r| r.encode()).collect(),
+    }
+}
+
+fn stored(core: &Core<MemStore>, r: &Record) -> bool {
+    core.store().get(&r.id).unwrap_or_else(|e| match e {}).is_some()
+}
+
+#[test]
+fn a_revocation_keeps_what_it_names_refuses_the_rest_and_cuts_the_member_off() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let t = clock::add(f.t0, DAY);
+    let now = at(t);
+    let ms = now.unix_ms();
+    let mut core = core_of(&f.creator, now);
+    core.handle(now, up(1, &f.admin));
+    core.handle(now, up(2, &f.member));
+    let (kept, dropped) = (
+        chat(&f.member, "kept", ms - 2000),
+        chat(&f.member, "not kept", ms - 1000),
+    );
+    core.handle(now, Input::Frame(2, records(&[&kept, &dropped])));
+    core.flush(now);
+    assert!(stored(&core, &kept) && stored(&core, &dropped));
+    drain(&mut core);
+
+    // The creator revokes the member, keeping one of its two messages.
+    let rev = revocation_of(&f.creator, &f.member, vec![revocation::record_key(&kept)], ms);
+    core.handle(now, Input::Command(7, Command::Admit(vec![rev.encode()])));
+    let out = drain(&mut core);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Reply(7, Reply::Admitted(r)) if r == &vec![Ok(())])),
+        "{out:?}"
+    );
+    assert!(stored(&core, &kept), "kept");
+    assert!(!stored(&core, &dropped), "what it did not keep is deleted");
+    let revoked = out.iter().any(|o| {
+        matches!(o, Output::Event(Event::Revoked { member, reason, .. })
+            if *member == f.member.m.membership.member_id && reason == "laptop stolen")
+    });
+    assert!(revoked, "told");
+    // It is sent the revocation, then its connection is closed; the admin's stays.
+    let sent = out.iter().position(|o| matches!(o, Output::Transmit { conn: 2, .. }));
+    let closed = out.iter().position(|o| matches!(o, Output::Close { conn: 2 }));
+    assert!(sent.is_some() && closed.is_some() && sent < closed, "{out:?}");
+    assert!(!out.iter().any(|o| matches!(o, Output::Close { conn: 1 })));
+
+    // Anything else of it, however dated, is refused, from anyone.
+    let backdated = chat(&f.member, "written before, they say", ms - 10 * 60_000);
+    core.handle(now, Input::Frame(1, records(&[&backdated])));
+    core.flush(now);
+    assert!(!stored(&core, &backdated));
+
+    // It comes back: it is told why and cut off at once.
+    core.handle(now, up(3, &f.member));
+    let out = drain(&mut core);
+    assert!(out.iter().any(|o| matches!(o, Output::Transmit { conn: 3, .. })));
+    assert!(out.iter().any(|o| matches!(o, Output::Close { conn: 3 })));
+    assert!(!out.iter().any(|o| matches!(
+        o,
+        Output::Event(Event::Member {
+            change: MemberChange::Connected,
+            ..
+        })
+    )));
+}
+
+fn admission_of(f: &crate::credential::tests::Fixture) -> Admission {
+    let m = &f.creator.m;
+    let mut a = Admission::new(
+        m.group.id,
+        m.root.clone(),
+        Lifetimes::from_secs(7 * 86_400, 300),
+        (m.membership.member_id, m.membership.clone()),
+    );
+    for h in [&f.admin, &f.member] {
+        a.learn(h.m.membership.member_id, h.m.membership.clone());
+    }
+    a
+}
+
+fn rejected(a: &Admission, r: &Record, now_ms: i64) -> Rejection {
+    match a.judge(r, None, now_ms, None) {
+        admission::Verdict::Reject(why) => why,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[test]
+fn only_an_admin_revokes_and_nobody_revokes_the_creator() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let ms = f.t0.unix_timestamp() * 1000 + 86_400_000;
+    let a = admission_of(&f);
+    let by_member = revocation_of(&f.member, &f.admin, Vec::new(), ms);
+    assert_eq!(rejected(&a, &by_member, ms), Rejection::NotAnAdmin);
+    let of_creator = revocation_of(&f.admin, &f.creator, Vec::new(), ms);
+    assert_eq!(rejected(&a, &of_creator, ms), Rejection::CreatorRevoked);
+    let good = revocation_of(&f.admin, &f.member, Vec::new(), ms);
+    assert!(matches!(
+        a.judge(&good, None, ms, None),
+        admission::Verdict::Accept(None)
+    ));
+    // Its kept list has one encoding.
+    let mut garbled = good.clone();
+    garbled.data = vec![1, 2, 3];
+    garbled.sign(&f.admin.m.group.id, &f.admin.key).unwrap();
+    assert!(matches!(rejected(&a, &garbled, ms), Rejection::BadRevocation(_)));
+}
+
+/// A revoked admin's certificates: those it issued before (kept) stay valid; one it
+/// issues after, dated as early as it likes, is refused, and so is a renewal of it.
+#[test]
+fn what_a_revoked_admin_issues_after_is_void_however_dated() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let ms = f.t0.unix_timestamp() * 1000 + 86_400_000;
+    let mut a = admission_of(&f);
+    let rev = revocation_of(
+        &f.creator,
+        &f.admin,
+        vec![revocation::cert_key(&f.member.m.membership)],
+        ms,
+    );
+    assert!(matches!(
+        a.judge(&rev, None, ms, None),
+        admission::Verdict::Accept(None)
+    ));
+    a.revoke(&rev);
+    let before = membership_record(&f.member, ms);
+    assert!(matches!(
+        a.judge(&before, None, ms, None),
+        admission::Verdict::Accept(Some(_))
+    ));
+    let after = invite(&f.admin, "late", crate::pki::Role::Member, f.t0, 30 * DAY);
+    assert_eq!(rejected(&a, &membership_record(&after, ms), ms), Rejection::Revoked);
+    // The revoked admin's own records are refused too, unless kept.
+    assert_eq!(
+        rejected(&a, &chat(&f.admin, "still here", ms - 5000), ms),
+        Rejection::Revoked
+    );
+}

@@ -196,6 +196,16 @@ pub fn configs(identity: &Identity, m: &Membership) -> Result<TlsConfigs, TlsErr
     })
 }
 
+/// The issuers the peer presented after its certificate (already verified).
+pub fn peer_chain(certs: Option<&[CertificateDer<'_>]>) -> Vec<Cert> {
+    certs
+        .unwrap_or_default()
+        .iter()
+        .skip(1)
+        .filter_map(|c| Cert::parse(c, "a chain certificate").ok())
+        .collect()
+}
+
 /// The peer's membership certificate after a completed handshake.
 pub fn peer_certificate(certs: Option<&[CertificateDer<'_>]>) -> Option<Cert> {
     Cert::parse(certs?.first()?, "the peer's certificate").ok()

@@ -182,6 +182,7 @@ fn ends_with(f: &Fixture, order: &[usize], chunk: usize) -> Vec<Item> {
             id: 1,
             member: peer.id,
             cert: peer.membership_cert().clone(),
+            chain: Vec::new(),
             addr,
             outbound: false,
             purpose: Purpose::Neighbour,

@@ -80,7 +80,14 @@ fn a_group_lives_through_three_member_lifetimes_by_renewal() {
 
 /// `inviter` invites a new member at the fake time `now`; it joins at that time.
 fn invite_at(inviter: &Member, name: &'static str, now: &str) -> Member {
-    let home = peergroup_tests::Home::new().at(now);
+    invite_with(inviter, name, Some(now), &[])
+}
+
+/// `inviter` invites a new member (passing `extra` to `invite-create`), at the fake time
+/// `now` if given; it joins then.
+fn invite_with(inviter: &Member, name: &'static str, now: Option<&str>, extra: &[&str]) -> Member {
+    let mut home = peergroup_tests::Home::new();
+    home.set_now(now);
     home.run("identity-export", &[name]).ok();
     let id = member_id(&home, name);
     let m = Member {
@@ -90,13 +97,12 @@ fn invite_at(inviter: &Member, name: &'static str, now: &str) -> Member {
         id,
     };
     let xml = m.home.run("identity-export", &[name]).ok().stdout;
+    let mut args = vec!["--identity", inviter.name, "--group", GROUP];
+    args.extend_from_slice(extra);
+    args.push("-");
     let invitation = inviter
         .home
-        .run_with(
-            "invite-create",
-            &["--identity", inviter.name, "--group", GROUP, "-"],
-            Some(xml.as_bytes()),
-        )
+        .run_with("invite-create", &args, Some(xml.as_bytes()))
         .ok()
         .stdout;
     m.home
@@ -175,7 +181,10 @@ fn credentials_renew_on_their_own_in_real_time() {
 /// it within seconds. Mistakes are one line and exit 1.
 #[test]
 fn group_admin_renews_offline_and_online_and_refuses_mistakes() {
-    let g = group(&["alice", "bob"]);
+    // Bob and carol were let in for 30 days; the group's lifetime is a year.
+    let mut g = group(&["alice"]);
+    g.push(invite_with(&g[0], "bob", None, &["--valid-for", "30d"]));
+    g.push(invite_with(&g[0], "carol", None, &["--valid-for", "30d"]));
     let renew = |args: &[&str]| {
         let mut all = vec!["renew", "--identity", "alice", "--group", GROUP];
         all.extend_from_slice(args);
@@ -185,9 +194,10 @@ fn group_admin_renews_offline_and_online_and_refuses_mistakes() {
     renew(&["--all"]).fails_with("no other member is known here yet");
     {
         let mut a = g[0].online();
-        let mut b = g[1].online();
+        let _b = g[1].online();
+        let _c = g[2].online();
         wait_present(&mut a, &g[1]);
-        wait_present(&mut b, &g[0]);
+        wait_present(&mut a, &g[2]);
     }
     renew(&["alice"]).fails_with("is this identity");
     g[1].home
@@ -196,29 +206,34 @@ fn group_admin_renews_offline_and_online_and_refuses_mistakes() {
             &["renew", "--identity", "bob", "--group", GROUP, "alice"],
         )
         .fails_with("not an admin");
+    // Offline: stored, and bob adopts it when they next meet.
     let before = cert_until(&g[1]);
     let out = renew(&[&g[1].id[..8]]).ok();
     assert!(out.stdout.starts_with(&format!("bob\t{}\t", g[1].id)), "{}", out.stdout);
     assert!(out.stderr.contains("stored"), "{}", out.stderr);
+    // Renewing it again would end no later: refused.
+    renew(&["bob"]).fails_with("no later than the current certificate");
     {
         let _a = g[0].online();
         let mut b = g[1].online();
         wait_credential(&mut b, &g[1]);
-        b.wait_until("bob's renewal saved", WAIT, |_| cert_until(&g[1]) >= before);
+        b.wait_until("bob's renewal saved", WAIT, |_| {
+            cert_until(&g[1]) > before + 300 * 86_400
+        });
     }
+    // Online: the running node takes it; bob (already renewed) is left as he is.
     let _a = g[0].online();
-    let mut b = g[1].online();
-    wait_present(&mut b, &g[0]);
-    let skip = b.events_of("credential").len();
+    let mut c = g[2].online();
+    wait_present(&mut c, &g[0]);
     let out = renew(&["--all"]).ok();
     assert!(
         out.stderr.contains("handed to the running group-chat"),
         "{}",
         out.stderr
     );
-    b.wait_until("the online renewal", Duration::from_secs(5), |evs| {
-        evs.iter().filter(|e| e["event"] == "credential").count() > skip
-    });
+    assert!(out.stderr.contains("not renewing bob"), "{}", out.stderr);
+    assert!(out.stdout.starts_with("carol\t"), "{}", out.stdout);
+    wait_credential(&mut c, &g[2]);
 }
 
 /// Revoking a member while everyone chats: every node drops its connections within

@@ -42,6 +42,7 @@ fn connect(core: &mut Core<MemStore>, id: ConnId, h: &Held, now: Now) {
         id,
         member: h.m.membership.member_id,
         cert: h.m.membership.clone(),
+        chain: Vec::new(),
         addr: "127.0.0.2:7400".parse().unwrap(),
         outbound: false,
         purpose: Purpose::Neighbour,

@@ -41,6 +41,7 @@ impl Bench {
             id: i as ConnId,
             member: peer.id,
             cert: peer.membership_cert().clone(),
+            chain: Vec::new(),
             addr: peer.addr,
             outbound: false,
             purpose: Purpose::Neighbour,

@@ -203,6 +203,8 @@ pub struct ConnUp {
     pub member: MemberId,
     /// The peer's membership certificate, verified in the handshake.
     pub cert: Cert,
+    /// The chain it presented with it (nearest issuer first, root excluded).
+    pub chain: Vec<Cert>,
     /// Remote socket address.
     pub addr: SocketAddr,
     /// Whether we dialled.
@@ -1131,7 +1133,9 @@ impl<S: RecordStore> Core<S> {
             self.out.push_back(Output::Close { conn: up.id });
             return;
         }
-        if self.admission.revocations().of(&up.member).is_some() {
+        // A member revoked, or certified by a revoked admin after its revocation.
+        let void = !self.admission.revocations().allows_chain(&up.cert, &up.chain);
+        if self.admission.revocations().of(&up.member).is_some() || void {
             // Completes the handshake only to tell it why it is refused.
             let id = record::per_member_id(&REVOCATION_TYPE, &up.member);
             if let Ok(Some(r)) = self.store.get(&id) {
@@ -2040,6 +2044,7 @@ mod tests {
             id: 9,
             member: peer.id,
             cert: peer.membership_cert().clone(),
+            chain: Vec::new(),
             addr: peer.addr,
             outbound: false,
             purpose: Purpose::Neighbour,

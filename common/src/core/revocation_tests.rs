@@ -42,6 +42,7 @@ fn up(id: ConnId, h: &Held) -> Input {
         id,
         member: h.m.membership.member_id,
         cert: h.m.membership.clone(),
+        chain: h.m.chain.clone(),
         addr: "127.0.0.2:7400".parse().unwrap(),
         outbound: false,
         purpose: Purpose::Neighbour,
@@ -225,4 +226,36 @@ fn what_a_revoked_admin_issues_after_is_void_however_dated() {
         rejected(&a, &chat(&f.admin, "still here", ms - 5000), ms),
         Rejection::Revoked
     );
+}
+
+/// Red-team finding (mine): a member certified by a revoked admin after the revocation
+/// was learnt from its TLS certificate alone, so its records passed; its chain is now
+/// checked at the handshake too, and it is turned away.
+#[test]
+fn a_member_certified_by_a_revoked_admin_afterwards_is_turned_away_at_the_handshake() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let now = at(clock::add(f.t0, DAY));
+    let ms = now.unix_ms();
+    let mut core = core_of(&f.creator, now);
+    core.handle(now, up(1, &f.admin));
+    let rev = revocation_of(
+        &f.creator,
+        &f.admin,
+        vec![revocation::cert_key(&f.member.m.membership)],
+        ms,
+    );
+    core.handle(now, Input::Command(1, Command::Admit(vec![rev.encode()])));
+    drain(&mut core);
+    let late = invite(&f.admin, "late", crate::pki::Role::Member, f.t0, 30 * DAY);
+    core.handle(now, up(2, &late));
+    let out = drain(&mut core);
+    assert!(out.iter().any(|o| matches!(o, Output::Close { conn: 2 })), "{out:?}");
+    assert!(
+        core.known_certs().all(|(m, _)| *m != late.m.membership.member_id),
+        "not learnt"
+    );
+    // One it certified before, kept, gets in.
+    core.handle(now, up(3, &f.member));
+    let out = drain(&mut core);
+    assert!(!out.iter().any(|o| matches!(o, Output::Close { conn: 3 })), "{out:?}");
 }

@@ -366,6 +366,7 @@ async fn first_bytes(tcp: &TcpStream) -> Result<(), String> {
 struct Handshaken {
     stream: TlsStream<TcpStream>,
     cert: Cert,
+    chain: Vec<Cert>,
     purpose: Purpose,
     nonce: u64,
     sync_key: SyncKey,
@@ -378,6 +379,7 @@ async fn finish(mut stream: TlsStream<TcpStream>, hello: &Message, outbound: boo
         TlsStream::Server(s) => s.get_ref().1.peer_certificates(),
     };
     let cert = tls::peer_certificate(certs).ok_or("the peer presented no membership certificate")?;
+    let chain = tls::peer_chain(certs);
     stream
         .write_all(&hello.encode())
         .await
@@ -410,6 +412,7 @@ async fn finish(mut stream: TlsStream<TcpStream>, hello: &Message, outbound: boo
             sync_key: sync_key(&stream)?,
             stream,
             cert,
+            chain,
             purpose,
             nonce,
         }),
@@ -482,6 +485,7 @@ async fn start(
             id,
             member: h.cert.member_id,
             cert: h.cert,
+            chain: h.chain,
             addr,
             outbound,
             purpose: purpose.unwrap_or(h.purpose),

@@ -721,6 +721,7 @@ impl Sim {
                 id,
                 member: peer.id,
                 cert: peer.membership.membership.clone(),
+                chain: peer.membership.chain.clone(),
                 addr: peer.addr,
                 outbound,
                 purpose,

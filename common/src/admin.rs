@@ -11,7 +11,7 @@ use thiserror::Error;
 use time::OffsetDateTime;
 
 use crate::clock;
-use crate::core::admission::{Admission, Lifetimes, Verdict, decode_chain};
+use crate::core::admission::{Admission, Lifetimes, Verdict, decode_chain_prefix};
 use crate::core::revocation;
 use crate::credential::{self, CredentialError};
 use crate::home::{HomeError, Lock};
@@ -20,7 +20,7 @@ use crate::member::MemberId;
 use crate::membership::{Membership, MembershipError};
 use crate::names::{Directory, ResolveError};
 use crate::node::control::{self, ControlError};
-use crate::pki::{Cert, Role};
+use crate::pki::{Cert, Claim, Role};
 use crate::record::{AttrValue, CREDENTIAL_TYPE, MEMBERSHIP_TYPE, PRESENCE_TYPE, REVOCATION_TYPE, Record};
 use crate::store::{Durability, Put, STORE_FILE, STORE_LOCK, Store, StoreError};
 use crate::sync::Item;
@@ -44,6 +44,15 @@ pub enum AdminError {
     /// The creator holds the root key: nobody can cut it off.
     #[error("{0} is the group's creator, who holds the root key: the creator cannot be revoked")]
     CreatorRevoked(String),
+    /// An admin changing its own role.
+    #[error("{0} is this identity: another admin changes an admin's role")]
+    RoleOfItself(String),
+    /// The creator is always an admin.
+    #[error("{0} is the group's creator, who holds the root key: it is always an admin")]
+    CreatorRole(String),
+    /// Nothing to change.
+    #[error("{0} is already a {1}")]
+    AlreadyInRole(String, Role),
     /// An admin revoking itself.
     #[error("{0} is this identity: to leave the group, stop using it (an admin revokes others)")]
     RevokeItself(String),
@@ -127,6 +136,8 @@ pub struct Known {
     pub certs: HashMap<MemberId, Cert>,
     /// Certificate names.
     pub names: Directory,
+    /// Admins made members again, and the certificates they issued that stay valid.
+    pub demoted: HashMap<MemberId, Vec<revocation::Key>>,
 }
 
 /// Reads the members `m` knows from `store`, checking every record as a node would:
@@ -142,15 +153,24 @@ pub fn known_members(m: &Membership, store: &Store) -> Result<Known, AdminError>
         }
     }
     for r in store.of_type(&CREDENTIAL_TYPE)? {
-        let verify = |a: &Admission, r: &Record, t| a.verify_credential_record(r, t).ok().map(|c| c.membership);
-        if let Some(cert) = verified_at_start(&admission, &r, verify) {
-            admission.learn(cert.member_id, cert);
+        let start_ms = i64::try_from(r.version)
+            .unwrap_or(0)
+            .saturating_mul(1000)
+            .max(r.modified_ms);
+        if let Ok(c) = admission.verify_credential_record(&r, start_ms) {
+            admission.learn(c.membership.member_id, c.membership.clone());
+            admission.apply_role(&c);
         }
     }
+    let demoted = admission
+        .certs()
+        .filter_map(|(m, _)| Some((*m, admission.revocations().demoted_keeps(m)?)))
+        .collect();
     let certs: HashMap<MemberId, Cert> = admission.certs().map(|(m, c)| (*m, c.clone())).collect();
     Ok(Known {
         certs,
         names: admission.names().clone(),
+        demoted,
     })
 }
 
@@ -216,6 +236,7 @@ pub type Renewals = (Vec<Record>, Vec<(Cert, CredentialError)>);
 pub fn renew(
     identity: &Identity,
     m: &Membership,
+    known: &Known,
     targets: &[Cert],
     lifetime: Duration,
     now: OffsetDateTime,
@@ -224,7 +245,8 @@ pub fn renew(
     let mut records = Vec::new();
     let mut skipped = Vec::new();
     for old in targets {
-        match credential::issue(&identity.key, m, old, lifetime, now) {
+        let kept = known.demoted.get(&old.member_id).cloned().unwrap_or_default();
+        match credential::issue(&identity.key, m, old, lifetime, now, kept) {
             Ok(c) => records.push(credential::record(
                 &identity.key,
                 identity.member_id(),
@@ -287,19 +309,7 @@ pub fn revocation(
             })
         })
         .collect();
-    // Certificates the member issued (as an admin) that this store holds.
-    for r in store
-        .of_type(&MEMBERSHIP_TYPE)?
-        .into_iter()
-        .chain(store.of_type(&CREDENTIAL_TYPE)?)
-    {
-        let Some(chain) = decode_chain(&r.data) else { continue };
-        for (child, parent) in chain.iter().zip(&chain[1..]) {
-            if parent.member_id == subject && child.is_signed_by(parent) {
-                keep.push(revocation::cert_key(child));
-            }
-        }
-    }
+    keep.extend(issued_by(store, subject)?);
     let until_ms = m.root.not_after.unix_timestamp().saturating_mul(1000);
     let mut r = Record::about(
         REVOCATION_TYPE,
@@ -313,6 +323,64 @@ pub fn revocation(
     r.data = revocation::encode_keys(keep);
     r.sign(&m.group.id, &identity.key).map_err(CredentialError::from)?;
     Ok((r, cert))
+}
+
+/// The keys of the certificates `subject` issued (as an admin) that `store` holds.
+fn issued_by(store: &Store, subject: MemberId) -> Result<Vec<revocation::Key>, AdminError> {
+    let mut keys = Vec::new();
+    for r in store.of_type(&MEMBERSHIP_TYPE)?.into_iter().chain(store.of_type(&CREDENTIAL_TYPE)?) {
+        let Some((chain, _)) = decode_chain_prefix(&r.data) else { continue };
+        for (child, parent) in chain.iter().zip(&chain[1..]) {
+            if parent.member_id == subject && child.is_signed_by(parent) {
+                keys.push(revocation::cert_key(child));
+            }
+        }
+    }
+    Ok(keys)
+}
+
+/// Gives the member `who` names the role `role`, signed: a credential with fresh
+/// certificates (lasting `lifetime`, capped at this admin's own). Made a member, an
+/// admin keeps valid the certificates it issued that this store holds, and issues
+/// nothing more.
+#[allow(clippy::too_many_arguments)]
+pub fn role_change(
+    identity: &Identity,
+    m: &Membership,
+    store: &Store,
+    known: &Known,
+    who: &str,
+    role: Role,
+    lifetime: Duration,
+    now: OffsetDateTime,
+) -> Result<Record, AdminError> {
+    if m.role != Role::Admin || m.issuing.is_none() {
+        return Err(CredentialError::NotAdmin {
+            identity: m.identity.clone(),
+            role: m.role,
+            group: m.group.name.clone(),
+        }
+        .into());
+    }
+    let subject = resolve(known, who)?;
+    let cert = &known.certs[&subject];
+    let name = known.names.display(&subject);
+    if subject == m.membership.member_id {
+        return Err(AdminError::RoleOfItself(name));
+    }
+    if cert.is_signed_by(&m.root) {
+        return Err(AdminError::CreatorRole(name));
+    }
+    if matches!(cert.claim, Claim::Membership { role: r, .. } if r == role) {
+        return Err(AdminError::AlreadyInRole(name, role));
+    }
+    let kept = match role {
+        Role::Member => issued_by(store, subject)?,
+        Role::Admin => Vec::new(),
+    };
+    let c = credential::assign_role(&identity.key, m, cert, role, lifetime, now, kept)?;
+    let now_ms = now.unix_timestamp().saturating_mul(1000);
+    Ok(credential::record(&identity.key, identity.member_id(), &m.group.id, &c, now_ms)?)
 }
 
 /// The member `who` names among those known.

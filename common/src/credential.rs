@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::clock;
 use crate::core::admission::{self, Credential};
+use crate::core::revocation::Key;
 use crate::member::MemberId;
 use crate::membership::{Membership, MembershipError};
 use crate::pki::{self, Cert, CertSpec, Claim, PkiError, Role};
@@ -107,13 +108,62 @@ fn start(now: OffsetDateTime, issuer: &Cert) -> OffsetDateTime {
 
 /// Issues `subject`'s certificates again under `admin`'s membership: the same key,
 /// name and role (an admin also gets a new issuing certificate), valid for `lifetime`
-/// from now but no longer than the admin's own issuing certificate.
+/// from now but no longer than the admin's own issuing certificate. A renewal that
+/// would end no later than `subject` is refused. `kept` carries a member's list of the
+/// certificates it issued while an admin (see [`assign_role`]).
 pub fn issue(
     admin_key: &KeyPair,
     admin: &Membership,
     subject: &Cert,
     lifetime: Duration,
     now: OffsetDateTime,
+    kept: Vec<Key>,
+) -> Result<Credential, CredentialError> {
+    let role = match subject.claim {
+        Claim::Membership { role, .. } => role,
+        _ => {
+            return Err(PkiError::NotOurs {
+                what: "the member's certificate".into(),
+                reason: "not a membership certificate".into(),
+            }
+            .into());
+        }
+    };
+    let c = make(admin_key, admin, subject, role, lifetime, now, kept)?;
+    if c.membership.not_after <= subject.not_after {
+        return Err(CredentialError::WouldNotExtend {
+            identity: admin.identity.clone(),
+            until: clock::format_rfc3339(c.membership.not_after),
+        });
+    }
+    Ok(c)
+}
+
+/// Gives `subject` the role `role` (Peer Grouping's role change): fresh certificates
+/// like a renewal's with that role, an admin's with an issuing certificate. Made a
+/// member, it issues nothing more: of the certificates it issued, only `kept` (those
+/// the admin holds now) stay valid, in every node's judgement.
+pub fn assign_role(
+    admin_key: &KeyPair,
+    admin: &Membership,
+    subject: &Cert,
+    role: Role,
+    lifetime: Duration,
+    now: OffsetDateTime,
+    kept: Vec<Key>,
+) -> Result<Credential, CredentialError> {
+    let kept = if role == Role::Member { kept } else { Vec::new() };
+    make(admin_key, admin, subject, role, lifetime, now, kept)
+}
+
+fn make(
+    admin_key: &KeyPair,
+    admin: &Membership,
+    subject: &Cert,
+    role: Role,
+    lifetime: Duration,
+    now: OffsetDateTime,
+    kept: Vec<Key>,
 ) -> Result<Credential, CredentialError> {
     let Some(own) = admin.issuing.as_ref().filter(|_| admin.role == Role::Admin) else {
         return Err(CredentialError::NotAdmin {
@@ -128,49 +178,37 @@ pub fn issue(
             until: clock::format_rfc3339(own.not_after),
         });
     }
-    let Claim::Membership { member, role, .. } = subject.claim else {
-        return Err(PkiError::NotOurs {
-            what: "the member's certificate".into(),
-            reason: "not a membership certificate".into(),
-        }
-        .into());
-    };
-    // Renewing never changes a role: an admin that would sit deeper than chains may
-    // go is left to one nearer the creator.
+    // An admin that would sit deeper than chains may go is left to one nearer the
+    // creator.
     if role == Role::Admin && admin.issuing_depth() >= pki::MAX_ISSUING_LINKS {
         return Err(CredentialError::TooDeep {
             identity: admin.identity.clone(),
             depth: admin.issuing_depth() + 1,
         });
     }
-    let group = admin.group.id;
+    let (group, member) = (admin.group.id, subject.member_id);
     let spec = |claim| CertSpec {
         common_name: subject.common_name.clone(),
         claim,
         not_before: start(now, own),
         not_after: clock::add(now, lifetime).min(own.not_after),
     };
-    let make = |claim, what| -> Result<Cert, PkiError> {
+    let cert = |claim, what| -> Result<Cert, PkiError> {
         let der = pki::issue(&spec(claim), &subject.spki, &own.der, admin_key)?;
         Cert::parse(&der, what)
     };
-    let membership = make(Claim::Membership { group, member, role }, "the membership certificate")?;
+    let membership = cert(Claim::Membership { group, member, role }, "the membership certificate")?;
     let issuing = match role {
-        Role::Admin => Some(make(Claim::Issuing { group, member }, "the issuing certificate")?),
+        Role::Admin => Some(cert(Claim::Issuing { group, member }, "the issuing certificate")?),
         Role::Member => None,
     };
-    if membership.not_after <= subject.not_after {
-        return Err(CredentialError::WouldNotExtend {
-            identity: admin.identity.clone(),
-            until: clock::format_rfc3339(membership.not_after),
-        });
-    }
     let mut chain = vec![own.clone()];
     chain.extend(admin.chain.iter().cloned());
     Ok(Credential {
         membership,
         issuing,
         chain,
+        kept,
     })
 }
 
@@ -434,7 +472,7 @@ pub(crate) mod tests {
     fn a_renewal_keeps_key_name_and_role_and_is_capped_by_the_admins_own_certificate() {
         let f = fixture(clock::from_unix(1_800_000_000));
         let later = clock::add(f.t0, 20 * DAY);
-        let c = issue(&f.admin.key, &f.admin.m, &f.member.m.membership, 30 * DAY, later).unwrap();
+        let c = issue(&f.admin.key, &f.admin.m, &f.member.m.membership, 30 * DAY, later, Vec::new()).unwrap();
         assert_eq!(c.membership.spki, f.member.m.membership.spki);
         assert_eq!(c.membership.common_name, "member");
         assert!(matches!(
@@ -444,10 +482,10 @@ pub(crate) mod tests {
         assert!(c.issuing.is_none());
         assert_eq!(c.membership.not_after, clock::add(later, 30 * DAY));
         // Asked for longer than the admin's own issuing certificate lasts: capped at it.
-        let c = issue(&f.admin.key, &f.admin.m, &f.member.m.membership, 90 * DAY, later).unwrap();
+        let c = issue(&f.admin.key, &f.admin.m, &f.member.m.membership, 90 * DAY, later, Vec::new()).unwrap();
         assert_eq!(c.membership.not_after, f.admin.m.issuing.as_ref().unwrap().not_after);
         // An admin renewed gets a new issuing certificate beside its membership.
-        let c = issue(&f.creator.key, &f.creator.m, &f.admin.m.membership, 90 * DAY, later).unwrap();
+        let c = issue(&f.creator.key, &f.creator.m, &f.admin.m.membership, 90 * DAY, later, Vec::new()).unwrap();
         assert!(c.issuing.is_some());
         assert_eq!(
             c.membership.not_after,
@@ -464,7 +502,7 @@ pub(crate) mod tests {
         // Issued ten days later for 90 days, capped at the admin's end: fifty days, yet
         // renewed under a 90-day lifetime.
         let later = clock::add(f.t0, 10 * DAY);
-        let capped = issue(&f.admin.key, &f.admin.m, full, 90 * DAY, later)
+        let capped = issue(&f.admin.key, &f.admin.m, full, 90 * DAY, later, Vec::new())
             .unwrap()
             .membership;
         assert_eq!(capped.not_after, admin_issuing.not_after);
@@ -516,6 +554,7 @@ pub(crate) mod tests {
                 membership: leaf,
                 issuing: None,
                 chain,
+                kept: Vec::new(),
             };
             record(&by.key, by.m.membership.member_id, &group, &c, ms(t)).unwrap()
         };
@@ -536,37 +575,51 @@ pub(crate) mod tests {
         assert!(a.verify_credential_record(&peer, ms(t)).is_ok());
     }
 
-    /// Red-team finding: the newest start won, so a brief renewal shortened a
-    /// membership, and two renewals with one start were settled by arrival order.
+    /// Red-team finding: two certificates for one member with the same start were
+    /// settled by arrival order. The order is total now (start, end, bytes), and the
+    /// later issue wins (a role change takes effect even if it ends sooner).
     #[test]
-    fn the_certificate_that_ends_last_is_kept_in_any_order() {
+    fn the_later_issued_certificate_is_kept_in_any_order() {
         let f = fixture(clock::from_unix(1_800_000_000));
         let t = clock::add(f.t0, 2 * DAY);
-        let long = issue(&f.creator.key, &f.creator.m, &f.admin.m.membership, 90 * DAY, t).unwrap();
-        let brief = Cert::parse(
-            &pki::issue(
-                &CertSpec {
-                    common_name: "admin".into(),
-                    claim: f.admin.m.membership.claim.clone(),
-                    not_before: clock::add(t, Duration::from_secs(60)),
-                    not_after: clock::add(t, DAY),
-                },
-                &f.admin.m.membership.spki,
-                &f.creator.m.issuing.as_ref().unwrap().der,
-                &f.creator.key,
+        let cert = |start: OffsetDateTime, end: OffsetDateTime| {
+            Cert::parse(
+                &pki::issue(
+                    &CertSpec {
+                        common_name: "admin".into(),
+                        claim: f.admin.m.membership.claim.clone(),
+                        not_before: start,
+                        not_after: end,
+                    },
+                    &f.admin.m.membership.spki,
+                    &f.creator.m.issuing.as_ref().unwrap().der,
+                    &f.creator.key,
+                )
+                .unwrap(),
+                "t",
             )
-            .unwrap(),
-            "t",
-        )
-        .unwrap();
+            .unwrap()
+        };
+        let long = cert(t, clock::add(t, 60 * DAY));
+        let same_start_shorter = cert(t, clock::add(t, 30 * DAY));
+        let later = cert(clock::add(t, Duration::from_secs(60)), clock::add(t, DAY));
         let member = f.admin.m.membership.member_id;
-        for order in [[&long.membership, &brief], [&brief, &long.membership]] {
+        for order in [
+            [&long, &same_start_shorter, &later],
+            [&later, &same_start_shorter, &long],
+            [&same_start_shorter, &later, &long],
+        ] {
             let mut a = admission(&f);
             for c in order {
                 a.learn(member, c.clone());
             }
-            assert_eq!(a.cert(&member).unwrap().der, long.membership.der);
+            assert_eq!(a.cert(&member).unwrap().der, later.der);
         }
+        let mut a = admission(&f);
+        for c in [&long, &same_start_shorter] {
+            a.learn(member, c.clone());
+        }
+        assert_eq!(a.cert(&member).unwrap().der, long.der, "same start: the later end");
     }
 
     #[test]
@@ -581,6 +634,7 @@ pub(crate) mod tests {
             &f.member.m.membership,
             60 * DAY,
             clock::add(f.t0, DAY),
+            Vec::new(),
         )
         .unwrap();
         let err = issue(
@@ -589,6 +643,7 @@ pub(crate) mod tests {
             &far.membership,
             30 * DAY,
             clock::add(f.t0, 2 * DAY),
+            Vec::new(),
         )
         .unwrap_err();
         assert!(matches!(err, CredentialError::WouldNotExtend { .. }), "{err}");
@@ -597,7 +652,7 @@ pub(crate) mod tests {
     #[test]
     fn only_an_admin_with_a_live_issuing_certificate_renews() {
         let f = fixture(clock::from_unix(1_800_000_000));
-        let err = issue(&f.member.key, &f.member.m, &f.admin.m.membership, 30 * DAY, f.t0).unwrap_err();
+        let err = issue(&f.member.key, &f.member.m, &f.admin.m.membership, 30 * DAY, f.t0, Vec::new()).unwrap_err();
         assert!(matches!(err, CredentialError::NotAdmin { .. }), "{err}");
         let err = issue(
             &f.admin.key,
@@ -605,6 +660,7 @@ pub(crate) mod tests {
             &f.member.m.membership,
             30 * DAY,
             clock::add(f.t0, 61 * DAY),
+            Vec::new(),
         )
         .unwrap_err();
         assert!(matches!(err, CredentialError::IssuerExpired { .. }), "{err}");
@@ -619,7 +675,7 @@ pub(crate) mod tests {
         assert!(!creator_due(&renewed, year));
         pki::verify_chain(&renewed.root, &[], &renewed.membership, renewed.group.id, year).unwrap();
         // Its renewal of a member whose membership ended long ago verifies now.
-        let c = issue(&f.creator.key, &renewed, &f.admin.m.membership, 30 * DAY, year).unwrap();
+        let c = issue(&f.creator.key, &renewed, &f.admin.m.membership, 30 * DAY, year, Vec::new()).unwrap();
         let r = record(
             &f.creator.key,
             renewed.membership.member_id,
@@ -644,7 +700,7 @@ pub(crate) mod tests {
         let a = admission(&f);
         let t = clock::add(f.t0, 20 * DAY);
         let group = f.admin.m.group.id;
-        let c = issue(&f.admin.key, &f.admin.m, &f.member.m.membership, 30 * DAY, t).unwrap();
+        let c = issue(&f.admin.key, &f.admin.m, &f.member.m.membership, 30 * DAY, t, Vec::new()).unwrap();
         let good = record(&f.admin.key, f.admin.m.membership.member_id, &group, &c, ms(t)).unwrap();
         assert!(good.id_is_bound());
         assert_eq!(

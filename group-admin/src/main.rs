@@ -8,13 +8,14 @@ use clap::{Parser, Subcommand};
 use common::admin::{self, Delivery};
 use common::cli::{self, HomeArgs, parse_duration_arg};
 use common::identity::Identity;
+use common::pki::Role;
 use common::{clock, credential, membership};
 
-/// Act on GROUP as an admin: renew members' credentials, revoke members.
+/// Act on GROUP as an admin: renew members' credentials, change roles, revoke members.
 #[derive(Debug, Parser)]
 #[command(
     version,
-    after_help = "Examples:\n  group-admin renew --identity alice --group Friends bob\n  group-admin renew --identity alice --group Friends --all\n  group-admin revoke --identity alice --group Friends bob --reason \"laptop stolen\""
+    after_help = "Examples:\n  group-admin renew --identity alice --group Friends bob\n  group-admin renew --identity alice --group Friends --all\n  group-admin role --identity alice --group Friends bob admin\n  group-admin revoke --identity alice --group Friends bob --reason \"laptop stolen\""
 )]
 struct Args {
     #[command(subcommand)]
@@ -45,6 +46,28 @@ enum Action {
         /// The member: its name, member id or a unique id prefix
         #[arg(required_unless_present = "all")]
         member: Option<String>,
+    },
+    /// Give MEMBER the role ROLE (admin or member): fresh certificates with that role
+    /// (an admin's with an issuing certificate), which its node adopts, so a member
+    /// made admin can invite at once. An admin made member issues nothing more: of
+    /// what it issued, what this store holds stays valid, anything else is refused
+    /// everywhere. Prints one line: name, member id, role, valid until.
+    Role {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Local identity of the admin
+        #[arg(long, value_name = "NAME")]
+        identity: String,
+        /// Group: friendly name, id, or unique id prefix
+        #[arg(long, value_name = "GROUP")]
+        group: String,
+        /// How long the new certificates last [default: the group's member lifetime]
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        valid_for: Option<Duration>,
+        /// The member: its name, member id or a unique id prefix
+        member: String,
+        /// admin or member
+        role: Role,
     },
     /// Revoke MEMBER: every node refuses its connections and anything it makes from now
     /// on, closes its connections and stops listing it; its own group-chat exits 1
@@ -92,7 +115,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             drop(store);
             let targets = admin::renewal_targets(&m, &known, member.as_deref())?;
             let lifetime = valid_for.unwrap_or(Duration::from_secs(m.group.member_lifetime_secs));
-            let (records, skipped) = admin::renew(&admin, &m, &targets, lifetime, now)
+            let (records, skipped) = admin::renew(&admin, &m, &known, &targets, lifetime, now)
                 .with_context(|| format!("cannot renew credentials in {}", m.group.name))?;
             for (cert, why) in &skipped {
                 cli::note(
@@ -122,6 +145,42 @@ fn run(args: Args) -> anyhow::Result<()> {
                     Delivery::Stored => format!(
                         "renewed {} member(s) of {}: stored, they spread when group-chat next runs for {identity}",
                         records.len(),
+                        m.group.name
+                    ),
+                },
+            );
+            Ok(())
+        }
+        Action::Role {
+            home,
+            identity,
+            group,
+            valid_for,
+            member,
+            role,
+        } => {
+            let home = home.home()?;
+            let admin = Identity::load(&home, &identity)?;
+            let now = clock::now();
+            let m = credential::renew_creator_if_due(membership::find(&home, &identity, &group)?, now)?;
+            let store = common::store::Store::open_read_only(&m.dir.join(common::store::STORE_FILE))
+                .with_context(|| format!("cannot read the store of {}", m.group.name))?;
+            let known = admin::known_members(&m, &store)?;
+            let lifetime = valid_for.unwrap_or(Duration::from_secs(m.group.member_lifetime_secs));
+            let record = admin::role_change(&admin, &m, &store, &known, &member, role, lifetime, now)?;
+            drop(store);
+            let delivery = admin::publish(&m, std::slice::from_ref(&record), now.unix_timestamp().saturating_mul(1000))
+                .with_context(|| format!("cannot publish the role change in {}", m.group.name))?;
+            let line = admin::describe(&record, &known.names);
+            let (who, rest) = line.split_once('\t').unwrap_or((&line, ""));
+            let (id, until) = rest.split_once('\t').unwrap_or((rest, ""));
+            cli::write_stdout(format!("{who}\t{id}\t{role}\t{until}\n").as_bytes())?;
+            cli::note(
+                "group-admin",
+                &match delivery {
+                    Delivery::Online => format!("{who} is now a {role} of {}: handed to the running group-chat, spreading now", m.group.name),
+                    Delivery::Stored => format!(
+                        "{who} is now a {role} of {}: stored, it spreads when group-chat next runs for {identity}",
                         m.group.name
                     ),
                 },

@@ -331,3 +331,43 @@ fn a_member_revoked_while_everyone_chats_is_cut_off_everywhere_within_two_second
     }
     say_and_see(&mut a, "alice after", &mut [&mut c]);
 }
+
+/// The role of `m` as saved in its home.
+fn saved_role(m: &Member) -> String {
+    let home = common::home::Home::resolve(Some(m.home.path())).unwrap();
+    common::membership::find(&home, m.name, GROUP).unwrap().role.to_string()
+}
+
+/// Roles, online: alice makes bob an admin and he invites carol at once (carol gets in
+/// and chats); made a member again, bob can no longer invite.
+#[test]
+fn a_member_made_admin_invites_at_once_and_made_member_again_cannot() {
+    let g = group(&["alice", "bob"]);
+    let mut a = g[0].online();
+    let mut b = g[1].online();
+    wait_present(&mut a, &g[1]);
+    wait_present(&mut b, &g[0]);
+    let role = |who: &str, r: &str| {
+        g[0].home
+            .run("group-admin", &["role", "--identity", "alice", "--group", GROUP, who, r])
+    };
+    role("bob", "member").fails_with("bob is already a member");
+    role("alice", "member").fails_with("is this identity");
+    let out = role("bob", "admin").ok();
+    assert!(out.stdout.starts_with(&format!("bob\t{}\tadmin\t", g[1].id)), "{}", out.stdout);
+    wait_credential(&mut b, &g[1]);
+    b.wait_until("bob an admin", WAIT, |_| saved_role(&g[1]) == "admin");
+    let carol = invite(&g[1], "carol", free());
+    let mut c = carol.online();
+    wait_present(&mut c, &g[0]);
+    say_and_see(&mut c, "invited by bob", &mut [&mut a, &mut b]);
+    role("bob", "member").ok();
+    b.wait_until("bob a member again", WAIT, |_| saved_role(&g[1]) == "member");
+    let dave = peergroup_tests::Home::new();
+    let xml = dave.run("identity-export", &["dave"]).ok().stdout;
+    g[1].home
+        .run_with("invite-create", &["--identity", "bob", "--group", GROUP, "-"], Some(xml.as_bytes()))
+        .fails_with("not an admin");
+    // Carol, whom bob invited while an admin, stays.
+    say_and_see(&mut c, "still here", &mut [&mut a]);
+}

@@ -109,6 +109,9 @@ pub struct Credential {
     /// The issuers of both, nearest first, root excluded (the admin's issuing
     /// certificate first).
     pub chain: Vec<Cert>,
+    /// For a member who was an admin: the keys ([`revocation::cert_key`]) of the
+    /// certificates it issued that stay valid; any other it issued is void.
+    pub kept: Vec<revocation::Key>,
 }
 
 impl Credential {
@@ -117,7 +120,17 @@ impl Credential {
     pub fn encode(&self) -> Vec<u8> {
         let mut certs: Vec<Cert> = vec![self.membership.clone()];
         certs.extend(self.issuing.clone());
-        encode_chain(&certs[0], &[&certs[1..], &self.chain[..]].concat())
+        let mut out = encode_chain(&certs[0], &[&certs[1..], &self.chain[..]].concat());
+        out.extend(revocation::encode_keys(self.kept.clone()));
+        out
+    }
+
+    /// The role its membership certificate grants.
+    pub fn role(&self) -> Role {
+        match self.membership.claim {
+            Claim::Membership { role, .. } => role,
+            _ => Role::Member,
+        }
     }
 }
 
@@ -167,13 +180,14 @@ pub struct Admission {
     revocations: Revocations,
 }
 
-/// Whether certificate `a` replaces `b` for the same member: the one that ends later,
-/// then the one that starts later, then the larger DER bytes. A total order, so every
-/// node settles on the same certificate in any order of arrival; and ending first, so
-/// no renewal can shorten a membership (an admin cannot cut a member off by issuing it
-/// a brief certificate: revocation is how).
+/// Whether certificate `a` replaces `b` for the same member: the one issued later
+/// (its start), then the one that ends later, then the larger DER bytes. A total order,
+/// so every node settles on the same certificate in any order of arrival. Issued later
+/// first, so an admin's role change takes effect even when it ends sooner; no admin can
+/// issue for the creator or an admin above it, and one that shortens a member below it
+/// could as well revoke it. Renewals never shorten ([`crate::credential::issue`]).
 pub fn outranks(a: &Cert, b: &Cert) -> bool {
-    (a.not_after, a.not_before, &a.der) > (b.not_after, b.not_before, &b.der)
+    (a.not_before, a.not_after, &a.der) > (b.not_before, b.not_after, &b.der)
 }
 
 /// Whether a copy with `digest` at `version` adds nothing to what is held.
@@ -416,7 +430,8 @@ impl Admission {
             return Err(Rejection::ForeignModifier);
         }
         let subject = r.subject().ok_or(Rejection::UnboundId)?;
-        let certs = decode_chain(&r.data).ok_or(Rejection::ChainDoesNotDecode)?;
+        let (certs, keys) = decode_chain_prefix(&r.data).ok_or(Rejection::ChainDoesNotDecode)?;
+        let kept = revocation::decode_keys(keys).ok_or(Rejection::BadRevocation("its kept list is not sorted 8-byte keys"))?;
         let (leaf, rest) = certs.split_first().ok_or(Rejection::ChainDoesNotDecode)?;
         // The subject's own issuing certificate, when it is an admin, comes next: a
         // sibling of the leaf under the same issuer.
@@ -462,10 +477,13 @@ impl Admission {
         if r.expires_ms > leaf.not_after.unix_timestamp().saturating_mul(1000) + MAX_CLOCK_SKEW_MS {
             return Err(Rejection::OutlivesMembership);
         }
+        let mut kept: Vec<revocation::Key> = kept.into_iter().collect();
+        kept.sort_unstable();
         Ok(Credential {
             membership: leaf.clone(),
             issuing: issuing.cloned(),
             chain: chain.to_vec(),
+            kept,
         })
     }
 
@@ -507,6 +525,16 @@ impl Admission {
             return Verdict::Reject(Rejection::BadSignature);
         }
         Verdict::Accept(None)
+    }
+
+    /// Puts an accepted credential's role in force: a member who was an admin issues
+    /// nothing more (but what its credential keeps); one made admin again may.
+    pub fn apply_role(&mut self, c: &Credential) {
+        let subject = c.membership.member_id;
+        match c.role() {
+            Role::Admin => self.revocations.promote(&subject),
+            Role::Member => self.revocations.demote(subject, c.kept.iter().copied().collect()),
+        }
     }
 
     /// Puts an accepted revocation in force; `None` if `r` is not one.
@@ -703,7 +731,13 @@ pub fn encode_chain(leaf: &Cert, chain: &[Cert]) -> Vec<u8> {
 }
 
 /// Decodes [`encode_chain`]'s output.
-pub fn decode_chain(mut b: &[u8]) -> Option<Vec<Cert>> {
+pub fn decode_chain(b: &[u8]) -> Option<Vec<Cert>> {
+    let (certs, rest) = decode_chain_prefix(b)?;
+    rest.is_empty().then_some(certs)
+}
+
+/// Decodes an [`encode_chain`] at the start of `b`; returns the rest too.
+pub fn decode_chain_prefix(mut b: &[u8]) -> Option<(Vec<Cert>, &[u8])> {
     let (&n, rest) = b.split_first()?;
     b = rest;
     if n == 0 || n as usize > pki::MAX_ISSUING_LINKS + 1 {
@@ -722,7 +756,7 @@ pub fn decode_chain(mut b: &[u8]) -> Option<Vec<Cert>> {
         out.push(Cert::parse(&b[..len], "a chain certificate").ok()?);
         b = &b[len..];
     }
-    b.is_empty().then_some(out)
+    Some((out, b))
 }
 
 #[cfg(test)]

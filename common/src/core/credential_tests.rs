@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use super::*;
 use crate::credential::tests::{DAY, Fixture, Held, fixture, invite};
+use crate::pki::Role;
 
 fn at(t: OffsetDateTime) -> Now {
     Now {
@@ -64,7 +65,7 @@ fn a_credential_for_this_node_is_adopted_published_and_handed_to_the_driver() {
     let mut core = core_of(&f.member, now);
     connect(&mut core, 1, &f.admin, now);
     drain(&mut core);
-    let c = credential::issue(&f.admin.key, &f.admin.m, &f.member.m.membership, 30 * DAY, t).unwrap();
+    let c = credential::issue(&f.admin.key, &f.admin.m, &f.member.m.membership, 30 * DAY, t, Vec::new()).unwrap();
     let r = credential::record(
         &f.admin.key,
         f.admin.m.membership.member_id,
@@ -180,4 +181,84 @@ fn an_admin_does_not_renew_what_its_own_certificate_would_not_extend() {
     core.handle_timeout(now);
     core.flush(now);
     assert!(credentials_in(&core).is_empty());
+}
+
+fn membership_record(h: &Held, now_ms: i64) -> Record {
+    let mut r = Record::new(MEMBERSHIP_TYPE, h.m.membership.member_id, now_ms, 0);
+    r.version = admission::membership_version(&h.m.membership);
+    r.expires_ms = h.m.membership.not_after.unix_timestamp() * 1000;
+    r.data = admission::encode_chain(&h.m.membership, &h.m.chain);
+    r.sign(&h.m.group.id, &h.key).unwrap();
+    r
+}
+
+fn admitted(core: &mut Core<MemStore>, r: &Record) -> Result<(), String> {
+    core.handle(at_ms(r.modified_ms), Input::Command(5, Command::Admit(vec![r.encode()])));
+    drain(core)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Reply(5, Reply::Admitted(mut v)) => v.pop(),
+            _ => None,
+        })
+        .unwrap()
+}
+
+fn at_ms(ms: i64) -> Now {
+    Now {
+        instant: Instant::now(),
+        unix_ns: ms * 1_000_000,
+    }
+}
+
+/// Roles: an admin made member adopts a member's certificate (no issuing one); what it
+/// issued before (kept) stands, what it issues after, however dated, is refused; made
+/// admin again, it may issue.
+#[test]
+fn an_admin_made_member_issues_nothing_more_and_made_admin_again_may() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let t = clock::add(f.t0, DAY);
+    let now = at(t);
+    let ms = now.unix_ms();
+    let mut creator = core_of(&f.creator, now);
+    let mut admin = core_of(&f.admin, now);
+    let demotion = credential::assign_role(
+        &f.creator.key,
+        &f.creator.m,
+        &f.admin.m.membership,
+        Role::Member,
+        30 * DAY,
+        t,
+        vec![revocation::cert_key(&f.member.m.membership)],
+    )
+    .unwrap();
+    let record = |c: &admission::Credential, ms| {
+        credential::record(&f.creator.key, f.creator.m.membership.member_id, &f.creator.m.group.id, c, ms).unwrap()
+    };
+    let demote = record(&demotion, ms);
+    assert_eq!(admitted(&mut creator, &demote), Ok(()));
+    // The admin's own node takes it: a member now, with no issuing certificate.
+    connect(&mut admin, 1, &f.creator, now);
+    drain(&mut admin);
+    admin.handle(now, Input::Frame(1, Message::Records { sync: false, bodies: vec![demote.encode()] }));
+    admin.flush(now);
+    let saved = drain(&mut admin).into_iter().find_map(|o| match o {
+        Output::Membership(m) => Some(m),
+        _ => None,
+    });
+    let saved = saved.expect("adopted");
+    assert_eq!(saved.role, Role::Member);
+    assert!(saved.issuing.is_none());
+    // What it issued before stands; what it issues after does not.
+    assert_eq!(admitted(&mut creator, &membership_record(&f.member, ms)), Ok(()));
+    let late = invite(&f.admin, "late", Role::Member, f.t0, 30 * DAY);
+    assert!(admitted(&mut creator, &membership_record(&late, ms)).is_err());
+    // Made admin again (a minute on), it may.
+    let t2 = clock::add(t, std::time::Duration::from_secs(120));
+    let promotion =
+        credential::assign_role(&f.creator.key, &f.creator.m, &f.admin.m.membership, Role::Admin, 30 * DAY, t2, Vec::new())
+            .unwrap();
+    assert!(promotion.issuing.is_some());
+    let ms2 = t2.unix_timestamp() * 1000;
+    assert_eq!(admitted(&mut creator, &record(&promotion, ms2)), Ok(()));
+    assert_eq!(admitted(&mut creator, &membership_record(&late, ms2)), Ok(()));
 }

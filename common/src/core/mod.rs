@@ -766,6 +766,7 @@ impl<S: RecordStore> Core<S> {
             if let Ok(c) = self.admission.verify_credential_record(&r, t) {
                 let member = c.membership.member_id;
                 self.admission.learn(member, c.membership.clone());
+                self.admission.apply_role(&c);
                 if member == self.me {
                     mine = Some(c);
                 }
@@ -935,7 +936,14 @@ impl<S: RecordStore> Core<S> {
             .filter(|c| credential::renews_on_its_own(c, self.issuer_of(c).as_ref(), lifetime))
             .collect();
         for old in due {
-            let issued = credential::issue(&self.identity.key, &self.membership, &old, lifetime, t).and_then(|c| {
+            let issued = credential::issue(
+                &self.identity.key,
+                &self.membership,
+                &old,
+                lifetime,
+                t,
+                self.admission.revocations().demoted_keeps(&old.member_id).unwrap_or_default(),
+            ).and_then(|c| {
                 Ok((
                     credential::record(&self.identity.key, self.me, &self.group, &c, t_ms)?,
                     c,
@@ -1594,14 +1602,17 @@ impl<S: RecordStore> Core<S> {
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         let (issuer, is_credential) = (r.creator, r.rtype == CREDENTIAL_TYPE);
         let revocation = (r.rtype == REVOCATION_TYPE).then(|| r.clone());
-        // A credential for this node: its certificates to adopt.
-        let mine = match &cert {
-            // The creator renews its own with the root key, never under an admin.
-            Some(c) if is_credential && c.member_id == self.me && !self.membership.creator => {
-                self.admission.verify_credential_record(&r, now.unix_ms()).ok()
-            }
-            _ => None,
+        // A credential: its role in force everywhere, its certificates adopted by the
+        // member it is for (the creator renews its own with the root key instead).
+        let credential = if is_credential {
+            self.admission.verify_credential_record(&r, now.unix_ms()).ok()
+        } else {
+            None
         };
+        if let Some(c) = &credential {
+            self.admission.apply_role(c);
+        }
+        let mine = credential.filter(|c| c.membership.member_id == self.me && !self.membership.creator);
         accepted.push(Put {
             record: r,
             body,

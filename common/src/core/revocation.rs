@@ -108,19 +108,40 @@ impl Revocation {
     }
 }
 
-/// The revocations in force, by subject.
+/// The revocations in force, by subject, and the admins made members again (with the
+/// certificates they issued that stay valid).
 #[derive(Debug, Default)]
-pub struct Revocations(HashMap<MemberId, Revocation>);
+pub struct Revocations {
+    revoked: HashMap<MemberId, Revocation>,
+    demoted: HashMap<MemberId, HashSet<Key>>,
+}
 
 impl Revocations {
     /// The revocation of `member`, if any.
     pub fn of(&self, member: &MemberId) -> Option<&Revocation> {
-        self.0.get(member)
+        self.revoked.get(member)
     }
 
     /// Puts `r` in force (the copy the conflict rule chose replaces another).
     pub fn insert(&mut self, r: Revocation) {
-        self.0.insert(r.subject, r);
+        self.revoked.insert(r.subject, r);
+    }
+
+    /// `member` is a member now: of the certificates it issued, only `kept` stay valid.
+    pub fn demote(&mut self, member: MemberId, kept: HashSet<Key>) {
+        self.demoted.insert(member, kept);
+    }
+
+    /// `member` is an admin (again): what it issues counts.
+    pub fn promote(&mut self, member: &MemberId) {
+        self.demoted.remove(member);
+    }
+
+    /// What a member made member again keeps of what it issued (sorted), if it was.
+    pub fn demoted_keeps(&self, member: &MemberId) -> Option<Vec<Key>> {
+        let mut keys: Vec<Key> = self.demoted.get(member)?.iter().copied().collect();
+        keys.sort_unstable();
+        Some(keys)
     }
 
     /// Whether a record by `creator`, last modified by `modifier`, stays valid: unless
@@ -138,7 +159,11 @@ impl Revocations {
         std::iter::once(leaf)
             .chain(issuers)
             .zip(issuers)
-            .all(|(child, parent)| self.of(&parent.member_id).is_none_or(|r| r.keeps_cert(child)))
+            .all(|(child, parent)| {
+                let key = cert_key(child);
+                self.of(&parent.member_id).is_none_or(|r| r.keep.contains(&key))
+                    && self.demoted.get(&parent.member_id).is_none_or(|k| k.contains(&key))
+            })
     }
 }
 

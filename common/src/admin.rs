@@ -297,19 +297,26 @@ pub fn revocation(
     if cert.is_signed_by(&m.root) {
         return Err(AdminError::CreatorRevoked(known.names.display(&subject)));
     }
-    let mut keep: Vec<revocation::Key> = store
+    // The certifications it made first (others depend on them), then its records,
+    // newest first, up to what one record holds: a member cannot make itself
+    // impossible to revoke by publishing more than a list can name (its oldest records
+    // then go).
+    let mut keep: Vec<revocation::Key> = issued_by(store, subject)?;
+    let mut records: Vec<_> = store
         .summaries()?
         .into_iter()
         .filter(|s| s.creator == subject && s.rtype != PRESENCE_TYPE)
-        .map(|s| {
-            revocation::item_key(&Item {
-                id: *s.id.as_bytes(),
-                version: s.version,
-                digest: s.digest,
-            })
-        })
         .collect();
-    keep.extend(issued_by(store, subject)?);
+    // Its membership record first: it proves the certificate the others are checked with.
+    records.sort_by_key(|s| (s.rtype != MEMBERSHIP_TYPE, std::cmp::Reverse(s.created_ms)));
+    keep.extend(records.iter().map(|s| {
+        revocation::item_key(&Item {
+            id: *s.id.as_bytes(),
+            version: s.version,
+            digest: s.digest,
+        })
+    }));
+    keep.truncate(revocation::MAX_KEPT);
     let until_ms = m.root.not_after.unix_timestamp().saturating_mul(1000);
     let mut r = Record::about(
         REVOCATION_TYPE,
@@ -328,11 +335,17 @@ pub fn revocation(
 /// The keys of the certificates `subject` issued (as an admin) that `store` holds.
 fn issued_by(store: &Store, subject: MemberId) -> Result<Vec<revocation::Key>, AdminError> {
     let mut keys = Vec::new();
-    for r in store.of_type(&MEMBERSHIP_TYPE)?.into_iter().chain(store.of_type(&CREDENTIAL_TYPE)?) {
-        let Some((chain, _)) = decode_chain_prefix(&r.data) else { continue };
+    for r in store
+        .of_type(&MEMBERSHIP_TYPE)?
+        .into_iter()
+        .chain(store.of_type(&CREDENTIAL_TYPE)?)
+    {
+        let Some((chain, _)) = decode_chain_prefix(&r.data) else {
+            continue;
+        };
         for (child, parent) in chain.iter().zip(&chain[1..]) {
             if parent.member_id == subject && child.is_signed_by(parent) {
-                keys.push(revocation::cert_key(child));
+                keys.push(revocation::cert_key(child, parent));
             }
         }
     }
@@ -380,7 +393,13 @@ pub fn role_change(
     };
     let c = credential::assign_role(&identity.key, m, cert, role, lifetime, now, kept)?;
     let now_ms = now.unix_timestamp().saturating_mul(1000);
-    Ok(credential::record(&identity.key, identity.member_id(), &m.group.id, &c, now_ms)?)
+    Ok(credential::record(
+        &identity.key,
+        identity.member_id(),
+        &m.group.id,
+        &c,
+        now_ms,
+    )?)
 }
 
 /// The member `who` names among those known.
@@ -402,4 +421,46 @@ pub fn describe(r: &Record, names: &Directory) -> String {
         "{who}\t{}\t{until}",
         r.subject().map(|s| s.to_string()).unwrap_or_default()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credential::tests::{DAY, fixture};
+    use crate::record::CHAT_TYPE;
+
+    /// Red-team finding: one key per record of the member, so a member with more
+    /// records than a record's data can list (8,192) could not be revoked at all.
+    #[test]
+    fn a_member_with_more_records_than_a_list_holds_can_still_be_revoked() {
+        let f = fixture(clock::from_unix(1_800_000_000));
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("store.db"), crate::store::Durability::Normal).unwrap();
+        let bob = &f.member;
+        let t_ms = f.t0.unix_timestamp() * 1000 + DAY.as_millis() as i64;
+        let puts: Vec<Put> = (0..revocation::MAX_KEPT as i64 + 300)
+            .map(|i| {
+                let mut r = Record::new(CHAT_TYPE, bob.m.membership.member_id, t_ms - 600_000 + i, 3_600_000);
+                r.data = format!("flood {i}").into_bytes();
+                // Never checked by the store: a signature's bytes suffice here.
+                r.signature = vec![0; 64];
+                Put::new(r, false, 0)
+            })
+            .collect();
+        store.put_batch(&puts).unwrap();
+        let mut names = Directory::new();
+        names.learn(bob.m.membership.member_id, "bob");
+        let known = Known {
+            certs: [(bob.m.membership.member_id, bob.m.membership.clone())].into(),
+            names,
+            demoted: HashMap::new(),
+        };
+        let identity = f.creator.identity();
+        let (r, _) = revocation(&identity, &f.creator.m, &store, &known, "bob", "", t_ms).unwrap();
+        assert_eq!(r.data.len(), revocation::MAX_KEPT * 8);
+        // The newest are kept.
+        let newest = &puts.last().unwrap().record;
+        let keys = revocation::decode_keys(&r.data).unwrap();
+        assert!(keys.contains(&revocation::record_key(newest)));
+    }
 }

@@ -187,10 +187,15 @@ fn make(
         });
     }
     let (group, member) = (admin.group.id, subject.member_id);
+    // Later than the certificate it replaces, so it outranks it (and its record's
+    // version is higher) even within the issuer's first minute.
+    let not_before = start(now, own)
+        .max(clock::add(subject.not_before, Duration::from_secs(1)))
+        .min(now);
     let spec = |claim| CertSpec {
         common_name: subject.common_name.clone(),
         claim,
-        not_before: start(now, own),
+        not_before,
         not_after: clock::add(now, lifetime).min(own.not_after),
     };
     let cert = |claim, what| -> Result<Cert, PkiError> {
@@ -472,7 +477,15 @@ pub(crate) mod tests {
     fn a_renewal_keeps_key_name_and_role_and_is_capped_by_the_admins_own_certificate() {
         let f = fixture(clock::from_unix(1_800_000_000));
         let later = clock::add(f.t0, 20 * DAY);
-        let c = issue(&f.admin.key, &f.admin.m, &f.member.m.membership, 30 * DAY, later, Vec::new()).unwrap();
+        let c = issue(
+            &f.admin.key,
+            &f.admin.m,
+            &f.member.m.membership,
+            30 * DAY,
+            later,
+            Vec::new(),
+        )
+        .unwrap();
         assert_eq!(c.membership.spki, f.member.m.membership.spki);
         assert_eq!(c.membership.common_name, "member");
         assert!(matches!(
@@ -482,10 +495,26 @@ pub(crate) mod tests {
         assert!(c.issuing.is_none());
         assert_eq!(c.membership.not_after, clock::add(later, 30 * DAY));
         // Asked for longer than the admin's own issuing certificate lasts: capped at it.
-        let c = issue(&f.admin.key, &f.admin.m, &f.member.m.membership, 90 * DAY, later, Vec::new()).unwrap();
+        let c = issue(
+            &f.admin.key,
+            &f.admin.m,
+            &f.member.m.membership,
+            90 * DAY,
+            later,
+            Vec::new(),
+        )
+        .unwrap();
         assert_eq!(c.membership.not_after, f.admin.m.issuing.as_ref().unwrap().not_after);
         // An admin renewed gets a new issuing certificate beside its membership.
-        let c = issue(&f.creator.key, &f.creator.m, &f.admin.m.membership, 90 * DAY, later, Vec::new()).unwrap();
+        let c = issue(
+            &f.creator.key,
+            &f.creator.m,
+            &f.admin.m.membership,
+            90 * DAY,
+            later,
+            Vec::new(),
+        )
+        .unwrap();
         assert!(c.issuing.is_some());
         assert_eq!(
             c.membership.not_after,
@@ -652,7 +681,15 @@ pub(crate) mod tests {
     #[test]
     fn only_an_admin_with_a_live_issuing_certificate_renews() {
         let f = fixture(clock::from_unix(1_800_000_000));
-        let err = issue(&f.member.key, &f.member.m, &f.admin.m.membership, 30 * DAY, f.t0, Vec::new()).unwrap_err();
+        let err = issue(
+            &f.member.key,
+            &f.member.m,
+            &f.admin.m.membership,
+            30 * DAY,
+            f.t0,
+            Vec::new(),
+        )
+        .unwrap_err();
         assert!(matches!(err, CredentialError::NotAdmin { .. }), "{err}");
         let err = issue(
             &f.admin.key,
@@ -675,7 +712,15 @@ pub(crate) mod tests {
         assert!(!creator_due(&renewed, year));
         pki::verify_chain(&renewed.root, &[], &renewed.membership, renewed.group.id, year).unwrap();
         // Its renewal of a member whose membership ended long ago verifies now.
-        let c = issue(&f.creator.key, &renewed, &f.admin.m.membership, 30 * DAY, year, Vec::new()).unwrap();
+        let c = issue(
+            &f.creator.key,
+            &renewed,
+            &f.admin.m.membership,
+            30 * DAY,
+            year,
+            Vec::new(),
+        )
+        .unwrap();
         let r = record(
             &f.creator.key,
             renewed.membership.member_id,
@@ -700,7 +745,15 @@ pub(crate) mod tests {
         let a = admission(&f);
         let t = clock::add(f.t0, 20 * DAY);
         let group = f.admin.m.group.id;
-        let c = issue(&f.admin.key, &f.admin.m, &f.member.m.membership, 30 * DAY, t, Vec::new()).unwrap();
+        let c = issue(
+            &f.admin.key,
+            &f.admin.m,
+            &f.member.m.membership,
+            30 * DAY,
+            t,
+            Vec::new(),
+        )
+        .unwrap();
         let good = record(&f.admin.key, f.admin.m.membership.member_id, &group, &c, ms(t)).unwrap();
         assert!(good.id_is_bound());
         assert_eq!(

@@ -169,8 +169,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             let lifetime = valid_for.unwrap_or(Duration::from_secs(m.group.member_lifetime_secs));
             let record = admin::role_change(&admin, &m, &store, &known, &member, role, lifetime, now)?;
             drop(store);
-            let delivery = admin::publish(&m, std::slice::from_ref(&record), now.unix_timestamp().saturating_mul(1000))
-                .with_context(|| format!("cannot publish the role change in {}", m.group.name))?;
+            let delivery = admin::publish(
+                &m,
+                std::slice::from_ref(&record),
+                now.unix_timestamp().saturating_mul(1000),
+            )
+            .with_context(|| format!("cannot publish the role change in {}", m.group.name))?;
             let line = admin::describe(&record, &known.names);
             let (who, rest) = line.split_once('\t').unwrap_or((&line, ""));
             let (id, until) = rest.split_once('\t').unwrap_or((rest, ""));
@@ -178,7 +182,10 @@ fn run(args: Args) -> anyhow::Result<()> {
             cli::note(
                 "group-admin",
                 &match delivery {
-                    Delivery::Online => format!("{who} is now a {role} of {}: handed to the running group-chat, spreading now", m.group.name),
+                    Delivery::Online => format!(
+                        "{who} is now a {role} of {}: handed to the running group-chat, spreading now",
+                        m.group.name
+                    ),
                     Delivery::Stored => format!(
                         "{who} is now a {role} of {}: stored, it spreads when group-chat next runs for {identity}",
                         m.group.name

@@ -348,13 +348,19 @@ fn a_member_made_admin_invites_at_once_and_made_member_again_cannot() {
     wait_present(&mut a, &g[1]);
     wait_present(&mut b, &g[0]);
     let role = |who: &str, r: &str| {
-        g[0].home
-            .run("group-admin", &["role", "--identity", "alice", "--group", GROUP, who, r])
+        g[0].home.run(
+            "group-admin",
+            &["role", "--identity", "alice", "--group", GROUP, who, r],
+        )
     };
     role("bob", "member").fails_with("bob is already a member");
     role("alice", "member").fails_with("is this identity");
     let out = role("bob", "admin").ok();
-    assert!(out.stdout.starts_with(&format!("bob\t{}\tadmin\t", g[1].id)), "{}", out.stdout);
+    assert!(
+        out.stdout.starts_with(&format!("bob\t{}\tadmin\t", g[1].id)),
+        "{}",
+        out.stdout
+    );
     wait_credential(&mut b, &g[1]);
     b.wait_until("bob an admin", WAIT, |_| saved_role(&g[1]) == "admin");
     let carol = invite(&g[1], "carol", free());
@@ -366,7 +372,11 @@ fn a_member_made_admin_invites_at_once_and_made_member_again_cannot() {
     let dave = peergroup_tests::Home::new();
     let xml = dave.run("identity-export", &["dave"]).ok().stdout;
     g[1].home
-        .run_with("invite-create", &["--identity", "bob", "--group", GROUP, "-"], Some(xml.as_bytes()))
+        .run_with(
+            "invite-create",
+            &["--identity", "bob", "--group", GROUP, "-"],
+            Some(xml.as_bytes()),
+        )
         .fails_with("not an admin");
     // Carol, whom bob invited while an admin, stays.
     say_and_see(&mut c, "still here", &mut [&mut a]);

@@ -88,6 +88,9 @@ pub enum Rejection {
     /// revocation kept.
     #[error("its member was revoked and it is not among what the revocation kept")]
     Revoked,
+    /// Signed when its signer's membership was not valid.
+    #[error("signed when its signer's membership was not valid")]
+    SignedOutsideMembership,
     /// A revocation of the group's creator.
     #[error("the group's creator cannot be revoked")]
     CreatorRevoked,
@@ -178,6 +181,10 @@ pub struct Admission {
     membership_ids: HashSet<Uuid>,
     names: Directory,
     revocations: Revocations,
+    /// Who certified each member's known certificate (the issuing certificate's member)
+    /// and that certification's key, when its chain was seen: a revocation or demotion
+    /// of that admin voids it unless kept.
+    certified: HashMap<MemberId, (MemberId, revocation::Key)>,
 }
 
 /// Whether certificate `a` replaces `b` for the same member: the one issued later
@@ -296,6 +303,7 @@ impl Admission {
             membership_ids,
             names,
             revocations: Revocations::default(),
+            certified: HashMap::new(),
         }
     }
 
@@ -322,6 +330,35 @@ impl Admission {
         }
         self.names.learn(member, &cert.common_name);
         self.certs.insert(member, cert).is_none()
+    }
+
+    /// Notes who certified `leaf` (the first of `issuers`), if `leaf` is the
+    /// certificate known for its member.
+    pub fn note_issuer(&mut self, leaf: &Cert, issuers: &[Cert]) {
+        let member = leaf.member_id;
+        if let Some(parent) = issuers.first()
+            && self.certs.get(&member).is_some_and(|c| c.der == leaf.der)
+        {
+            self.certified
+                .insert(member, (parent.member_id, revocation::cert_key(leaf, parent)));
+        }
+    }
+
+    /// Forgets the members whose known certificate `admin` certified, if its revocation
+    /// or demotion does not keep that certification; returns them. They count as
+    /// unknown from now on, as anything they present is refused.
+    pub fn void_certified_by(&mut self, admin: &MemberId) -> Vec<MemberId> {
+        let void: Vec<MemberId> = self
+            .certified
+            .iter()
+            .filter(|(_, (issuer, key))| issuer == admin && !self.revocations.keeps_certification(admin, key))
+            .map(|(m, _)| *m)
+            .collect();
+        for m in &void {
+            self.certified.remove(m);
+            self.certs.remove(m);
+        }
+        void
     }
 
     /// Every member known and its newest certificate.
@@ -356,7 +393,10 @@ impl Admission {
             digest: r.digest(),
         };
         let revoked_presence = r.rtype == PRESENCE_TYPE && self.revocations.of(&r.creator).is_some();
-        if revoked_presence || !self.revocations.allows(&r.creator, &r.modifier, &item) {
+        // Revocations are judged on their own, never by each other: two admins who
+        // revoke each other are both revoked, on every node, in any order.
+        let judged_alone = r.rtype == REVOCATION_TYPE;
+        if revoked_presence || (!judged_alone && !self.revocations.allows(&r.creator, &r.modifier, &item)) {
             return Verdict::Reject(Rejection::Revoked);
         }
         if r.rtype == MEMBERSHIP_TYPE {
@@ -372,7 +412,7 @@ impl Admission {
             };
         }
         if r.rtype == REVOCATION_TYPE {
-            return self.judge_revocation(r, now_ms, signature_ok);
+            return self.judge_revocation(r, signature_ok);
         }
         for m in [r.creator, r.modifier] {
             // A membership that has ended since we learnt it counts as unknown, as on a
@@ -431,7 +471,8 @@ impl Admission {
         }
         let subject = r.subject().ok_or(Rejection::UnboundId)?;
         let (certs, keys) = decode_chain_prefix(&r.data).ok_or(Rejection::ChainDoesNotDecode)?;
-        let kept = revocation::decode_keys(keys).ok_or(Rejection::BadRevocation("its kept list is not sorted 8-byte keys"))?;
+        let kept =
+            revocation::decode_keys(keys).ok_or(Rejection::BadRevocation("its kept list is not sorted 8-byte keys"))?;
         let (leaf, rest) = certs.split_first().ok_or(Rejection::ChainDoesNotDecode)?;
         // The subject's own issuing certificate, when it is an admin, comes next: a
         // sibling of the leaf under the same issuer.
@@ -490,7 +531,7 @@ impl Admission {
     /// A revocation by an admin known and valid now, about a member known (so the
     /// creator, whose membership the root itself issued, can be told and refused),
     /// with a well-formed kept list and the admin's signature.
-    fn judge_revocation(&self, r: &Record, now_ms: i64, signature_ok: Option<bool>) -> Verdict {
+    fn judge_revocation(&self, r: &Record, signature_ok: Option<bool>) -> Verdict {
         if r.creator != r.modifier {
             return Verdict::Reject(Rejection::ForeignModifier);
         }
@@ -503,17 +544,22 @@ impl Admission {
         if r.attr_str(revocation::REASON_ATTR).unwrap_or("").len() > revocation::MAX_REASON_BYTES {
             return Verdict::Reject(Rejection::BadRevocation("its reason is too long"));
         }
-        if r.expires_ms > self.root.not_after.unix_timestamp().saturating_mul(1000) + MAX_CLOCK_SKEW_MS {
-            return Verdict::Reject(Rejection::OutlivesGroupLimit);
+        // It lasts as long as the root, no shorter: a revocation that expired would let
+        // its member back in.
+        let root_end = self.root.not_after.unix_timestamp().saturating_mul(1000);
+        if r.expires_ms > root_end + MAX_CLOCK_SKEW_MS || r.expires_ms < root_end - MAX_CLOCK_SKEW_MS {
+            return Verdict::Reject(Rejection::BadRevocation("it must last as long as the group root"));
         }
         for m in [r.creator, subject] {
             if !self.certs.contains_key(&m) {
                 return Verdict::Hold(m);
             }
         }
+        // Signed while its admin's membership was valid: it stays in force after that
+        // membership ends (a node that joins later must still refuse the member).
         let admin = &self.certs[&r.creator];
-        if !valid_at(admin, now_ms) {
-            return Verdict::Hold(r.creator);
+        if !valid_at(admin, r.created_ms) {
+            return Verdict::Reject(Rejection::SignedOutsideMembership);
         }
         if !matches!(admin.claim, Claim::Membership { role: Role::Admin, .. }) {
             return Verdict::Reject(Rejection::NotAnAdmin);

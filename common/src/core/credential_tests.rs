@@ -65,7 +65,15 @@ fn a_credential_for_this_node_is_adopted_published_and_handed_to_the_driver() {
     let mut core = core_of(&f.member, now);
     connect(&mut core, 1, &f.admin, now);
     drain(&mut core);
-    let c = credential::issue(&f.admin.key, &f.admin.m, &f.member.m.membership, 30 * DAY, t, Vec::new()).unwrap();
+    let c = credential::issue(
+        &f.admin.key,
+        &f.admin.m,
+        &f.member.m.membership,
+        30 * DAY,
+        t,
+        Vec::new(),
+    )
+    .unwrap();
     let r = credential::record(
         &f.admin.key,
         f.admin.m.membership.member_id,
@@ -193,7 +201,10 @@ fn membership_record(h: &Held, now_ms: i64) -> Record {
 }
 
 fn admitted(core: &mut Core<MemStore>, r: &Record) -> Result<(), String> {
-    core.handle(at_ms(r.modified_ms), Input::Command(5, Command::Admit(vec![r.encode()])));
+    core.handle(
+        at_ms(r.modified_ms),
+        Input::Command(5, Command::Admit(vec![r.encode()])),
+    );
     drain(core)
         .into_iter()
         .find_map(|o| match o {
@@ -228,18 +239,37 @@ fn an_admin_made_member_issues_nothing_more_and_made_admin_again_may() {
         Role::Member,
         30 * DAY,
         t,
-        vec![revocation::cert_key(&f.member.m.membership)],
+        vec![revocation::cert_key(
+            &f.member.m.membership,
+            f.admin.m.issuing.as_ref().unwrap(),
+        )],
     )
     .unwrap();
     let record = |c: &admission::Credential, ms| {
-        credential::record(&f.creator.key, f.creator.m.membership.member_id, &f.creator.m.group.id, c, ms).unwrap()
+        credential::record(
+            &f.creator.key,
+            f.creator.m.membership.member_id,
+            &f.creator.m.group.id,
+            c,
+            ms,
+        )
+        .unwrap()
     };
     let demote = record(&demotion, ms);
     assert_eq!(admitted(&mut creator, &demote), Ok(()));
     // The admin's own node takes it: a member now, with no issuing certificate.
     connect(&mut admin, 1, &f.creator, now);
     drain(&mut admin);
-    admin.handle(now, Input::Frame(1, Message::Records { sync: false, bodies: vec![demote.encode()] }));
+    admin.handle(
+        now,
+        Input::Frame(
+            1,
+            Message::Records {
+                sync: false,
+                bodies: vec![demote.encode()],
+            },
+        ),
+    );
     admin.flush(now);
     let saved = drain(&mut admin).into_iter().find_map(|o| match o {
         Output::Membership(m) => Some(m),
@@ -254,9 +284,16 @@ fn an_admin_made_member_issues_nothing_more_and_made_admin_again_may() {
     assert!(admitted(&mut creator, &membership_record(&late, ms)).is_err());
     // Made admin again (a minute on), it may.
     let t2 = clock::add(t, std::time::Duration::from_secs(120));
-    let promotion =
-        credential::assign_role(&f.creator.key, &f.creator.m, &f.admin.m.membership, Role::Admin, 30 * DAY, t2, Vec::new())
-            .unwrap();
+    let promotion = credential::assign_role(
+        &f.creator.key,
+        &f.creator.m,
+        &f.admin.m.membership,
+        Role::Admin,
+        30 * DAY,
+        t2,
+        Vec::new(),
+    )
+    .unwrap();
     assert!(promotion.issuing.is_some());
     let ms2 = t2.unix_timestamp() * 1000;
     assert_eq!(admitted(&mut creator, &record(&promotion, ms2)), Ok(()));

@@ -759,6 +759,9 @@ impl<S: RecordStore> Core<S> {
         for r in self.store.of_type(&MEMBERSHIP_TYPE).map_err(stored)? {
             if let Ok(cert) = self.admission.verify_membership_record(&r, t) {
                 self.admission.learn(r.creator, cert);
+                if let Some(certs) = admission::decode_chain(&r.data) {
+                    self.admission.note_issuer(&certs[0], &certs[1..]);
+                }
             }
         }
         let mut mine = None;
@@ -766,18 +769,33 @@ impl<S: RecordStore> Core<S> {
             if let Ok(c) = self.admission.verify_credential_record(&r, t) {
                 let member = c.membership.member_id;
                 self.admission.learn(member, c.membership.clone());
+                self.admission.note_issuer(&c.membership, &c.chain);
                 self.admission.apply_role(&c);
+                if c.role() == Role::Member {
+                    self.admission.void_certified_by(&member);
+                }
                 if member == self.me {
                     mine = Some(c);
                 }
             }
         }
         for r in self.store.of_type(&REVOCATION_TYPE).map_err(stored)? {
+            let Some(rev) = self.admission.revoke(&r) else { continue };
+            self.admission.void_certified_by(&rev.subject);
+            // Stored by group-admin while the node was stopped, or applied before a
+            // crash: what it does not keep goes now.
+            let doomed = self.doomed_by(&rev);
+            if !doomed.is_empty() {
+                let ids: Vec<Uuid> = doomed.iter().map(|(id, _)| *id).collect();
+                for (id, created_ms) in &doomed {
+                    self.quotas.remove(rev.subject, *created_ms, *id);
+                    self.items.remove(id.as_bytes());
+                }
+                self.store.delete(&ids).map_err(stored)?;
+            }
             // Revoked while it was stopping, or before: said at once, so its front end
             // can stop and say why without waiting to be turned away.
-            if let Some(rev) = self.admission.revoke(&r)
-                && rev.subject == self.me
-            {
+            if rev.subject == self.me {
                 self.emit(Event::Revoked {
                     member: self.me,
                     name: self.admission.names().display(&self.me),
@@ -794,7 +812,8 @@ impl<S: RecordStore> Core<S> {
         }
         let mut learnt = false;
         for r in self.store.of_type(&PRESENCE_TYPE).map_err(stored)? {
-            if r.creator != self.me && !r.deleted && r.expires_ms > t {
+            let revoked = self.admission.revocations().of(&r.creator).is_some();
+            if r.creator != self.me && !r.deleted && r.expires_ms > t && !revoked {
                 learnt |= self.mesh.note_addresses(r.creator, &r.presence_addresses());
                 // Told like any other arrival: a member whose presence outlived our last
                 // run is listed from the start, and the front end must hear of it (its
@@ -942,8 +961,12 @@ impl<S: RecordStore> Core<S> {
                 &old,
                 lifetime,
                 t,
-                self.admission.revocations().demoted_keeps(&old.member_id).unwrap_or_default(),
-            ).and_then(|c| {
+                self.admission
+                    .revocations()
+                    .demoted_keeps(&old.member_id)
+                    .unwrap_or_default(),
+            )
+            .and_then(|c| {
                 Ok((
                     credential::record(&self.identity.key, self.me, &self.group, &c, t_ms)?,
                     c,
@@ -1144,6 +1167,9 @@ impl<S: RecordStore> Core<S> {
         // A member revoked, or certified by a revoked admin after its revocation.
         let void = !self.admission.revocations().allows_chain(&up.cert, &up.chain);
         if self.admission.revocations().of(&up.member).is_some() || void {
+            if up.outbound {
+                self.mesh.note_failure(up.addr, now.instant, &mut self.rng);
+            }
             // Completes the handshake only to tell it why it is refused.
             let id = record::per_member_id(&REVOCATION_TYPE, &up.member);
             if let Ok(Some(r)) = self.store.get(&id) {
@@ -1172,6 +1198,7 @@ impl<S: RecordStore> Core<S> {
         // admit records that were waiting for it.
         if self.admission.cert(&up.member).is_none() {
             self.admission.learn(up.member, up.cert.clone());
+            self.admission.note_issuer(&up.cert, &up.chain);
             let mut accepted = Vec::new();
             self.release_held(up.member, now, &mut accepted);
             self.batch.extend(accepted.into_iter().map(|p| (p, None)));
@@ -1611,7 +1638,19 @@ impl<S: RecordStore> Core<S> {
         };
         if let Some(c) = &credential {
             self.admission.apply_role(c);
+            if c.role() == Role::Member {
+                for m in self.admission.void_certified_by(&c.membership.member_id) {
+                    self.cut_off(m, None, now);
+                }
+            }
         }
+        // Who certified it, for a later revocation or demotion of that admin.
+        let certified = match (&cert, r.rtype) {
+            (Some(_), t) if t == MEMBERSHIP_TYPE || t == CREDENTIAL_TYPE => {
+                admission::decode_chain_prefix(&r.data).map(|(certs, _)| certs)
+            }
+            _ => None,
+        };
         let mine = credential.filter(|c| c.membership.member_id == self.me && !self.membership.creator);
         accepted.push(Put {
             record: r,
@@ -1630,6 +1669,13 @@ impl<S: RecordStore> Core<S> {
             self.emit(credential_event(&cert, issuer, self.admission.names().display(&member)));
         }
         self.admission.learn(member, *cert);
+        if let Some(certs) = certified
+            && let Some((leaf, rest)) = certs.split_first()
+        {
+            // A credential's own issuing certificate for its subject is no issuer.
+            let issuers: Vec<Cert> = rest.iter().filter(|c| c.member_id != leaf.member_id).cloned().collect();
+            self.admission.note_issuer(leaf, &issuers);
+        }
         self.release_held(member, now, accepted);
         if let Some(c) = mine {
             self.adopt_membership(credential::adopt(&self.membership, &c), now);
@@ -1752,44 +1798,25 @@ impl<S: RecordStore> Core<S> {
     fn apply_revocation(&mut self, r: &Record, now: Now, accepted: &mut Vec<Put>) {
         let Some(rev) = self.admission.revoke(r) else { return };
         let subject = rev.subject;
-        let doomed: Vec<(Uuid, i64)> = self
-            .store
-            .summaries()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|s| {
-                s.creator == subject
-                    && !rev.keeps(&Item {
-                        id: *s.id.as_bytes(),
-                        version: s.version,
-                        digest: s.digest,
-                    })
-            })
-            .map(|s| (s.id, s.created_ms))
-            .collect();
-        let pending: Vec<(Uuid, i64)> = accepted
-            .iter()
-            .filter(|p| p.record.creator == subject && p.record.rtype != REVOCATION_TYPE)
-            .filter(|p| {
-                !rev.keeps(&Item {
+        let keeps = |p: &Put| {
+            p.record.creator != subject
+                || p.record.rtype == REVOCATION_TYPE
+                || rev.keeps(&Item {
                     id: *p.record.id.as_bytes(),
                     version: p.record.version,
                     digest: p.record.digest(),
                 })
-            })
+        };
+        // What waits to be committed, from this frame or earlier ones, goes too.
+        let pending: Vec<(Uuid, i64)> = accepted
+            .iter()
+            .chain(self.batch.iter().map(|(p, _)| p))
+            .filter(|p| !keeps(p))
             .map(|p| (p.record.id, p.record.created_ms))
             .collect();
-        for (id, created_ms) in doomed.into_iter().chain(pending) {
+        for (id, created_ms) in self.doomed_by(&rev).into_iter().chain(pending) {
             self.quotas.remove(subject, created_ms, id);
             self.evict(id, accepted);
-        }
-        let name = self.admission.names().display(&subject);
-        if self.roster.remove(&subject).is_some() {
-            self.emit(Event::Member {
-                change: MemberChange::Left,
-                member: subject,
-                name: name.clone(),
-            });
         }
         let frame = Arc::new(
             Message::Records {
@@ -1798,24 +1825,67 @@ impl<S: RecordStore> Core<S> {
             }
             .encode(),
         );
-        let theirs: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.member == subject)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in theirs {
-            self.transmit_frame(id, frame.clone());
-            self.close(id, ConnReason::Revoked, now);
+        self.cut_off(subject, Some(frame), now);
+        for m in self.admission.void_certified_by(&subject) {
+            self.cut_off(m, None, now);
         }
         self.emit(Event::Revoked {
             member: subject,
-            name,
+            name: self.admission.names().display(&subject),
             by: rev.by,
             by_name: self.admission.names().display(&rev.by),
             reason: rev.reason,
             at_ms: rev.at_ms,
         });
+    }
+
+    /// The stored records `rev` does not keep of its subject's (never revocations:
+    /// those are judged on their own), with their creation times.
+    fn doomed_by(&self, rev: &revocation::Revocation) -> Vec<(Uuid, i64)> {
+        let summaries = match self.store.summaries() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot read the store to apply a revocation: {e}");
+                return Vec::new();
+            }
+        };
+        summaries
+            .into_iter()
+            .filter(|s| {
+                s.creator == rev.subject
+                    && s.rtype != REVOCATION_TYPE
+                    && !rev.keeps(&Item {
+                        id: *s.id.as_bytes(),
+                        version: s.version,
+                        digest: s.digest,
+                    })
+            })
+            .map(|s| (s.id, s.created_ms))
+            .collect()
+    }
+
+    /// Stops listing `member` and closes its connections, sending `frame` on each first
+    /// (its revocation, so its node learns why).
+    fn cut_off(&mut self, member: MemberId, frame: Option<Arc<Vec<u8>>>, now: Now) {
+        if self.roster.remove(&member).is_some() {
+            self.emit(Event::Member {
+                change: MemberChange::Left,
+                member,
+                name: self.admission.names().display(&member),
+            });
+        }
+        let theirs: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.member == member)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in theirs {
+            if let Some(f) = &frame {
+                self.transmit_frame(id, f.clone());
+            }
+            self.close(id, ConnReason::Revoked, now);
+        }
     }
 
     /// Two copies of one version: the conflict rule picks, the same on every peer.

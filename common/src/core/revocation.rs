@@ -8,12 +8,14 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::member::MemberId;
-use crate::pki::Cert;
+use crate::pki::{Cert, Claim, Role};
 use crate::record::Record;
 use crate::sync::Item;
 
 const RECORD_DOMAIN: &[u8] = b"peergroup kept record\0";
-const CERT_DOMAIN: &[u8] = b"peergroup kept certificate\0";
+const CERT_DOMAIN: &[u8] = b"peergroup kept certification\0";
+/// Most keys a revocation holds: its data stays within a record's 64 KiB.
+pub const MAX_KEPT: usize = 8_000;
 /// The attribute holding a revocation's reason.
 pub const REASON_ATTR: &str = "reason";
 /// Longest reason, in bytes.
@@ -49,9 +51,18 @@ pub fn record_key(r: &Record) -> Key {
     })
 }
 
-/// The key of a certificate: its DER.
-pub fn cert_key(c: &Cert) -> Key {
-    key(CERT_DOMAIN, &[&c.der])
+/// The key of a certification: `parent` (an issuing certificate) certified `child`'s
+/// member in the role `child` grants (an issuing certificate's is admin). Keyed by
+/// member and role rather than by bytes, so an admin's membership and issuing
+/// certificates, issued together, are kept together, and a renewal of a kept member
+/// in the same role under the same issuer stays valid; a new member or a promotion
+/// does not.
+pub fn cert_key(child: &Cert, parent: &Cert) -> Key {
+    let role: &[u8] = match child.claim {
+        Claim::Membership { role: Role::Member, .. } => b"member",
+        _ => b"admin",
+    };
+    key(CERT_DOMAIN, &[child.member_id.as_bytes(), role, &parent.der])
 }
 
 /// A revocation's record data: its keys, sorted, without repeats.
@@ -102,9 +113,9 @@ impl Revocation {
         self.keep.contains(&item_key(item))
     }
 
-    /// Whether a certificate the subject issued stays valid.
-    pub fn keeps_cert(&self, c: &Cert) -> bool {
-        self.keep.contains(&cert_key(c))
+    /// Whether a certification by the subject stays valid (see [`cert_key`]).
+    pub fn keeps_cert(&self, child: &Cert, parent: &Cert) -> bool {
+        self.keep.contains(&cert_key(child, parent))
     }
 }
 
@@ -137,6 +148,12 @@ impl Revocations {
         self.demoted.remove(member);
     }
 
+    /// Whether `admin`'s certification `key` stands (it is neither revoked nor made a
+    /// member, or its revocation or demotion keeps it).
+    pub fn keeps_certification(&self, admin: &MemberId, key: &Key) -> bool {
+        self.of(admin).is_none_or(|r| r.keep.contains(key)) && self.demoted.get(admin).is_none_or(|k| k.contains(key))
+    }
+
     /// What a member made member again keeps of what it issued (sorted), if it was.
     pub fn demoted_keeps(&self, member: &MemberId) -> Option<Vec<Key>> {
         let mut keys: Vec<Key> = self.demoted.get(member)?.iter().copied().collect();
@@ -160,7 +177,7 @@ impl Revocations {
             .chain(issuers)
             .zip(issuers)
             .all(|(child, parent)| {
-                let key = cert_key(child);
+                let key = cert_key(child, parent);
                 self.of(&parent.member_id).is_none_or(|r| r.keep.contains(&key))
                     && self.demoted.get(&parent.member_id).is_none_or(|k| k.contains(&key))
             })

@@ -74,7 +74,7 @@ fn revocation_of(by: &Held, subject: &Held, keep: Vec<Key>, now_ms: i64) -> Reco
         by.m.membership.member_id,
         subject.m.membership.member_id,
         now_ms,
-        365 * 86_400_000,
+        by.m.root.not_after.unix_timestamp() * 1000 - now_ms,
     );
     r.attributes
         .push((revocation::REASON_ATTR.into(), AttrValue::Str("laptop stolen".into())));
@@ -206,7 +206,10 @@ fn what_a_revoked_admin_issues_after_is_void_however_dated() {
     let rev = revocation_of(
         &f.creator,
         &f.admin,
-        vec![revocation::cert_key(&f.member.m.membership)],
+        vec![revocation::cert_key(
+            &f.member.m.membership,
+            f.admin.m.issuing.as_ref().unwrap(),
+        )],
         ms,
     );
     assert!(matches!(
@@ -241,7 +244,10 @@ fn a_member_certified_by_a_revoked_admin_afterwards_is_turned_away_at_the_handsh
     let rev = revocation_of(
         &f.creator,
         &f.admin,
-        vec![revocation::cert_key(&f.member.m.membership)],
+        vec![revocation::cert_key(
+            &f.member.m.membership,
+            f.admin.m.issuing.as_ref().unwrap(),
+        )],
         ms,
     );
     core.handle(now, Input::Command(1, Command::Admit(vec![rev.encode()])));
@@ -258,4 +264,145 @@ fn a_member_certified_by_a_revoked_admin_afterwards_is_turned_away_at_the_handsh
     core.handle(now, up(3, &f.member));
     let out = drain(&mut core);
     assert!(!out.iter().any(|o| matches!(o, Output::Close { conn: 3 })), "{out:?}");
+}
+
+// ---- red-team findings (each failed before its fix) -----------------------------------
+
+/// Two admins revoking each other are both revoked, in either order of arrival.
+#[test]
+fn admins_revoking_each_other_are_both_revoked_in_any_order() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let ms = f.t0.unix_timestamp() * 1000 + 86_400_000;
+    let other = invite(&f.creator, "other", crate::pki::Role::Admin, f.t0, 30 * DAY);
+    let a_of_b = revocation_of(&f.admin, &other, Vec::new(), ms);
+    let b_of_a = revocation_of(&other, &f.admin, Vec::new(), ms);
+    for order in [[&a_of_b, &b_of_a], [&b_of_a, &a_of_b]] {
+        let mut a = admission_of(&f);
+        a.learn(other.m.membership.member_id, other.m.membership.clone());
+        for r in order {
+            assert!(matches!(a.judge(r, None, ms, None), admission::Verdict::Accept(None)));
+            a.revoke(r);
+        }
+        assert!(a.revocations().of(&f.admin.m.membership.member_id).is_some());
+        assert!(a.revocations().of(&other.m.membership.member_id).is_some());
+    }
+}
+
+/// What the subject sent in an earlier frame, not yet committed, goes too; its presence
+/// does not list it again.
+#[test]
+fn records_waiting_for_the_commit_are_dropped_by_a_revocation() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let now = at(clock::add(f.t0, DAY));
+    let ms = now.unix_ms();
+    let mut core = core_of(&f.creator, now);
+    core.handle(now, up(1, &f.admin));
+    core.handle(now, up(2, &f.member));
+    core.flush(now);
+    let said = chat(&f.member, "just before", ms - 1000);
+    let mut presence = Record::new(PRESENCE_TYPE, f.member.m.membership.member_id, ms, 300_000);
+    presence.version = ms as u64;
+    presence.sign(&f.member.m.group.id, &f.member.key).unwrap();
+    core.handle(now, Input::Frame(2, records(&[&said, &presence])));
+    let rev = revocation_of(&f.creator, &f.member, Vec::new(), ms);
+    core.handle(now, Input::Frame(1, records(&[&rev])));
+    core.flush(now);
+    assert!(!stored(&core, &said) && !stored(&core, &presence));
+    assert!(stored(&core, &rev));
+    core.handle(now, Input::Command(3, Command::Members));
+    let members = drain(&mut core).into_iter().find_map(|o| match o {
+        Output::Reply(3, Reply::Members(m)) => Some(m),
+        _ => None,
+    });
+    assert!(
+        members
+            .unwrap()
+            .iter()
+            .all(|m| m.member != f.member.m.membership.member_id)
+    );
+}
+
+/// A member a revoked admin certified (after, so not kept), known here before the
+/// revocation, is forgotten: its records wait for a membership that never comes.
+#[test]
+fn a_member_certified_by_a_revoked_admin_and_known_before_is_forgotten() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let now = at(clock::add(f.t0, DAY));
+    let ms = now.unix_ms();
+    let mut core = core_of(&f.creator, now);
+    core.handle(now, up(1, &f.admin));
+    let late = invite(&f.admin, "late", crate::pki::Role::Member, f.t0, 30 * DAY);
+    core.handle(now, Input::Frame(1, records(&[&membership_record(&late, ms)])));
+    core.flush(now);
+    let before = chat(&late, "before", ms - 2000);
+    core.handle(now, Input::Frame(1, records(&[&before])));
+    core.flush(now);
+    assert!(stored(&core, &before), "known and valid before");
+    let rev = revocation_of(&f.creator, &f.admin, Vec::new(), ms);
+    core.handle(now, Input::Frame(1, records(&[&rev])));
+    core.flush(now);
+    let after = chat(&late, "after", ms - 1000);
+    core.handle(now, Input::Frame(1, records(&[&after])));
+    core.flush(now);
+    assert!(!stored(&core, &after));
+    assert!(core.known_certs().all(|(m, _)| *m != late.m.membership.member_id));
+}
+
+/// A revocation stays in force after its admin's membership ends; a short-lived one
+/// (that would let its member back in) is refused.
+#[test]
+fn a_revocation_outlives_its_admin_and_cannot_be_short_lived() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let ms = f.t0.unix_timestamp() * 1000 + 86_400_000;
+    let a = admission_of(&f);
+    let rev = revocation_of(&f.admin, &f.member, Vec::new(), ms);
+    let after_admin = f.admin.m.membership.not_after.unix_timestamp() * 1000 + 1000;
+    let mut fresh = admission_of(&f);
+    fresh.learn(f.member.m.membership.member_id, f.member.m.membership.clone());
+    assert!(matches!(
+        fresh.judge(&rev, None, after_admin, None),
+        admission::Verdict::Accept(None)
+    ));
+    let mut brief = rev.clone();
+    brief.expires_ms = ms + 60_000;
+    brief.sign(&f.admin.m.group.id, &f.admin.key).unwrap();
+    assert!(matches!(rejected(&a, &brief, ms), Rejection::BadRevocation(_)));
+}
+
+/// Turning away a revoked member it dialled frees the dial.
+#[test]
+fn turning_away_a_revoked_member_it_dialled_frees_the_dial() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let now = at(clock::add(f.t0, DAY));
+    let mut core = core_of(&f.creator, now);
+    let rev = revocation_of(&f.creator, &f.member, Vec::new(), now.unix_ms());
+    core.handle(now, up(1, &f.admin));
+    core.handle(now, up(2, &f.member));
+    core.handle(now, Input::Command(1, Command::Admit(vec![rev.encode()])));
+    drain(&mut core);
+    let addr: std::net::SocketAddr = "127.0.0.2:7400".parse().unwrap();
+    assert!(core.mesh.start_dial(addr));
+    let Input::Up(mut conn) = up(3, &f.member) else {
+        unreachable!()
+    };
+    conn.outbound = true;
+    core.handle(now, Input::Up(conn));
+    assert_eq!(core.mesh.dialing(), 0);
+}
+
+/// An admin the revoked admin made before (kept) goes on certifying members.
+#[test]
+fn an_admin_made_by_a_revoked_admin_before_may_still_invite() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let ms = f.t0.unix_timestamp() * 1000 + 86_400_000;
+    let deputy = invite(&f.admin, "deputy", crate::pki::Role::Admin, f.t0, 30 * DAY);
+    let mut a = admission_of(&f);
+    let kept = revocation::cert_key(&deputy.m.membership, f.admin.m.issuing.as_ref().unwrap());
+    let rev = revocation_of(&f.creator, &f.admin, vec![kept], ms);
+    a.revoke(&rev);
+    let by_deputy = invite(&deputy, "newcomer", crate::pki::Role::Member, f.t0, 20 * DAY);
+    assert!(matches!(
+        a.judge(&membership_record(&by_deputy, ms), None, ms, None),
+        admission::Verdict::Accept(Some(_))
+    ));
 }

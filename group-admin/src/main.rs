@@ -176,6 +176,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             )
             .with_context(|| format!("cannot publish the role change in {}", m.group.name))?;
             let line = admin::describe(&record, &known.names);
+            let article = if role == Role::Admin { "an" } else { "a" };
             let (who, rest) = line.split_once('\t').unwrap_or((&line, ""));
             let (id, until) = rest.split_once('\t').unwrap_or((rest, ""));
             cli::write_stdout(format!("{who}\t{id}\t{role}\t{until}\n").as_bytes())?;
@@ -183,11 +184,11 @@ fn run(args: Args) -> anyhow::Result<()> {
                 "group-admin",
                 &match delivery {
                     Delivery::Online => format!(
-                        "{who} is now a {role} of {}: handed to the running group-chat, spreading now",
+                        "{who} is now {article} {role} of {}: handed to the running group-chat, spreading now",
                         m.group.name
                     ),
                     Delivery::Stored => format!(
-                        "{who} is now a {role} of {}: stored, it spreads when group-chat next runs for {identity}",
+                        "{who} is now {article} {role} of {}: stored, it spreads when group-chat next runs for {identity}",
                         m.group.name
                     ),
                 },

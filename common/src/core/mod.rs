@@ -144,6 +144,9 @@ pub enum CoreError {
     /// This member has stored all its quota allows in the current window.
     #[error("over this member's quota of records for this hour: try later")]
     OverQuota,
+    /// This node's own membership was revoked (its revocation is in its store).
+    #[error("{0}")]
+    Revoked(String),
 }
 
 /// Traffic and work counters of a node, shared with its driver's connection tasks.
@@ -793,17 +796,15 @@ impl<S: RecordStore> Core<S> {
                 }
                 self.store.delete(&ids).map_err(stored)?;
             }
-            // Revoked while it was stopping, or before: said at once, so its front end
-            // can stop and say why without waiting to be turned away.
+            // Revoked while it was stopping, or before: it does not go online again.
             if rev.subject == self.me {
-                self.emit(Event::Revoked {
-                    member: self.me,
-                    name: self.admission.names().display(&self.me),
-                    by: rev.by,
-                    by_name: self.admission.names().display(&rev.by),
-                    reason: rev.reason,
-                    at_ms: rev.at_ms,
-                });
+                return Err(CoreError::Revoked(crate::chat::revoked_message(
+                    &rev.by,
+                    &self.admission.names().display(&rev.by),
+                    &self.membership.group.name,
+                    rev.at_ms,
+                    &rev.reason,
+                )));
             }
         }
         // Saved when it came, unless the node stopped first.

@@ -34,6 +34,7 @@ pub mod group;
 pub mod home;
 pub mod identity;
 pub mod invitation;
+pub mod listing;
 pub mod member;
 pub mod membership;
 pub mod names;

@@ -381,3 +381,56 @@ fn a_member_made_admin_invites_at_once_and_made_member_again_cannot() {
     // Carol, whom bob invited while an admin, stays.
     say_and_see(&mut c, "still here", &mut [&mut a]);
 }
+
+/// `group-list` shows each membership (tab-separated, or JSON lines); `group-leave`
+/// removes one with its store, but not while `group-chat` runs for it, nor the
+/// creator's without `--force`.
+#[test]
+fn group_list_shows_memberships_and_group_leave_removes_one() {
+    let g = group(&["alice", "bob"]);
+    g[0].home
+        .run(
+            "group-create",
+            &["--identity", "alice", "--listen", "127.0.0.1:0", "Work"],
+        )
+        .ok();
+    let list = g[0].home.run("group-list", &[]).ok().stdout;
+    let lines: Vec<Vec<&str>> = list.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(lines.len(), 2, "{list}");
+    assert_eq!((lines[0][0], lines[0][1], lines[0][3]), ("alice", "Friends", "admin"));
+    assert_eq!(lines[1][1], "Work");
+    let json = g[1]
+        .home
+        .run("group-list", &["--identity", "bob", "--json"])
+        .ok()
+        .stdout;
+    let row: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    g[1].home
+        .run("group-list", &["--identity", "nobody"])
+        .fails_with("no identity \"nobody\" in this home");
+    assert_eq!(row["group"], "Friends");
+    assert_eq!(row["role"], "member");
+    assert_eq!(row["creator"], false);
+    assert!(row["valid_until"].as_str().is_some_and(|t| t.ends_with('Z')));
+    let leave = |m: &Member, extra: &[&str]| {
+        let mut args = vec!["--identity", m.name, "--group", GROUP];
+        args.extend_from_slice(extra);
+        m.home.run("group-leave", &args)
+    };
+    {
+        let _b = g[1].online();
+        leave(&g[1], &[]).fails_with("group-chat is running for \"bob\" in \"Friends\"");
+    }
+    leave(&g[1], &[]).ok();
+    assert_eq!(g[1].home.run("group-list", &[]).ok().stdout, "");
+    g[1].home
+        .run("group-chat", &["--identity", "bob", "--group", GROUP, "--history"])
+        .fails_with("has no group");
+    let groups = g[1].home.path().join("identities/bob/groups");
+    let left: Vec<_> = std::fs::read_dir(&groups).unwrap().collect();
+    assert!(left.is_empty(), "nothing left behind: {left:?}");
+    leave(&g[0], &[]).fails_with("holds its root key");
+    leave(&g[0], &["--force"]).ok();
+    let list = g[0].home.run("group-list", &[]).ok().stdout;
+    assert!(list.starts_with("alice\tWork\t") && list.lines().count() == 1, "{list}");
+}

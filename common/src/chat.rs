@@ -143,6 +143,8 @@ fn change_name(c: MemberChange) -> &'static str {
         MemberChange::Joined => "joined",
         MemberChange::Left => "left",
         MemberChange::Updated => "updated",
+        MemberChange::Role(_) => "role",
+        MemberChange::Revoked => "revoked",
     }
 }
 
@@ -154,13 +156,21 @@ fn status_json(s: &Status) -> Value {
 pub fn members_line(mode: Mode, members: &[MemberInfo]) -> Line {
     match mode {
         Mode::Json => Line::Out(
-            json!({"event": "members", "members": members.iter().map(|m| json!({"member": m.member, "name": m.name, "self": m.is_self})).collect::<Vec<_>>()})
+            json!({"event": "members", "members": members.iter().map(|m| json!({"member": m.member, "name": m.name, "self": m.is_self, "role": m.role.name()})).collect::<Vec<_>>()})
                 .to_string(),
         ),
         Mode::Human => {
             let list = members
                 .iter()
-                .map(|m| format!("{}{}", with_id(&m.name, &m.member), if m.is_self { " (you)" } else { "" }))
+                .map(|m| {
+                    let admin = if m.role == crate::pki::Role::Admin { ", admin" } else { "" };
+                    let tags = match (m.is_self, admin) {
+                        (true, _) => format!(" (you{admin})"),
+                        (false, "") => String::new(),
+                        (false, _) => " (admin)".to_string(),
+                    };
+                    format!("{}{tags}", with_id(&m.name, &m.member))
+                })
                 .collect::<Vec<_>>()
                 .join(", ");
             human_err(format!("* present: {list}"))
@@ -209,12 +219,22 @@ pub fn event_line(mode: Mode, e: &Event, offset: UtcOffset) -> Option<Line> {
             if s.synchronized { ", synchronized" } else { "" },
             s.neighbours
         )),
-        (Mode::Json, Event::Member { change, member, name }) => Line::Out(
-            json!({"event": "member", "change": change_name(*change), "member": member, "name": name}).to_string(),
-        ),
-        (Mode::Human, Event::Member { change, member, name }) => {
-            human_err(format!("* {} {}", with_id(name, member), change_name(*change)))
+        (Mode::Json, Event::Member { change, member, name }) => {
+            let mut v = json!({"event": "member", "change": change_name(*change), "member": member, "name": name});
+            if let MemberChange::Role(role) = change {
+                v["role"] = json!(role.name());
+            }
+            Line::Out(v.to_string())
         }
+        (Mode::Human, Event::Member { change, member, name }) => match change {
+            MemberChange::Role(role) => human_err(format!(
+                "* {} is now {} {}",
+                with_id(name, member),
+                if *role == crate::pki::Role::Admin { "an" } else { "a" },
+                role.name()
+            )),
+            _ => human_err(format!("* {} {}", with_id(name, member), change_name(*change))),
+        },
         (
             mode,
             Event::Connection {

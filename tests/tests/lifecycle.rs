@@ -293,6 +293,9 @@ fn a_member_revoked_while_everyone_chats_is_cut_off_everywhere_within_two_second
         p.wait_for("bob revoked", Duration::from_secs(2), |e| {
             e["event"] == "revoked" && e["member"] == g[1].id.as_str() && e["reason"] == "laptop stolen"
         });
+        p.wait_for("bob's member event", Duration::from_secs(2), |e| {
+            e["event"] == "member" && e["change"] == "revoked" && e["member"] == g[1].id.as_str()
+        });
         p.wait_until("bob's connections dropped", Duration::from_secs(2), |evs| {
             let ups = evs
                 .iter()
@@ -363,6 +366,20 @@ fn a_member_made_admin_invites_at_once_and_made_member_again_cannot() {
     );
     wait_credential(&mut b, &g[1]);
     b.wait_until("bob an admin", WAIT, |_| saved_role(&g[1]) == "admin");
+    // Every member hears of it, and /who says so.
+    a.wait_for("bob's new role", WAIT, |e| {
+        e["event"] == "member" && e["change"] == "role" && e["role"] == "admin" && e["member"] == g[1].id.as_str()
+    });
+    a.send("/who");
+    let who = a.wait_for("the member list", WAIT, |e| e["event"] == "members");
+    let bob_row = who["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["member"] == g[1].id.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(bob_row["role"], "admin", "{who}");
     let carol = invite(&g[1], "carol", free());
     let mut c = carol.online();
     wait_present(&mut c, &g[0]);

@@ -32,6 +32,8 @@ pub struct MemberInfo {
     pub name: String,
     /// Whether it is this node.
     pub is_self: bool,
+    /// Its role, from the newest certificate known for it.
+    pub role: Role,
 }
 
 /// Member list changes.
@@ -47,6 +49,10 @@ pub enum MemberChange {
     Left,
     /// Its presence changed (name or addresses).
     Updated,
+    /// A credential gave it another role.
+    Role(Role),
+    /// It was revoked.
+    Revoked,
 }
 
 /// Connection kinds.

@@ -1034,7 +1034,13 @@ impl<S: RecordStore> Core<S> {
                 Some(done) => Reply::Whispered(done),
                 None => return,
             },
-            Command::Members => Reply::Members(self.roster.members(self.me, self.admission.names())),
+            Command::Members => {
+                let mut members = self.roster.members(self.me, self.admission.names());
+                for m in &mut members {
+                    m.role = self.admission.cert(&m.member).map_or(Role::Member, role_of);
+                }
+                Reply::Members(members)
+            }
             Command::Status => Reply::Status(self.status),
             Command::Leave => {
                 if self.known_dirty {
@@ -1667,7 +1673,22 @@ impl<S: RecordStore> Core<S> {
         // subject's.
         let member = cert.member_id;
         if is_credential {
-            self.emit(credential_event(&cert, issuer, self.admission.names().display(&member)));
+            let name = self.admission.names().display(&member);
+            self.emit(credential_event(&cert, issuer, name.clone()));
+            // A member list change when the role is not the one known.
+            let before = self
+                .admission
+                .cert(&member)
+                .filter(|known| admission::outranks(&cert, known))
+                .map(role_of);
+            let after = role_of(&cert);
+            if before.is_some_and(|r| r != after) {
+                self.emit(Event::Member {
+                    change: MemberChange::Role(after),
+                    member,
+                    name,
+                });
+            }
         }
         self.admission.learn(member, *cert);
         if let Some(certs) = certified
@@ -1830,6 +1851,11 @@ impl<S: RecordStore> Core<S> {
         for m in self.admission.void_certified_by(&subject) {
             self.cut_off(m, None, now);
         }
+        self.emit(Event::Member {
+            change: MemberChange::Revoked,
+            member: subject,
+            name: self.admission.names().display(&subject),
+        });
         self.emit(Event::Revoked {
             member: subject,
             name: self.admission.names().display(&subject),
@@ -1997,12 +2023,17 @@ fn counted(rtype: &Uuid) -> bool {
     !record::is_keyed_type(rtype)
 }
 
-/// The event telling of a credential `by` issued: `cert` for the member named `name`.
-fn credential_event(cert: &Cert, by: MemberId, name: String) -> Event {
-    let role = match cert.claim {
+/// The role a membership certificate grants.
+fn role_of(cert: &Cert) -> Role {
+    match cert.claim {
         Claim::Membership { role, .. } => role,
         _ => Role::Member,
-    };
+    }
+}
+
+/// The event telling of a credential `by` issued: `cert` for the member named `name`.
+fn credential_event(cert: &Cert, by: MemberId, name: String) -> Event {
+    let role = role_of(cert);
     Event::Credential {
         member: cert.member_id,
         name,

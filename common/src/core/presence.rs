@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use super::event::{MemberChange, MemberInfo};
 use crate::member::MemberId;
 use crate::names::Directory;
+use crate::pki::Role;
 use crate::record::Record;
 
 /// What a live presence record says.
@@ -91,6 +92,7 @@ impl Roster {
                 member: *id,
                 name: names.display(id),
                 is_self: false,
+                role: Role::Member,
             })
             .collect();
         others.sort_by(|a, b| (&a.name, &a.member).cmp(&(&b.name, &b.member)));
@@ -98,6 +100,7 @@ impl Roster {
             member: me,
             name: names.display(&me),
             is_self: true,
+            role: Role::Member,
         }];
         out.extend(others);
         out

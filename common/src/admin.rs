@@ -14,10 +14,11 @@ use crate::clock;
 use crate::core::admission::{Admission, Lifetimes, Verdict, decode_chain_prefix};
 use crate::core::revocation;
 use crate::credential::{self, CredentialError};
-use crate::home::{HomeError, Lock};
+use crate::home::{Home, HomeError, Lock};
 use crate::identity::Identity;
+use crate::identity::IdentityError;
 use crate::member::MemberId;
-use crate::membership::{Membership, MembershipError};
+use crate::membership::{self, Membership, MembershipError};
 use crate::names::{Directory, ResolveError};
 use crate::node::control::{self, ControlError};
 use crate::pki::{Cert, Claim, Role};
@@ -74,6 +75,9 @@ pub enum AdminError {
     /// The membership could not be read or saved.
     #[error(transparent)]
     Membership(#[from] MembershipError),
+    /// The admin's identity could not be loaded.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
     /// The store is locked or could not be opened.
     #[error(transparent)]
     Home(#[from] HomeError),
@@ -148,7 +152,9 @@ pub fn known_members(m: &Membership, store: &Store) -> Result<Known, AdminError>
     let mut admission = Admission::new(m.group.id, m.root.clone(), lifetimes, (me, m.membership.clone()));
     // Expired certificates count too: an admin may renew a member that was away.
     for r in store.of_type(&MEMBERSHIP_TYPE)? {
-        if let Some(cert) = verified_at_start(&admission, &r, |a, r, t| a.verify_membership_record(r, t).ok()) {
+        if let Some(cert) = verified_at_start(&admission, &r, |a, r, t| {
+            a.verify_membership_record(r, t).ok().map(|p| p.cert)
+        }) {
             admission.learn(r.creator, cert);
         }
     }
@@ -185,17 +191,76 @@ fn verified_at_start(
     verify(admission, r, start_ms.max(r.modified_ms))
 }
 
+/// Refuses unless `m` is an admin's membership with its issuing certificate.
+fn require_admin(m: &Membership) -> Result<(), AdminError> {
+    if m.role == Role::Admin && m.issuing.is_some() {
+        return Ok(());
+    }
+    Err(CredentialError::NotAdmin {
+        identity: m.identity.clone(),
+        role: m.role,
+        group: m.group.name.clone(),
+    }
+    .into())
+}
+
+/// What every admin action starts from: the admin's identity, its membership (the
+/// creator's certificates renewed first when due: they cap everything it signs), the
+/// membership's store (read-only) and the members it knows, at one moment.
+#[derive(Debug)]
+pub struct Session {
+    /// The admin's identity.
+    pub identity: Identity,
+    /// Its membership of the group.
+    pub membership: Membership,
+    /// The membership's store, read-only.
+    pub store: Store,
+    /// The members the store knows.
+    pub known: Known,
+    /// The moment the action is taken.
+    pub now: OffsetDateTime,
+}
+
+impl Session {
+    /// Opens `identity`'s membership of the group `group` names in `home`.
+    pub fn open(home: &Home, identity: &str, group: &str) -> Result<Session, AdminError> {
+        let now = clock::now();
+        let admin = Identity::load(home, identity)?;
+        let m = credential::renew_creator_if_due(membership::find(home, identity, group)?, now)?;
+        let store = Store::open_read_only(&m.dir.join(STORE_FILE))?;
+        let known = known_members(&m, &store)?;
+        Ok(Session {
+            identity: admin,
+            membership: m,
+            store,
+            known,
+            now,
+        })
+    }
+
+    /// The moment, unix ms.
+    pub fn now_ms(&self) -> i64 {
+        self.now.unix_timestamp().saturating_mul(1000)
+    }
+
+    /// Publishes `records` (see [`publish`]) and says where they went, starting with
+    /// `done` ("renewed bob in Friends"), for the admin's terminal.
+    pub fn publish(&self, records: &[Record], done: &str) -> Result<String, AdminError> {
+        let how = match publish(&self.membership, records, self.now_ms())? {
+            Delivery::Online => "handed to the running group-chat, spreading now".to_string(),
+            Delivery::Stored => format!(
+                "stored, spreading when group-chat next runs for {}",
+                self.membership.identity
+            ),
+        };
+        Ok(format!("{done}: {how}"))
+    }
+}
+
 /// The members to renew: `who` resolved among those known (a name, an id or a unique
 /// id prefix), or every one but this admin and the creator (`None`).
 pub fn renewal_targets(m: &Membership, known: &Known, who: Option<&str>) -> Result<Vec<Cert>, AdminError> {
-    if m.role != Role::Admin || m.issuing.is_none() {
-        return Err(CredentialError::NotAdmin {
-            identity: m.identity.clone(),
-            role: m.role,
-            group: m.group.name.clone(),
-        }
-        .into());
-    }
+    require_admin(m)?;
     let me = m.membership.member_id;
     let is_creator = |c: &Cert| c.is_signed_by(&m.root);
     match who {
@@ -278,14 +343,7 @@ pub fn revocation(
     reason: &str,
     now_ms: i64,
 ) -> Result<(Record, Cert), AdminError> {
-    if m.role != Role::Admin {
-        return Err(CredentialError::NotAdmin {
-            identity: m.identity.clone(),
-            role: m.role,
-            group: m.group.name.clone(),
-        }
-        .into());
-    }
+    require_admin(m)?;
     if reason.len() > revocation::MAX_REASON_BYTES {
         return Err(AdminError::ReasonTooLong(reason.len()));
     }
@@ -367,14 +425,7 @@ pub fn role_change(
     lifetime: Duration,
     now: OffsetDateTime,
 ) -> Result<Record, AdminError> {
-    if m.role != Role::Admin || m.issuing.is_none() {
-        return Err(CredentialError::NotAdmin {
-            identity: m.identity.clone(),
-            role: m.role,
-            group: m.group.name.clone(),
-        }
-        .into());
-    }
+    require_admin(m)?;
     let subject = resolve(known, who)?;
     let cert = &known.certs[&subject];
     let name = known.names.display(&subject);
@@ -462,5 +513,66 @@ mod tests {
         let newest = &puts.last().unwrap().record;
         let keys = revocation::decode_keys(&r.data).unwrap();
         assert!(keys.contains(&revocation::record_key(newest)));
+    }
+}
+
+#[cfg(test)]
+mod refusals {
+    use super::*;
+    use crate::credential::tests::fixture;
+
+    /// The refusals of `group-admin revoke` and `role` that no process test reaches:
+    /// the creator, oneself, a reason too long, a member already in the role.
+    #[test]
+    fn revoking_or_changing_whom_one_may_not_is_refused_with_the_reason() {
+        let f = fixture(clock::from_unix(1_800_000_000));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.db"), crate::store::Durability::Normal).unwrap();
+        let mut names = Directory::new();
+        let mut certs = HashMap::new();
+        for (h, name) in [(&f.creator, "creator"), (&f.admin, "admin"), (&f.member, "member")] {
+            names.learn(h.m.membership.member_id, name);
+            certs.insert(h.m.membership.member_id, h.m.membership.clone());
+        }
+        let known = Known {
+            certs,
+            names,
+            demoted: HashMap::new(),
+        };
+        let (admin, m) = (f.admin.identity(), &f.admin.m);
+        let t = f.t0.unix_timestamp() * 1000 + 60_000;
+        let revoke = |who: &str, reason: &str| {
+            revocation(&admin, m, &store, &known, who, reason, t)
+                .map(|_| ())
+                .unwrap_err()
+        };
+        assert!(matches!(revoke("creator", ""), AdminError::CreatorRevoked(_)));
+        assert!(matches!(revoke("admin", ""), AdminError::RevokeItself(_)));
+        assert!(matches!(
+            revoke("member", &"x".repeat(513)),
+            AdminError::ReasonTooLong(513)
+        ));
+        assert!(matches!(revoke("nobody", ""), AdminError::Unknown(_)));
+        let role = |who: &str, r: Role| {
+            role_change(
+                &admin,
+                m,
+                &store,
+                &known,
+                who,
+                r,
+                std::time::Duration::from_secs(86_400),
+                f.t0,
+            )
+            .unwrap_err()
+        };
+        assert!(matches!(role("member", Role::Member), AdminError::AlreadyInRole(..)));
+        assert!(matches!(role("creator", Role::Member), AdminError::CreatorRole(_)));
+        let member = (f.member.identity(), &f.member.m);
+        let err = revocation(&member.0, member.1, &store, &known, "admin", "", t).unwrap_err();
+        assert!(
+            matches!(err, AdminError::Credential(CredentialError::NotAdmin { .. })),
+            "{err}"
+        );
     }
 }

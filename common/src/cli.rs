@@ -28,6 +28,19 @@ impl HomeArgs {
     }
 }
 
+/// The options naming one membership: `--home`, `--identity NAME`, `--group GROUP`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MembershipArgs {
+    #[command(flatten)]
+    pub home: HomeArgs,
+    /// Local identity
+    #[arg(long, value_name = "NAME")]
+    pub identity: String,
+    /// Group: friendly name, id, or unique id prefix
+    #[arg(long, value_name = "GROUP")]
+    pub group: String,
+}
+
 /// Parses a duration argument (`30s`, `10m`, `2h`, `15d`) for clap.
 pub fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
     crate::clock::parse_duration(text).map_err(|e| e.to_string())

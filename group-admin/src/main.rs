@@ -5,11 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use common::admin::{self, Delivery};
-use common::cli::{self, HomeArgs, parse_duration_arg};
-use common::identity::Identity;
+use common::admin::{self, Session};
+use common::cli::{self, MembershipArgs, parse_duration_arg};
 use common::pki::Role;
-use common::{clock, credential, membership};
 
 /// Act on GROUP as an admin: renew members' credentials, change roles, revoke members.
 #[derive(Debug, Parser)]
@@ -22,6 +20,13 @@ struct Args {
     action: Action,
 }
 
+/// The admin's session in the membership `t` names.
+fn open(t: &MembershipArgs) -> anyhow::Result<Session> {
+    let home = t.home.home()?;
+    Session::open(&home, &t.identity, &t.group)
+        .with_context(|| format!("cannot act as {:?} in {:?}", t.identity, t.group))
+}
+
 #[derive(Debug, Subcommand)]
 enum Action {
     /// Issue fresh membership certificates (PeerGroupIssueCredentials): same key, name
@@ -30,13 +35,7 @@ enum Action {
     /// next start. Prints one line per member: name, member id, valid until.
     Renew {
         #[command(flatten)]
-        home: HomeArgs,
-        /// Local identity of the admin
-        #[arg(long, value_name = "NAME")]
-        identity: String,
-        /// Group: friendly name, id, or unique id prefix
-        #[arg(long, value_name = "GROUP")]
-        group: String,
+        target: MembershipArgs,
         /// Renew every member known here but this admin and the creator
         #[arg(long, conflicts_with = "member")]
         all: bool,
@@ -54,13 +53,7 @@ enum Action {
     /// everywhere. Prints one line: name, member id, role, valid until.
     Role {
         #[command(flatten)]
-        home: HomeArgs,
-        /// Local identity of the admin
-        #[arg(long, value_name = "NAME")]
-        identity: String,
-        /// Group: friendly name, id, or unique id prefix
-        #[arg(long, value_name = "GROUP")]
-        group: String,
+        target: MembershipArgs,
         /// How long the new certificates last [default: the group's member lifetime]
         #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
         valid_for: Option<Duration>,
@@ -75,13 +68,7 @@ enum Action {
     /// cannot be revoked. Prints one line: name, member id, records kept.
     Revoke {
         #[command(flatten)]
-        home: HomeArgs,
-        /// Local identity of the admin
-        #[arg(long, value_name = "NAME")]
-        identity: String,
-        /// Group: friendly name, id, or unique id prefix
-        #[arg(long, value_name = "GROUP")]
-        group: String,
+        target: MembershipArgs,
         /// Why (shown to every member, and to the revoked member)
         #[arg(long, value_name = "TEXT", default_value = "")]
         reason: String,
@@ -96,141 +83,73 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    let note = |line: &str| cli::note("group-admin", line);
     match args.action {
         Action::Renew {
-            home,
-            identity,
-            group,
+            target,
             all: _,
             valid_for,
             member,
         } => {
-            let home = home.home()?;
-            let admin = Identity::load(&home, &identity)?;
-            let now = clock::now();
-            let m = credential::renew_creator_if_due(membership::find(&home, &identity, &group)?, now)?;
-            let store = common::store::Store::open_read_only(&m.dir.join(common::store::STORE_FILE))
-                .with_context(|| format!("cannot read the store of {}", m.group.name))?;
-            let known = admin::known_members(&m, &store)?;
-            drop(store);
-            let targets = admin::renewal_targets(&m, &known, member.as_deref())?;
+            let s = open(&target)?;
+            let (m, known) = (&s.membership, &s.known);
+            let targets = admin::renewal_targets(m, known, member.as_deref())?;
             let lifetime = valid_for.unwrap_or(Duration::from_secs(m.group.member_lifetime_secs));
-            let (records, skipped) = admin::renew(&admin, &m, &known, &targets, lifetime, now)
-                .with_context(|| format!("cannot renew credentials in {}", m.group.name))?;
+            let (records, skipped) = admin::renew(&s.identity, m, known, &targets, lifetime, s.now)?;
             for (cert, why) in &skipped {
-                cli::note(
-                    "group-admin",
-                    &format!("not renewing {}: {why}", known.names.display(&cert.member_id)),
-                );
+                note(&format!("not renewing {}: {why}", known.names.display(&cert.member_id)));
             }
             if records.is_empty() {
                 anyhow::bail!("nothing renewed in {}", m.group.name);
             }
-            let delivery = admin::publish(&m, &records, now.unix_timestamp().saturating_mul(1000))
-                .with_context(|| format!("cannot publish the renewals in {}", m.group.name))?;
-            let mut out = String::new();
-            for r in &records {
-                out.push_str(&admin::describe(r, &known.names));
-                out.push('\n');
-            }
-            cli::write_stdout(out.as_bytes())?;
-            cli::note(
-                "group-admin",
-                &match delivery {
-                    Delivery::Online => format!(
-                        "renewed {} member(s) of {}: handed to the running group-chat, spreading now",
-                        records.len(),
-                        m.group.name
-                    ),
-                    Delivery::Stored => format!(
-                        "renewed {} member(s) of {}: stored, they spread when group-chat next runs for {identity}",
-                        records.len(),
-                        m.group.name
-                    ),
-                },
-            );
-            Ok(())
+            let done = s.publish(
+                &records,
+                &format!("renewed {} member(s) of {}", records.len(), m.group.name),
+            )?;
+            let lines: String = records
+                .iter()
+                .map(|r| admin::describe(r, &known.names) + "\n")
+                .collect();
+            cli::write_stdout(lines.as_bytes())?;
+            note(&done);
         }
         Action::Role {
-            home,
-            identity,
-            group,
+            target,
             valid_for,
             member,
             role,
         } => {
-            let home = home.home()?;
-            let admin = Identity::load(&home, &identity)?;
-            let now = clock::now();
-            let m = credential::renew_creator_if_due(membership::find(&home, &identity, &group)?, now)?;
-            let store = common::store::Store::open_read_only(&m.dir.join(common::store::STORE_FILE))
-                .with_context(|| format!("cannot read the store of {}", m.group.name))?;
-            let known = admin::known_members(&m, &store)?;
+            let s = open(&target)?;
+            let m = &s.membership;
             let lifetime = valid_for.unwrap_or(Duration::from_secs(m.group.member_lifetime_secs));
-            let record = admin::role_change(&admin, &m, &store, &known, &member, role, lifetime, now)?;
-            drop(store);
-            let delivery = admin::publish(
-                &m,
-                std::slice::from_ref(&record),
-                now.unix_timestamp().saturating_mul(1000),
-            )
-            .with_context(|| format!("cannot publish the role change in {}", m.group.name))?;
-            let line = admin::describe(&record, &known.names);
-            let article = if role == Role::Admin { "an" } else { "a" };
+            let record = admin::role_change(&s.identity, m, &s.store, &s.known, &member, role, lifetime, s.now)?;
+            let line = admin::describe(&record, &s.known.names);
             let (who, rest) = line.split_once('\t').unwrap_or((&line, ""));
             let (id, until) = rest.split_once('\t').unwrap_or((rest, ""));
+            let article = if role == Role::Admin { "an" } else { "a" };
+            let done = s.publish(
+                std::slice::from_ref(&record),
+                &format!("{who} is now {article} {role} of {}", m.group.name),
+            )?;
             cli::write_stdout(format!("{who}\t{id}\t{role}\t{until}\n").as_bytes())?;
-            cli::note(
-                "group-admin",
-                &match delivery {
-                    Delivery::Online => format!(
-                        "{who} is now {article} {role} of {}: handed to the running group-chat, spreading now",
-                        m.group.name
-                    ),
-                    Delivery::Stored => format!(
-                        "{who} is now {article} {role} of {}: stored, it spreads when group-chat next runs for {identity}",
-                        m.group.name
-                    ),
-                },
-            );
-            Ok(())
+            note(&done);
         }
-        Action::Revoke {
-            home,
-            identity,
-            group,
-            reason,
-            member,
-        } => {
-            let home = home.home()?;
-            let admin = Identity::load(&home, &identity)?;
-            let now = clock::now();
-            let m = credential::renew_creator_if_due(membership::find(&home, &identity, &group)?, now)?;
-            let now_ms = now.unix_timestamp().saturating_mul(1000);
-            let store = common::store::Store::open_read_only(&m.dir.join(common::store::STORE_FILE))
-                .with_context(|| format!("cannot read the store of {}", m.group.name))?;
-            let known = admin::known_members(&m, &store)?;
-            let (record, cert) = admin::revocation(&admin, &m, &store, &known, &member, &reason, now_ms)?;
-            drop(store);
-            let delivery = admin::publish(&m, std::slice::from_ref(&record), now_ms)
-                .with_context(|| format!("cannot publish the revocation in {}", m.group.name))?;
+        Action::Revoke { target, reason, member } => {
+            let s = open(&target)?;
+            let m = &s.membership;
+            let (record, cert) = admin::revocation(&s.identity, m, &s.store, &s.known, &member, &reason, s.now_ms())?;
             let kept = record.data.len() / 8;
-            let name = known.names.display(&cert.member_id);
+            let name = s.known.names.display(&cert.member_id);
+            let done = s.publish(
+                std::slice::from_ref(&record),
+                &format!(
+                    "revoked {name} in {} ({kept} of its records and certificates stay valid)",
+                    m.group.name
+                ),
+            )?;
             cli::write_stdout(format!("{name}\t{}\t{kept}\n", cert.member_id).as_bytes())?;
-            cli::note(
-                "group-admin",
-                &match delivery {
-                    Delivery::Online => format!(
-                        "revoked {name} in {}: handed to the running group-chat, spreading now ({kept} of its records and certificates stay valid)",
-                        m.group.name
-                    ),
-                    Delivery::Stored => format!(
-                        "revoked {name} in {}: stored, it spreads when group-chat next runs for {identity} ({kept} of its records and certificates stay valid)",
-                        m.group.name
-                    ),
-                },
-            );
-            Ok(())
+            note(&done);
         }
     }
+    Ok(())
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use common::chat::{self, Input, Line, Mode};
-use common::cli::{self, HomeArgs, parse_duration_arg};
+use common::cli::{self, MembershipArgs, parse_duration_arg};
 use common::clock;
 use common::follow::{self, Drained, Follower, View};
 use common::identity::Identity;
@@ -26,13 +26,7 @@ use time::UtcOffset;
 )]
 struct Args {
     #[command(flatten)]
-    home: HomeArgs,
-    /// Local identity
-    #[arg(long, value_name = "NAME")]
-    identity: String,
-    /// Group: friendly name, id, or unique id prefix
-    #[arg(long, value_name = "GROUP")]
-    group: String,
+    target: MembershipArgs,
     /// Listen on IP:PORT instead of the membership's stored address
     #[arg(long, value_name = "IP:PORT")]
     listen: Option<String>,
@@ -71,9 +65,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args, offset: UtcOffset) -> anyhow::Result<()> {
-    let home = args.home.home()?;
-    let identity = Identity::load(&home, &args.identity)?;
-    let m = membership::find(&home, &args.identity, &args.group)?;
+    let home = args.target.home.home()?;
+    let identity = Identity::load(&home, &args.target.identity)?;
+    let m = membership::find(&home, &args.target.identity, &args.target.group)?;
     if args.history {
         return print_history(&identity, &m, offset);
     }

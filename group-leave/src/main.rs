@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use common::cli::{self, HomeArgs};
+use common::cli::{self, MembershipArgs};
 use common::listing;
 
 /// Remove NAME's membership of GROUP and its record store from this home. Refused while
@@ -13,13 +13,7 @@ use common::listing;
 #[command(version, after_help = "Example:\n  group-leave --identity bob --group Friends")]
 struct Args {
     #[command(flatten)]
-    home: HomeArgs,
-    /// Local identity
-    #[arg(long, value_name = "NAME")]
-    identity: String,
-    /// Group: friendly name, id, or unique id prefix
-    #[arg(long, value_name = "GROUP")]
-    group: String,
+    target: MembershipArgs,
     /// Leave even as the creator: its root key goes, and nobody can renew the group's certificates again
     #[arg(long)]
     force: bool,
@@ -31,13 +25,13 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let home = args.home.home()?;
-    let m = listing::leave(&home, &args.identity, &args.group, args.force)?;
+    let home = args.target.home.home()?;
+    let m = listing::leave(&home, &args.target.identity, &args.target.group, args.force)?;
     cli::note(
         "group-leave",
         &format!(
             "{} left {} ({}): its membership and record store are removed from this home",
-            args.identity, m.group.name, m.group.id
+            args.target.identity, m.group.name, m.group.id
         ),
     );
     Ok(())

@@ -137,13 +137,25 @@ impl Credential {
     }
 }
 
+/// What an accepted membership or credential record proves: a member's certificate,
+/// the issuers it came with (nearest first), and for a credential the whole of it.
+#[derive(Debug, Clone)]
+pub struct Proof {
+    /// The member's membership certificate.
+    pub cert: Cert,
+    /// Its issuers, nearest first, root excluded (never the member's own issuing one).
+    pub issuers: Vec<Cert>,
+    /// The credential, when the record was one.
+    pub credential: Option<Credential>,
+}
+
 /// What admission decides about one record.
 #[derive(Debug, Clone)]
 pub enum Verdict {
     /// The same or a newer copy is held: nothing to do, nothing verified.
     Duplicate,
-    /// Store it (a membership record brings the certificate it proves).
-    Accept(Option<Box<Cert>>),
+    /// Store it (a membership or credential record brings what it proves).
+    Accept(Option<Box<Proof>>),
     /// The membership of this member is not known (or has ended): hold the record.
     Hold(MemberId),
     /// Refuse it.
@@ -379,7 +391,13 @@ impl Admission {
     /// Judges one record: `held` is what the node holds of its id, `now_ms` the time,
     /// `signature_ok` a signature result computed ahead for this record.
     pub fn judge(&self, r: &Record, held: Option<Item>, now_ms: i64, signature_ok: Option<bool>) -> Verdict {
-        if is_duplicate(held, r.version, &r.digest()) {
+        // One hash of the signature per record, for both uses below.
+        let item = Item {
+            id: *r.id.as_bytes(),
+            version: r.version,
+            digest: r.digest(),
+        };
+        if is_duplicate(held, r.version, &item.digest) {
             return Verdict::Duplicate;
         }
         if let Err(why) = check_form(r).and_then(|()| check_times(r, now_ms, &self.lifetimes)) {
@@ -387,11 +405,6 @@ impl Admission {
         }
         // Decided before anything else: nothing from a revoked member passes unless its
         // revocation kept this very copy, and it is listed no more.
-        let item = Item {
-            id: *r.id.as_bytes(),
-            version: r.version,
-            digest: r.digest(),
-        };
         let revoked_presence = r.rtype == PRESENCE_TYPE && self.revocations.of(&r.creator).is_some();
         // Revocations are judged on their own, never by each other: two admins who
         // revoke each other are both revoked, on every node, in any order.
@@ -401,13 +414,17 @@ impl Admission {
         }
         if r.rtype == MEMBERSHIP_TYPE {
             return match self.verify_membership_record(r, now_ms) {
-                Ok(cert) => Verdict::Accept(Some(Box::new(cert))),
+                Ok(proof) => Verdict::Accept(Some(Box::new(proof))),
                 Err(why) => Verdict::Reject(why),
             };
         }
         if r.rtype == CREDENTIAL_TYPE {
             return match self.verify_credential_record(r, now_ms) {
-                Ok(c) => Verdict::Accept(Some(Box::new(c.membership))),
+                Ok(c) => Verdict::Accept(Some(Box::new(Proof {
+                    cert: c.membership.clone(),
+                    issuers: c.chain.clone(),
+                    credential: Some(c),
+                }))),
                 Err(why) => Verdict::Reject(why),
             };
         }
@@ -430,7 +447,7 @@ impl Admission {
 
     /// A membership record carries its chain: check it against the root, and its
     /// signature by the member itself.
-    pub fn verify_membership_record(&self, r: &Record, now_ms: i64) -> Result<Cert, Rejection> {
+    pub fn verify_membership_record(&self, r: &Record, now_ms: i64) -> Result<Proof, Rejection> {
         if r.creator != r.modifier || !r.id_is_bound() {
             return Err(Rejection::NotSelfPublished);
         }
@@ -458,7 +475,11 @@ impl Admission {
         if r.expires_ms > leaf.not_after.unix_timestamp().saturating_mul(1000) + MAX_CLOCK_SKEW_MS {
             return Err(Rejection::OutlivesMembership);
         }
-        Ok(leaf.clone())
+        Ok(Proof {
+            cert: leaf.clone(),
+            issuers: chain.to_vec(),
+            credential: None,
+        })
     }
 
     /// A credential carries what an admin issued for its subject: checked against the
@@ -1022,7 +1043,7 @@ mod tests {
             .unwrap()
             .clone();
         match a.judge(&m, None, NOW_MS, None) {
-            Verdict::Accept(Some(cert)) => assert_eq!(cert.member_id, n2.id),
+            Verdict::Accept(Some(proof)) => assert_eq!(proof.cert.member_id, n2.id),
             other => panic!("{other:?}"),
         }
         let mut foreign = m.clone();

@@ -1,57 +1,10 @@
 //! Credentials through a core driven by hand: adopting one's own, and an admin renewing
 //! the members that are due.
 
-use std::time::Instant;
-
-use time::OffsetDateTime;
-
+use super::test_support::*;
 use super::*;
 use crate::credential::tests::{DAY, Fixture, Held, fixture, invite};
 use crate::pki::Role;
-
-fn at(t: OffsetDateTime) -> Now {
-    Now {
-        instant: Instant::now(),
-        unix_ns: t.unix_timestamp() * 1_000_000_000,
-    }
-}
-
-fn core_of(h: &Held, now: Now) -> Core<MemStore> {
-    let cfg = Config {
-        identity: h.identity(),
-        membership: h.m.clone(),
-        advertised: vec!["127.0.0.1:7400".into()],
-        peers: Vec::new(),
-        max_neighbours: 8,
-        discover: false,
-        known: KnownPeers::default(),
-        initial_messages: Vec::new(),
-        seed: 1,
-        threads: 1,
-        quota: QuotaLimits::default(),
-    };
-    Core::new(cfg, MemStore::new(), now).unwrap()
-}
-
-fn drain(core: &mut Core<MemStore>) -> Vec<Output> {
-    std::iter::from_fn(|| core.poll_output()).collect()
-}
-
-/// `h` connects to `core` as connection `id`.
-fn connect(core: &mut Core<MemStore>, id: ConnId, h: &Held, now: Now) {
-    let up = ConnUp {
-        id,
-        member: h.m.membership.member_id,
-        cert: h.m.membership.clone(),
-        chain: Vec::new(),
-        addr: "127.0.0.2:7400".parse().unwrap(),
-        outbound: false,
-        purpose: Purpose::Neighbour,
-        tie: (id, 1),
-        sync_key: crate::sync::SyncKey::new([id as u8; 16]),
-    };
-    core.handle(now, Input::Up(Box::new(up)));
-}
 
 fn credentials_in(core: &Core<MemStore>) -> Vec<Record> {
     core.store().of_type(&CREDENTIAL_TYPE).unwrap_or_else(|e| match e {})
@@ -63,7 +16,7 @@ fn a_credential_for_this_node_is_adopted_published_and_handed_to_the_driver() {
     let t = clock::add(f.t0, 20 * DAY);
     let now = at(t);
     let mut core = core_of(&f.member, now);
-    connect(&mut core, 1, &f.admin, now);
+    core.handle(now, up(1, &f.admin));
     drain(&mut core);
     let c = credential::issue(
         &f.admin.key,
@@ -145,8 +98,8 @@ fn an_admin_renews_the_members_that_are_due_but_not_the_creator_nor_twice() {
         m: renewed,
     };
     let mut core = core_of(&creator, now);
-    connect(&mut core, 1, &f.admin, now);
-    connect(&mut core, 2, &late, now);
+    core.handle(now, up(1, &f.admin));
+    core.handle(now, up(2, &late));
     drain(&mut core);
     core.handle_timeout(now);
     core.flush(now);
@@ -185,19 +138,10 @@ fn an_admin_does_not_renew_what_its_own_certificate_would_not_extend() {
     let late = invite(&f.admin, "late", Role::Member, f.t0, 60 * DAY);
     let now = at(clock::add(f.t0, 58 * DAY));
     let mut core = core_of(&f.admin, now);
-    connect(&mut core, 1, &late, now);
+    core.handle(now, up(1, &late));
     core.handle_timeout(now);
     core.flush(now);
     assert!(credentials_in(&core).is_empty());
-}
-
-fn membership_record(h: &Held, now_ms: i64) -> Record {
-    let mut r = Record::new(MEMBERSHIP_TYPE, h.m.membership.member_id, now_ms, 0);
-    r.version = admission::membership_version(&h.m.membership);
-    r.expires_ms = h.m.membership.not_after.unix_timestamp() * 1000;
-    r.data = admission::encode_chain(&h.m.membership, &h.m.chain);
-    r.sign(&h.m.group.id, &h.key).unwrap();
-    r
 }
 
 fn admitted(core: &mut Core<MemStore>, r: &Record) -> Result<(), String> {
@@ -212,13 +156,6 @@ fn admitted(core: &mut Core<MemStore>, r: &Record) -> Result<(), String> {
             _ => None,
         })
         .unwrap()
-}
-
-fn at_ms(ms: i64) -> Now {
-    Now {
-        instant: Instant::now(),
-        unix_ns: ms * 1_000_000,
-    }
 }
 
 /// Roles: an admin made member adopts a member's certificate (no issuing one); what it
@@ -258,7 +195,7 @@ fn an_admin_made_member_issues_nothing_more_and_made_admin_again_may() {
     let demote = record(&demotion, ms);
     assert_eq!(admitted(&mut creator, &demote), Ok(()));
     // The admin's own node takes it: a member now, with no issuing certificate.
-    connect(&mut admin, 1, &f.creator, now);
+    admin.handle(now, up(1, &f.creator));
     drain(&mut admin);
     admin.handle(
         now,

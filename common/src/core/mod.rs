@@ -33,6 +33,8 @@ mod credential_tests;
 mod hostile_tests;
 #[cfg(test)]
 mod revocation_tests;
+#[cfg(test)]
+mod test_support;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -56,7 +58,7 @@ use crate::record::{
 use crate::store::Put;
 use crate::sync::{Item, ItemSet, SyncKey};
 use crate::wire::{self, Message, Purpose};
-use admission::{Admission, Held, HeldRecord, Lifetimes, Verdict};
+use admission::{Admission, Held, HeldRecord, Lifetimes, Proof, Verdict};
 pub use event::{ConnChange, ConnKind, ConnReason, Event, MemberChange, MemberInfo, Status};
 use flow::{Flow, FlowAction, OwedItem};
 use known::KnownPeers;
@@ -760,11 +762,9 @@ impl<S: RecordStore> Core<S> {
         let t = now.unix_ms();
         let stored = |e: S::Error| CoreError::Store(e.to_string());
         for r in self.store.of_type(&MEMBERSHIP_TYPE).map_err(stored)? {
-            if let Ok(cert) = self.admission.verify_membership_record(&r, t) {
-                self.admission.learn(r.creator, cert);
-                if let Some(certs) = admission::decode_chain(&r.data) {
-                    self.admission.note_issuer(&certs[0], &certs[1..]);
-                }
+            if let Ok(p) = self.admission.verify_membership_record(&r, t) {
+                self.admission.learn(r.creator, p.cert.clone());
+                self.admission.note_issuer(&p.cert, &p.issuers);
             }
         }
         let mut mine = None;
@@ -1607,7 +1607,7 @@ impl<S: RecordStore> Core<S> {
         accepted: &mut Vec<Put>,
     ) {
         let held = self.items.get(r.id.as_bytes());
-        let cert = match self.admission.judge(&r, held, now.unix_ms(), signature_ok) {
+        let proof = match self.admission.judge(&r, held, now.unix_ms(), signature_ok) {
             Verdict::Duplicate => {
                 self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -1620,7 +1620,7 @@ impl<S: RecordStore> Core<S> {
                 tracing::info!("rejected record {} from {}: {why}", r.id, r.creator);
                 return;
             }
-            Verdict::Accept(cert) => cert,
+            Verdict::Accept(proof) => proof,
         };
         if held.is_some_and(|e| e.version == r.version) && !self.wins_conflict(&r, accepted) {
             return;
@@ -1638,12 +1638,8 @@ impl<S: RecordStore> Core<S> {
         let revocation = (r.rtype == REVOCATION_TYPE).then(|| r.clone());
         // A credential: its role in force everywhere, its certificates adopted by the
         // member it is for (the creator renews its own with the root key instead).
-        let credential = if is_credential {
-            self.admission.verify_credential_record(&r, now.unix_ms()).ok()
-        } else {
-            None
-        };
-        if let Some(c) = &credential {
+        let credential = proof.as_ref().and_then(|p| p.credential.as_ref());
+        if let Some(c) = credential {
             self.admission.apply_role(c);
             if c.role() == Role::Member {
                 for m in self.admission.void_certified_by(&c.membership.member_id) {
@@ -1651,14 +1647,9 @@ impl<S: RecordStore> Core<S> {
                 }
             }
         }
-        // Who certified it, for a later revocation or demotion of that admin.
-        let certified = match (&cert, r.rtype) {
-            (Some(_), t) if t == MEMBERSHIP_TYPE || t == CREDENTIAL_TYPE => {
-                admission::decode_chain_prefix(&r.data).map(|(certs, _)| certs)
-            }
-            _ => None,
-        };
-        let mine = credential.filter(|c| c.membership.member_id == self.me && !self.membership.creator);
+        let mine = credential
+            .filter(|c| c.membership.member_id == self.me && !self.membership.creator)
+            .cloned();
         accepted.push(Put {
             record: r,
             body,
@@ -1668,9 +1659,10 @@ impl<S: RecordStore> Core<S> {
         if let Some(r) = revocation {
             self.apply_revocation(&r, now, accepted);
         }
-        let Some(cert) = cert else { return };
+        let Some(proof) = proof else { return };
         // A membership record proves its creator's certificate, a credential its
         // subject's.
+        let Proof { cert, issuers, .. } = *proof;
         let member = cert.member_id;
         if is_credential {
             let name = self.admission.names().display(&member);
@@ -1690,14 +1682,9 @@ impl<S: RecordStore> Core<S> {
                 });
             }
         }
-        self.admission.learn(member, *cert);
-        if let Some(certs) = certified
-            && let Some((leaf, rest)) = certs.split_first()
-        {
-            // A credential's own issuing certificate for its subject is no issuer.
-            let issuers: Vec<Cert> = rest.iter().filter(|c| c.member_id != leaf.member_id).cloned().collect();
-            self.admission.note_issuer(leaf, &issuers);
-        }
+        self.admission.learn(member, cert.clone());
+        // Who certified it, for a later revocation or demotion of that admin.
+        self.admission.note_issuer(&cert, &issuers);
         self.release_held(member, now, accepted);
         if let Some(c) = mine {
             self.adopt_membership(credential::adopt(&self.membership, &c), now);

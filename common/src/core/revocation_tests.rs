@@ -1,68 +1,14 @@
 //! Revocation through a core driven by hand, and its admission rules.
 
-use std::time::Instant;
-
-use time::OffsetDateTime;
-
-use super::admission::{Admission, Lifetimes, Rejection, encode_chain};
+use super::admission::{Admission, Lifetimes, Rejection};
 use super::revocation::{self, Key};
+use super::test_support::*;
 use super::*;
 use crate::credential::tests::{DAY, Held, fixture, invite};
-
-fn at(t: OffsetDateTime) -> Now {
-    Now {
-        instant: Instant::now(),
-        unix_ns: t.unix_timestamp() * 1_000_000_000,
-    }
-}
-
-fn core_of(h: &Held, now: Now) -> Core<MemStore> {
-    let cfg = Config {
-        identity: h.identity(),
-        membership: h.m.clone(),
-        advertised: vec!["127.0.0.1:7400".into()],
-        peers: Vec::new(),
-        max_neighbours: 8,
-        discover: false,
-        known: KnownPeers::default(),
-        initial_messages: Vec::new(),
-        seed: 1,
-        threads: 1,
-        quota: QuotaLimits::default(),
-    };
-    Core::new(cfg, MemStore::new(), now).unwrap()
-}
-
-fn drain(core: &mut Core<MemStore>) -> Vec<Output> {
-    std::iter::from_fn(|| core.poll_output()).collect()
-}
-
-fn up(id: ConnId, h: &Held) -> Input {
-    Input::Up(Box::new(ConnUp {
-        id,
-        member: h.m.membership.member_id,
-        cert: h.m.membership.clone(),
-        chain: h.m.chain.clone(),
-        addr: "127.0.0.2:7400".parse().unwrap(),
-        outbound: false,
-        purpose: Purpose::Neighbour,
-        tie: (id, 1),
-        sync_key: crate::sync::SyncKey::new([id as u8; 16]),
-    }))
-}
 
 fn chat(h: &Held, text: &str, created_ms: i64) -> Record {
     let mut r = Record::new(CHAT_TYPE, h.m.membership.member_id, created_ms, 3_600_000);
     r.data = text.as_bytes().to_vec();
-    r.sign(&h.m.group.id, &h.key).unwrap();
-    r
-}
-
-fn membership_record(h: &Held, now_ms: i64) -> Record {
-    let mut r = Record::new(MEMBERSHIP_TYPE, h.m.membership.member_id, now_ms, 0);
-    r.version = admission::membership_version(&h.m.membership);
-    r.expires_ms = h.m.membership.not_after.unix_timestamp() * 1000;
-    r.data = encode_chain(&h.m.membership, &h.m.chain);
     r.sign(&h.m.group.id, &h.key).unwrap();
     r
 }
@@ -81,13 +27,6 @@ fn revocation_of(by: &Held, subject: &Held, keep: Vec<Key>, now_ms: i64) -> Reco
     r.data = revocation::encode_keys(keep);
     r.sign(&by.m.group.id, &by.key).unwrap();
     r
-}
-
-fn records(rs: &[&Record]) -> Message {
-    Message::Records {
-        sync: false,
-        bodies: rs.iter().map(|r| r.encode()).collect(),
-    }
 }
 
 fn stored(core: &Core<MemStore>, r: &Record) -> bool {

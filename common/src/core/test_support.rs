@@ -1,0 +1,82 @@
+//! What the core's hand-driven tests of credentials and revocation share: a core for a
+//! member of the credential fixture, its outputs, a member connecting, and records
+//! made as that member's node would make them.
+
+use std::time::Instant;
+
+use time::OffsetDateTime;
+
+use super::*;
+use crate::credential::tests::Held;
+
+/// The core's time at `t`.
+pub fn at(t: OffsetDateTime) -> Now {
+    Now {
+        instant: Instant::now(),
+        unix_ns: t.unix_timestamp() * 1_000_000_000,
+    }
+}
+
+/// The core's time at `ms` (unix ms).
+pub fn at_ms(ms: i64) -> Now {
+    Now {
+        instant: Instant::now(),
+        unix_ns: ms * 1_000_000,
+    }
+}
+
+/// `h`'s node over an empty store, started at `now`.
+pub fn core_of(h: &Held, now: Now) -> Core<MemStore> {
+    let cfg = Config {
+        identity: h.identity(),
+        membership: h.m.clone(),
+        advertised: vec!["127.0.0.1:7400".into()],
+        peers: Vec::new(),
+        max_neighbours: 8,
+        discover: false,
+        known: KnownPeers::default(),
+        initial_messages: Vec::new(),
+        seed: 1,
+        threads: 1,
+        quota: QuotaLimits::default(),
+    };
+    Core::new(cfg, MemStore::new(), now).unwrap()
+}
+
+/// Everything the core has to say.
+pub fn drain(core: &mut Core<MemStore>) -> Vec<Output> {
+    std::iter::from_fn(|| core.poll_output()).collect()
+}
+
+/// `h` connecting as connection `id`, with the chain it presents.
+pub fn up(id: ConnId, h: &Held) -> Input {
+    Input::Up(Box::new(ConnUp {
+        id,
+        member: h.m.membership.member_id,
+        cert: h.m.membership.clone(),
+        chain: h.m.chain.clone(),
+        addr: "127.0.0.2:7400".parse().unwrap(),
+        outbound: false,
+        purpose: Purpose::Neighbour,
+        tie: (id, 1),
+        sync_key: crate::sync::SyncKey::new([id as u8; 16]),
+    }))
+}
+
+/// `h`'s membership record, as its node publishes it.
+pub fn membership_record(h: &Held, now_ms: i64) -> Record {
+    let mut r = Record::new(MEMBERSHIP_TYPE, h.m.membership.member_id, now_ms, 0);
+    r.version = admission::membership_version(&h.m.membership);
+    r.expires_ms = h.m.membership.not_after.unix_timestamp() * 1000;
+    r.data = admission::encode_chain(&h.m.membership, &h.m.chain);
+    r.sign(&h.m.group.id, &h.key).unwrap();
+    r
+}
+
+/// A Records frame of `rs`.
+pub fn records(rs: &[&Record]) -> Message {
+    Message::Records {
+        sync: false,
+        bodies: rs.iter().map(|r| r.encode()).collect(),
+    }
+}

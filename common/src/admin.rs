@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use crate::clock;
 use crate::core::admission::{Admission, Lifetimes, Verdict, decode_chain_prefix};
+use crate::core::properties::Properties;
 use crate::core::revocation;
 use crate::credential::{self, CredentialError};
 use crate::home::{Home, HomeError, Lock};
@@ -22,7 +23,9 @@ use crate::membership::{self, Membership, MembershipError};
 use crate::names::{Directory, ResolveError};
 use crate::node::control::{self, ControlError};
 use crate::pki::{Cert, Claim, Role};
-use crate::record::{AttrValue, CREDENTIAL_TYPE, MEMBERSHIP_TYPE, PRESENCE_TYPE, REVOCATION_TYPE, Record};
+use crate::record::{
+    AttrValue, CREDENTIAL_TYPE, MEMBERSHIP_TYPE, PRESENCE_TYPE, PROPERTIES_TYPE, REVOCATION_TYPE, Record,
+};
 use crate::store::{Durability, Put, STORE_FILE, STORE_LOCK, Store, StoreError};
 use crate::sync::Item;
 
@@ -63,6 +66,11 @@ pub enum AdminError {
     /// The admin named itself.
     #[error("{0} is this identity: an admin's own certificates are renewed by another admin or the creator")]
     Itself(String),
+    /// Every property given is already in force.
+    #[error(
+        "the group's properties are already so: give --name, --classifier, --comment, --message-lifetime or --presence-lifetime with a new value"
+    )]
+    NothingToChange,
     /// Nobody to act on.
     #[error("no other member is known here yet: run group-chat once to learn the group's members")]
     NobodyKnown,
@@ -439,7 +447,18 @@ pub fn role_change(
         return Err(AdminError::AlreadyInRole(name, role));
     }
     let kept = match role {
-        Role::Member => issued_by(store, subject)?,
+        // Its property changes too: a demoted admin changes nothing more.
+        Role::Member => {
+            let mut kept = issued_by(store, subject)?;
+            kept.extend(
+                store
+                    .of_type(&PROPERTIES_TYPE)?
+                    .iter()
+                    .filter(|r| r.creator == subject)
+                    .map(revocation::record_key),
+            );
+            kept
+        }
         Role::Admin => Vec::new(),
     };
     let c = credential::assign_role(&identity.key, m, cert, role, lifetime, now, kept)?;
@@ -451,6 +470,88 @@ pub fn role_change(
         &c,
         now_ms,
     )?)
+}
+
+/// What `group-admin set` changes: each field given replaces the one in force.
+#[derive(Debug, Clone, Default)]
+pub struct PropertyChanges {
+    /// A new name.
+    pub name: Option<String>,
+    /// A new classifier.
+    pub classifier: Option<String>,
+    /// A new comment.
+    pub comment: Option<String>,
+    /// A new message lifetime.
+    pub message_lifetime: Option<Duration>,
+    /// A new presence lifetime.
+    pub presence_lifetime: Option<Duration>,
+}
+
+/// The group's properties in force now, from the property changes in `store` (each
+/// checked as a node checks it), else those the group was created with; and the
+/// record of the newest change, if any.
+pub fn properties_in_force(m: &Membership, store: &Store) -> Result<(Properties, Option<Record>), StoreError> {
+    let mut admission = Admission::new(
+        m.group.id,
+        m.root.clone(),
+        Lifetimes::from_secs(m.group.message_lifetime_secs, m.group.presence_lifetime_secs),
+        (m.membership.member_id, m.membership.clone()),
+    );
+    let mut newest: Option<Record> = None;
+    for r in store.of_type(&PROPERTIES_TYPE)? {
+        if admission.verify_properties_record(&r).is_ok() && admission.set_properties(&r) {
+            newest = Some(r);
+        }
+    }
+    // A change inserted as newest may have been passed by a later one since.
+    let in_force = admission.properties().newest().map(|(p, _, at)| (p.clone(), at));
+    match in_force {
+        Some((p, at)) => Ok((p, newest.filter(|r| r.created_ms == at))),
+        None => Ok((Properties::of_group(&m.group), None)),
+    }
+}
+
+/// The group's properties in force now (see [`properties_in_force`]).
+pub fn properties_now(m: &Membership, store: &Store) -> Result<Properties, AdminError> {
+    Ok(properties_in_force(m, store)?.0)
+}
+
+/// The signed property change applying `changes` to the properties in force, by this
+/// admin, taking effect at `now_ms`.
+pub fn property_change(
+    identity: &Identity,
+    m: &Membership,
+    store: &Store,
+    changes: &PropertyChanges,
+    now_ms: i64,
+) -> Result<(Record, Properties), AdminError> {
+    require_admin(m)?;
+    let before = properties_now(m, store)?;
+    let mut p = before.clone();
+    let secs = |d: &Duration| d.as_secs();
+    if let Some(v) = &changes.name {
+        p.name.clone_from(v);
+    }
+    if let Some(v) = &changes.classifier {
+        p.classifier.clone_from(v);
+    }
+    if let Some(v) = &changes.comment {
+        p.comment.clone_from(v);
+    }
+    if let Some(d) = &changes.message_lifetime {
+        p.message_lifetime_secs = secs(d);
+    }
+    if let Some(d) = &changes.presence_lifetime {
+        p.presence_lifetime_secs = secs(d);
+    }
+    if p == before {
+        return Err(AdminError::NothingToChange);
+    }
+    let until_ms = m.root.not_after.unix_timestamp().saturating_mul(1000);
+    let r = p
+        .record(&identity.key, &m.group.id, (&m.membership, &m.chain), now_ms, until_ms)
+        .map_err(|e| AdminError::Refused(e.to_string()))?;
+    Ok((r, p))
 }
 
 /// The member `who` names among those known.

@@ -337,6 +337,33 @@ pub fn event_line(mode: Mode, e: &Event, offset: UtcOffset) -> Option<Line> {
                 )),
             }
         }
+        (
+            mode,
+            Event::Property {
+                properties: p,
+                by,
+                by_name,
+                at_ms,
+            },
+        ) => {
+            let at = rfc3339_ms(*at_ms);
+            let message = clock::format_duration(std::time::Duration::from_secs(p.message_lifetime_secs));
+            let presence = clock::format_duration(std::time::Duration::from_secs(p.presence_lifetime_secs));
+            match mode {
+                Mode::Json => Line::Out(
+                    json!({"event": "property", "name": p.name, "classifier": p.classifier, "comment": p.comment,
+                        "message_lifetime": message, "presence_lifetime": presence, "by": by, "by_name": by_name, "at": at})
+                    .to_string(),
+                ),
+                Mode::Human => human_err(format!(
+                    "* group properties set by {} at {at}: name {:?}, classifier {:?}, comment {:?}, message lifetime {message}, presence lifetime {presence}",
+                    with_id(by_name, by),
+                    p.name,
+                    p.classifier,
+                    p.comment,
+                )),
+            }
+        }
         (mode, Event::Error(message)) => error_line(mode, message),
     })
 }

@@ -15,12 +15,15 @@ use thiserror::Error;
 use time::OffsetDateTime;
 
 use crate::clock;
+use crate::core::admission::{Admission, Lifetimes};
+use crate::core::properties::Properties;
 use crate::group::{GroupError, identity_lock};
 use crate::home::{self, Home, HomeError, Staging};
 use crate::identity::{Identity, PublicIdentity, decode_base64};
 use crate::member::MemberId;
 use crate::membership::{self, GroupInfo, MEMBERSHIP_FILE, Membership, MembershipError};
 use crate::pki::{self, Cert, CertSpec, Claim, PkiError, Role};
+use crate::record::{PROPERTIES_TYPE, Record};
 use crate::store::{Durability, STORE_FILE, Store};
 use crate::xml::{self, Occurs, Schema, XmlError};
 
@@ -191,6 +194,11 @@ pub struct Body {
     pub issuing_sha256: Option<String>,
     /// SHA-256 (hex) of each chain certificate, nearest first.
     pub chain_sha256: Vec<String>,
+    /// The group's newest property change (a property record, base64), when an admin
+    /// has changed its properties: the invitee stores it at once, so it judges records
+    /// by the lifetimes in force as every member does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<String>,
 }
 
 /// A parsed invitation (see [`Invitation::verify`] before trusting it).
@@ -321,9 +329,17 @@ impl Invitation {
                 .chain(&present)
                 .chain(&m.bootstrap),
         );
+        // Under the name and classifier in force: the invitee knows it by them.
+        let (properties, change) = match Store::open_read_only(&m.dir.join(STORE_FILE)) {
+            Ok(store) => crate::admin::properties_in_force(m, &store).map_err(GroupError::from)?,
+            Err(_) => (Properties::of_group(&m.group), None),
+        };
+        let mut group_info = m.group.clone();
+        group_info.name = properties.name;
+        group_info.classifier = properties.classifier;
         let body = Body {
             format: 1,
-            group: m.group.clone(),
+            group: group_info,
             role: spec.role,
             member_id,
             member_name: name,
@@ -338,6 +354,7 @@ impl Invitation {
             membership_sha256: pki::sha256_hex(&membership.der),
             issuing_sha256: issuing.as_ref().map(|c| pki::sha256_hex(&c.der)),
             chain_sha256: chain.iter().map(|c| pki::sha256_hex(&c.der)).collect(),
+            properties: change.map(|r| B64.encode(r.encode())),
         };
         Invitation::sign(body, m.root.clone(), membership, issuing, chain, &inviter.key)
     }
@@ -566,7 +583,31 @@ impl Invitation {
                 "the validity in the body differs from the certificate's".into(),
             ));
         }
+        self.property_change().map_err(untrusted)?;
         Ok(())
+    }
+
+    /// The property change the invitation carries, checked as a node checks one.
+    pub fn property_change(&self) -> Result<Option<Record>, String> {
+        let Some(text) = &self.body.properties else {
+            return Ok(None);
+        };
+        let bytes = decode_base64(text).ok_or("its property change is not valid base64")?;
+        let r = Record::decode(&bytes).map_err(|e| format!("its property change does not decode: {e}"))?;
+        if r.rtype != PROPERTIES_TYPE || !r.id_is_bound() {
+            return Err("its property change is not a property record".into());
+        }
+        let g = &self.body.group;
+        let admission = Admission::new(
+            g.id,
+            self.root.clone(),
+            Lifetimes::from_secs(g.message_lifetime_secs, g.presence_lifetime_secs),
+            (self.membership.member_id, self.membership.clone()),
+        );
+        admission
+            .verify_properties_record(&r)
+            .map_err(|e| format!("its property change does not verify: {e}"))?;
+        Ok(Some(r))
     }
 
     /// Checks that the invitation was issued for `identity`'s key.
@@ -654,7 +695,20 @@ pub fn join(
     };
     let staging = Staging::new(&target)?;
     home::write_new_file(&staging.join(MEMBERSHIP_FILE), membership.to_json().as_bytes(), false)?;
-    drop(Store::open(&staging.join(STORE_FILE), Durability::Normal).map_err(GroupError::from)?);
+    let mut store = Store::open(&staging.join(STORE_FILE), Durability::Normal).map_err(GroupError::from)?;
+    if let Some(r) = invitation
+        .property_change()
+        .map_err(|reason| InvitationError::NotTrusted {
+            source_name: invitation.source_name.clone(),
+            reason,
+        })?
+    {
+        let now_ns = clock::now().unix_timestamp().saturating_mul(1_000_000_000);
+        store
+            .put_batch(&[crate::store::Put::new(r, false, now_ns)])
+            .map_err(GroupError::from)?;
+    }
+    drop(store);
     staging.commit(&target)?;
     Ok(membership)
 }

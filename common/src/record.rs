@@ -40,6 +40,10 @@ pub const CREDENTIAL_TYPE: Uuid = Uuid::from_u128(0x5c8f_0c57_4a8e_4c3b_9d2a_6e1
 /// `reason`; data: the keys of what of the member's stays valid, see
 /// [`crate::core::revocation`]).
 pub const REVOCATION_TYPE: Uuid = Uuid::from_u128(0x5c8f_0c57_4a8e_4c3b_9d2a_6e1f_c0a7_0005);
+/// Record type of property changes: an admin sets the group's properties from its
+/// creation time on (attributes name, classifier, comment, message_lifetime,
+/// presence_lifetime; data: the admin's chain, see [`crate::core::properties`]).
+pub const PROPERTIES_TYPE: Uuid = Uuid::from_u128(0x5c8f_0c57_4a8e_4c3b_9d2a_6e1f_c0a7_0006);
 
 /// The attribute naming the member an admin record is about.
 pub const SUBJECT_ATTR: &str = "subject";
@@ -80,7 +84,16 @@ pub fn is_admin_type(rtype: &Uuid) -> bool {
 /// Whether a record's id comes from a member (its creator or its subject) rather than
 /// from a nonce: one record per member and type, its nonce zero.
 pub fn is_keyed_type(rtype: &Uuid) -> bool {
-    is_per_member_type(rtype) || is_admin_type(rtype)
+    is_per_member_type(rtype) || is_admin_type(rtype) || *rtype == PROPERTIES_TYPE
+}
+
+/// The id of the property change that takes effect at `created_ms`: one per moment, so
+/// two admins' changes at the same millisecond settle by the conflict rule.
+pub fn properties_id(created_ms: i64) -> Uuid {
+    let mut input = Vec::with_capacity(24);
+    input.extend_from_slice(PROPERTIES_TYPE.as_bytes());
+    input.extend_from_slice(&created_ms.to_be_bytes());
+    uuid_v8_of(&input)
 }
 
 /// Errors about records.
@@ -233,6 +246,8 @@ impl Record {
     pub fn expected_id(&self) -> Uuid {
         if is_per_member_type(&self.rtype) {
             per_member_id(&self.rtype, &self.creator)
+        } else if self.rtype == PROPERTIES_TYPE {
+            properties_id(self.created_ms)
         } else if is_admin_type(&self.rtype) {
             // No subject, no id: the nil id binds nothing.
             self.subject().map_or(Uuid::nil(), |s| per_member_id(&self.rtype, &s))

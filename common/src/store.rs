@@ -159,6 +159,8 @@ pub struct Summary {
     pub creator: MemberId,
     /// Creation time, unix ms.
     pub created_ms: i64,
+    /// Expiry, unix ms.
+    pub expires_ms: i64,
     /// Encoded size.
     pub bytes: usize,
 }
@@ -173,13 +175,14 @@ impl Summary {
             rtype: r.rtype,
             creator: r.creator,
             created_ms: r.created_ms,
+            expires_ms: r.expires_ms,
             bytes,
         }
     }
 }
 
 /// The columns a [`Summary`] is read from.
-const SUMMARY_COLUMNS: &str = "id, version, digest, type, creator, created, length(body)";
+const SUMMARY_COLUMNS: &str = "id, version, digest, type, creator, created, expires, length(body)";
 
 /// Reads a [`Summary`] from a row of [`SUMMARY_COLUMNS`]; None for a damaged row.
 fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Summary>> {
@@ -189,7 +192,8 @@ fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Summary>> {
     let rtype: Vec<u8> = r.get(3)?;
     let creator: Vec<u8> = r.get(4)?;
     let created_ms: i64 = r.get(5)?;
-    let bytes: i64 = r.get(6)?;
+    let expires_ms: i64 = r.get(6)?;
+    let bytes: i64 = r.get(7)?;
     Ok(
         match (
             <[u8; 16]>::try_from(id.as_slice()),
@@ -204,6 +208,7 @@ fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Summary>> {
                 rtype: Uuid::from_bytes(rtype),
                 creator,
                 created_ms,
+                expires_ms,
                 bytes: usize::try_from(bytes).unwrap_or(0),
             }),
             _ => None,

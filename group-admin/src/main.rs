@@ -9,11 +9,12 @@ use common::admin::{self, Session};
 use common::cli::{self, MembershipArgs, parse_duration_arg};
 use common::pki::Role;
 
-/// Act on GROUP as an admin: renew members' credentials, change roles, revoke members.
+/// Act on GROUP as an admin: renew members' credentials, change roles, revoke members,
+/// set the group's properties.
 #[derive(Debug, Parser)]
 #[command(
     version,
-    after_help = "Examples:\n  group-admin renew --identity alice --group Friends bob\n  group-admin renew --identity alice --group Friends --all\n  group-admin role --identity alice --group Friends bob admin\n  group-admin revoke --identity alice --group Friends bob --reason \"laptop stolen\""
+    after_help = "Examples:\n  group-admin renew --identity alice --group Friends bob\n  group-admin renew --identity alice --group Friends --all\n  group-admin role --identity alice --group Friends bob admin\n  group-admin revoke --identity alice --group Friends bob --reason \"laptop stolen\"\n  group-admin set --identity alice --group Friends --message-lifetime 30d --comment \"weekly sync\""
 )]
 struct Args {
     #[command(subcommand)]
@@ -75,6 +76,29 @@ enum Action {
         /// The member: its name, member id or a unique id prefix
         member: String,
     },
+    /// Set the group's properties (PeerGroupSetProperties): each option given replaces
+    /// the value in force, from now on, for every member. A record is judged by the
+    /// lifetimes in force when it was created. Prints one line: name, classifier,
+    /// comment, message lifetime, presence lifetime (tab-separated).
+    Set {
+        #[command(flatten)]
+        target: MembershipArgs,
+        /// The group's friendly name (new invitations carry it)
+        #[arg(long, value_name = "TEXT")]
+        name: Option<String>,
+        /// The classifier (free text; empty to clear)
+        #[arg(long, value_name = "TEXT")]
+        classifier: Option<String>,
+        /// A comment about the group (one line, up to 1,024 characters; empty to clear)
+        #[arg(long, value_name = "TEXT")]
+        comment: Option<String>,
+        /// How long chat messages live from now on
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        message_lifetime: Option<Duration>,
+        /// How long a presence lasts without a refresh from now on (at least 3s)
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        presence_lifetime: Option<Duration>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -85,6 +109,42 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     let note = |line: &str| cli::note("group-admin", line);
     match args.action {
+        Action::Set {
+            target,
+            name,
+            classifier,
+            comment,
+            message_lifetime,
+            presence_lifetime,
+        } => {
+            let s = open(&target)?;
+            let m = &s.membership;
+            let changes = admin::PropertyChanges {
+                name,
+                classifier,
+                comment,
+                message_lifetime,
+                presence_lifetime,
+            };
+            // To the millisecond: two changes made within a second are two.
+            let at_ms = i64::try_from(common::clock::now_precise().unix_timestamp_nanos() / 1_000_000)?;
+            let (record, p) = admin::property_change(&s.identity, m, &s.store, &changes, at_ms)?;
+            let done = s.publish(
+                std::slice::from_ref(&record),
+                &format!("set the properties of {}", m.group.name),
+            )?;
+            let d = |secs: u64| common::clock::format_duration(Duration::from_secs(secs));
+            let line = format!(
+                "{}\t{}\t{}\t{}\t{}\n",
+                p.name,
+                p.classifier,
+                p.comment,
+                d(p.message_lifetime_secs),
+                d(p.presence_lifetime_secs)
+            );
+            cli::write_stdout(line.as_bytes())?;
+            note(&done);
+        }
         Action::Renew {
             target,
             all: _,

@@ -451,3 +451,77 @@ fn group_list_shows_memberships_and_group_leave_removes_one() {
     let list = g[0].home.run("group-list", &[]).ok().stdout;
     assert!(list.starts_with("alice\tWork\t") && list.lines().count() == 1, "{list}");
 }
+
+/// `group-admin set` changes the group's properties offline (stored, spreading at the
+/// next start) and online (every member is told at once); a member cannot, nor can
+/// anyone set an out-of-range lifetime; a new invitation carries the properties in
+/// force, so the newcomer knows the group by its new name.
+#[test]
+fn group_admin_sets_properties_offline_and_online_and_invitations_carry_them() {
+    let g = group(&["alice", "bob"]);
+    let set = |who: &Member, args: &[&str]| {
+        let mut all = vec!["set", "--identity", who.name, "--group", GROUP];
+        all.extend_from_slice(args);
+        who.home.run("group-admin", &all)
+    };
+    set(&g[0], &[]).fails_with("already so");
+    set(&g[1], &["--comment", "mine"]).fails_with("not an admin");
+    set(&g[0], &["--presence-lifetime", "1s"]).fails_with("presence lifetime 1s is out of range");
+    set(&g[0], &["--comment", "line\u{1b}[2J"]).fails_with("comment");
+    let out = set(&g[0], &["--comment", "weekly sync"]).ok();
+    assert!(
+        out.stdout.starts_with(&format!("{GROUP}\t\tweekly sync\t")),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stderr.contains("stored"), "{}", out.stderr);
+    let _a = g[0].online();
+    let mut b = g[1].online();
+    let told = b.wait_for("the stored change", WAIT, |e| e["event"] == "property");
+    assert_eq!(told["comment"], "weekly sync", "{told}");
+    assert_eq!(told["by"], g[0].id.as_str(), "{told}");
+    let out = set(&g[0], &["--name", "Friends again", "--message-lifetime", "2d"]).ok();
+    assert!(
+        out.stderr.contains("handed to the running group-chat"),
+        "{}",
+        out.stderr
+    );
+    let told = b.wait_for("the online change", WAIT, |e| {
+        e["event"] == "property" && e["name"] == "Friends again"
+    });
+    assert_eq!(told["message_lifetime"], "2d", "{told}");
+    assert_eq!(told["comment"], "weekly sync", "{told}");
+    // The newcomer joins the group under its name now, holding the change.
+    let carol = peergroup_tests::Home::new();
+    let xml = carol.run("identity-export", &["carol"]).ok().stdout;
+    let invitation = g[0]
+        .home
+        .run_with(
+            "invite-create",
+            &["--identity", "alice", "--group", GROUP, "-"],
+            Some(xml.as_bytes()),
+        )
+        .ok()
+        .stdout;
+    assert!(
+        invitation.contains("<group-name>Friends again</group-name>"),
+        "{invitation}"
+    );
+    carol
+        .run_with(
+            "group-join",
+            &["--identity", "carol", "--listen", "127.0.0.1:0", "-"],
+            Some(invitation.as_bytes()),
+        )
+        .ok();
+    let listed = carol.run("group-list", &["--json"]).ok().stdout;
+    assert!(listed.contains("\"Friends again\""), "{listed}");
+    let home = common::home::Home::resolve(Some(carol.path())).unwrap();
+    let m = common::membership::find(&home, "carol", "Friends again").unwrap();
+    let store = common::store::Store::open_read_only(&m.dir.join(common::store::STORE_FILE)).unwrap();
+    let p = common::admin::properties_now(&m, &store).unwrap();
+    assert_eq!(
+        (p.message_lifetime_secs, p.comment.as_str()),
+        (2 * 86_400, "weekly sync")
+    );
+}

@@ -15,7 +15,11 @@ use super::revocation::{self, Revocation, Revocations};
 use crate::member::MemberId;
 use crate::names::Directory;
 use crate::pki::{self, Cert, Claim, Role};
-use crate::record::{self, CHAT_TYPE, CREDENTIAL_TYPE, MEMBERSHIP_TYPE, PRESENCE_TYPE, REVOCATION_TYPE, Record};
+use crate::record::{
+    self, CHAT_TYPE, CREDENTIAL_TYPE, MEMBERSHIP_TYPE, PRESENCE_TYPE, PROPERTIES_TYPE, REVOCATION_TYPE, Record,
+};
+
+use super::properties::{Properties, Timeline};
 use crate::sync::Item;
 
 /// Clock skew tolerated in record times.
@@ -100,6 +104,9 @@ pub enum Rejection {
     /// A revocation whose kept list or reason is malformed.
     #[error("a malformed revocation: {0}")]
     BadRevocation(&'static str),
+    /// A property change that is malformed or out of range.
+    #[error("a malformed property change: {0}")]
+    BadProperties(String),
 }
 
 /// A credential's certificates: what an admin issued for a member.
@@ -188,7 +195,9 @@ impl Lifetimes {
 pub struct Admission {
     group: Uuid,
     root: Cert,
-    lifetimes: Lifetimes,
+    /// The lifetimes the group was created with, in force before any property change.
+    base: Lifetimes,
+    properties: Timeline,
     certs: HashMap<MemberId, Cert>,
     membership_ids: HashSet<Uuid>,
     names: Directory,
@@ -232,18 +241,25 @@ pub fn check_times(r: &Record, now_ms: i64, lifetimes: &Lifetimes) -> Result<(),
     if r.modified_ms < r.created_ms {
         return Err(Rejection::ModifiedBeforeCreated);
     }
-    let max_life = match r.rtype {
-        t if t == PRESENCE_TYPE => lifetimes.presence_ms,
-        // Bounded by their certificate's end (a revocation: the root's) instead.
-        t if t == MEMBERSHIP_TYPE || t == CREDENTIAL_TYPE || t == REVOCATION_TYPE => i64::MAX,
-        _ => lifetimes.message_ms,
-    };
-    // From its creation, not its last change: else a record back-dated by a year (in a
-    // quota window of its own, or beyond any calendar a display can show) lives on.
-    if r.expires_ms.saturating_sub(r.created_ms) > max_life.saturating_add(MAX_CLOCK_SKEW_MS) {
+    if outlives(&r.rtype, r.created_ms, r.expires_ms, lifetimes) {
         return Err(Rejection::OutlivesGroupLimit);
     }
     Ok(())
+}
+
+/// Whether a record of `rtype` created at `created_ms` and expiring at `expires_ms`
+/// lives longer than `lifetimes` allow. From its creation, not its last change: else a
+/// record back-dated by a year (in a quota window of its own, or beyond any calendar a
+/// display can show) lives on.
+pub fn outlives(rtype: &Uuid, created_ms: i64, expires_ms: i64, lifetimes: &Lifetimes) -> bool {
+    let max_life = match *rtype {
+        t if t == PRESENCE_TYPE => lifetimes.presence_ms,
+        // Bounded by their certificate's end (a revocation's and a property change's:
+        // the root's) instead.
+        t if t == MEMBERSHIP_TYPE || t == CREDENTIAL_TYPE || t == REVOCATION_TYPE || t == PROPERTIES_TYPE => i64::MAX,
+        _ => lifetimes.message_ms,
+    };
+    expires_ms.saturating_sub(created_ms) > max_life.saturating_add(MAX_CLOCK_SKEW_MS)
 }
 
 /// The version of the membership record that publishes `cert`: its start, in unix
@@ -262,7 +278,7 @@ pub fn version_ceiling(r: &Record) -> u64 {
         t if t == MEMBERSHIP_TYPE || t == CREDENTIAL_TYPE => u64::try_from(r.modified_ms / 1000).unwrap_or(0).max(1),
         // One revocation per member, never edited: two admins' settle by the conflict
         // rule.
-        t if t == REVOCATION_TYPE => 1,
+        t if t == REVOCATION_TYPE || t == PROPERTIES_TYPE => 1,
         _ => record::MAX_PLAIN_VERSION,
     }
 }
@@ -310,7 +326,8 @@ impl Admission {
         Admission {
             group,
             root,
-            lifetimes,
+            base: lifetimes,
+            properties: Timeline::default(),
             certs,
             membership_ids,
             names,
@@ -319,9 +336,28 @@ impl Admission {
         }
     }
 
-    /// The group's lifetimes.
-    pub fn lifetimes(&self) -> &Lifetimes {
-        &self.lifetimes
+    /// The lifetimes in force at `t_ms` (a record is judged by those at its creation).
+    pub fn lifetimes_at(&self, t_ms: i64) -> Lifetimes {
+        self.properties.at(t_ms).map_or(self.base, Properties::lifetimes)
+    }
+
+    /// The lifetimes of the newest property change, which new records follow.
+    pub fn lifetimes(&self) -> Lifetimes {
+        self.properties.newest().map_or(self.base, |(p, _, _)| p.lifetimes())
+    }
+
+    /// The property changes known.
+    pub fn properties(&self) -> &Timeline {
+        &self.properties
+    }
+
+    /// Puts an accepted property record's change in force; true if it is the newest
+    /// now. False for a record that is not a property change.
+    pub fn set_properties(&mut self, r: &Record) -> bool {
+        match Properties::of_record(r) {
+            Ok(p) if r.rtype == PROPERTIES_TYPE => self.properties.insert(r, p),
+            _ => false,
+        }
     }
 
     /// The verified membership certificate of `member`, if known.
@@ -400,7 +436,7 @@ impl Admission {
         if is_duplicate(held, r.version, &item.digest) {
             return Verdict::Duplicate;
         }
-        if let Err(why) = check_form(r).and_then(|()| check_times(r, now_ms, &self.lifetimes)) {
+        if let Err(why) = check_form(r).and_then(|()| check_times(r, now_ms, &self.lifetimes_at(r.created_ms))) {
             return Verdict::Reject(why);
         }
         // Decided before anything else: nothing from a revoked member passes unless its
@@ -430,6 +466,12 @@ impl Admission {
         }
         if r.rtype == REVOCATION_TYPE {
             return self.judge_revocation(r, signature_ok);
+        }
+        if r.rtype == PROPERTIES_TYPE {
+            return match self.verify_properties_record(r) {
+                Ok(_) => Verdict::Accept(None),
+                Err(why) => Verdict::Reject(why),
+            };
         }
         for m in [r.creator, r.modifier] {
             // A membership that has ended since we learnt it counts as unknown, as on a
@@ -594,6 +636,50 @@ impl Admission {
         Verdict::Accept(None)
     }
 
+    /// A property change carries its admin's chain, checked as of the change's creation
+    /// (an admin may have been renewed or have left since: its change stays in force),
+    /// and lasts as long as the root. Self-contained, like a credential.
+    pub fn verify_properties_record(&self, r: &Record) -> Result<Properties, Rejection> {
+        if r.creator != r.modifier {
+            return Err(Rejection::ForeignModifier);
+        }
+        let properties = Properties::of_record(r).map_err(|e| Rejection::BadProperties(e.to_string()))?;
+        properties
+            .check()
+            .map_err(|e| Rejection::BadProperties(e.to_string()))?;
+        let root_end = self.root.not_after.unix_timestamp().saturating_mul(1000);
+        if r.expires_ms > root_end + MAX_CLOCK_SKEW_MS || r.expires_ms < root_end - MAX_CLOCK_SKEW_MS {
+            return Err(Rejection::BadProperties(
+                "it must last as long as the group root".into(),
+            ));
+        }
+        let certs = decode_chain(&r.data).ok_or(Rejection::ChainDoesNotDecode)?;
+        let (leaf, chain) = certs.split_first().ok_or(Rejection::ChainDoesNotDecode)?;
+        if !r.verify_signature(&self.group, leaf) {
+            return Err(Rejection::BadSignature);
+        }
+        let at = crate::clock::from_unix(r.created_ms.div_euclid(1000));
+        match pki::verify_chain_links(&self.root, chain, leaf, self.group, at) {
+            Ok(Claim::Membership {
+                member,
+                role: Role::Admin,
+                ..
+            }) if member == r.creator => {}
+            Ok(Claim::Membership { member, .. }) if member == r.creator => return Err(Rejection::NotAnAdmin),
+            Ok(_) => return Err(Rejection::ChainForAnotherMember),
+            Err(e) => return Err(Rejection::ChainInvalid(e.to_string())),
+        }
+        // An admin revoked or made member since changes nothing more, however its
+        // change is dated, but what its revocation or demotion kept.
+        let kept = self
+            .revocations
+            .keeps_certification(&r.creator, &revocation::record_key(r));
+        if !kept || !self.revocations.allows_chain(leaf, chain) {
+            return Err(Rejection::Revoked);
+        }
+        Ok(properties)
+    }
+
     /// Puts an accepted credential's role in force: a member who was an admin issues
     /// nothing more (but what its credential keeps); one made admin again may.
     pub fn apply_role(&mut self, c: &Credential) {
@@ -640,6 +726,7 @@ impl Admission {
             .filter(|(_, (r, _))| {
                 r.rtype != MEMBERSHIP_TYPE
                     && r.rtype != CREDENTIAL_TYPE
+                    && r.rtype != PROPERTIES_TYPE
                     && !is_duplicate(held(&r.id), r.version, &r.digest())
             })
             .filter_map(|(i, (r, _))| self.certs.get(&r.modifier).map(|c| (i, r, c)))

@@ -211,6 +211,18 @@ pub enum Event {
         /// When the admin says it revoked, unix ms.
         at_ms: i64,
     },
+    /// The group's properties changed (a newer property change came in force).
+    Property {
+        /// The properties from now on (name, classifier and comment are unchecked
+        /// text within their limits: sanitize before showing).
+        properties: crate::core::properties::Properties,
+        /// The admin who changed them.
+        by: MemberId,
+        /// That admin's name.
+        by_name: String,
+        /// When the change takes effect, unix ms.
+        at_ms: i64,
+    },
     /// Something went wrong that the user should see.
     Error(String),
 }

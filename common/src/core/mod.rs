@@ -20,6 +20,7 @@ pub mod flow;
 pub mod known;
 pub mod mesh;
 pub mod presence;
+pub mod properties;
 pub mod quota;
 pub mod revocation;
 pub mod rng;
@@ -31,6 +32,8 @@ pub mod whisper;
 mod credential_tests;
 #[cfg(test)]
 mod hostile_tests;
+#[cfg(test)]
+mod properties_tests;
 #[cfg(test)]
 mod revocation_tests;
 #[cfg(test)]
@@ -53,7 +56,8 @@ use crate::membership::Membership;
 use crate::names::ResolveError;
 use crate::pki::{Cert, Claim, Role};
 use crate::record::{
-    self, AttrValue, CHAT_TYPE, CREDENTIAL_TYPE, MEMBERSHIP_TYPE, PRESENCE_TYPE, REVOCATION_TYPE, Record, RecordError,
+    self, AttrValue, CHAT_TYPE, CREDENTIAL_TYPE, MEMBERSHIP_TYPE, PRESENCE_TYPE, PROPERTIES_TYPE, REVOCATION_TYPE,
+    Record, RecordError,
 };
 use crate::store::Put;
 use crate::sync::{Item, ItemSet, SyncKey};
@@ -562,7 +566,9 @@ impl<S: RecordStore> Core<S> {
         if now.instant >= self.next_renewal_check {
             self.renew_due(now);
         }
-        let refresh = Duration::from_secs(self.membership.group.presence_lifetime_secs.max(3) / 3);
+        // At a third of the presence lifetime in force (a property change may set it).
+        let presence_ms = u64::try_from(self.admission.lifetimes().presence_ms).unwrap_or(u64::MAX);
+        let refresh = Duration::from_millis(presence_ms.max(3_000) / 3);
         if now.instant.duration_since(self.last_presence) >= refresh
             && let Err(e) = self.publish_presence(false, now)
         {
@@ -731,6 +737,29 @@ impl<S: RecordStore> Core<S> {
         self.out.push_back(Output::Event(e));
     }
 
+    /// Tells of the newest property change.
+    fn emit_properties(&mut self) {
+        let Some((p, by, at_ms)) = self.admission.properties().newest() else {
+            return;
+        };
+        let (properties, by_name) = (p.clone(), self.admission.names().display(&by));
+        self.emit(Event::Property {
+            properties,
+            by,
+            by_name,
+            at_ms,
+        });
+    }
+
+    /// The group's properties in force now: the newest change's, else those it was
+    /// created with.
+    pub fn properties(&self) -> properties::Properties {
+        self.admission.properties().newest().map_or_else(
+            || properties::Properties::of_group(&self.membership.group),
+            |(p, _, _)| p.clone(),
+        )
+    }
+
     fn transmit(&mut self, conn: ConnId, msg: &Message) {
         self.transmit_frame(conn, Arc::new(msg.encode()));
     }
@@ -780,6 +809,11 @@ impl<S: RecordStore> Core<S> {
                 if member == self.me {
                     mine = Some(c);
                 }
+            }
+        }
+        for r in self.store.of_type(&PROPERTIES_TYPE).map_err(stored)? {
+            if self.admission.verify_properties_record(&r).is_ok() {
+                self.admission.set_properties(&r);
             }
         }
         for r in self.store.of_type(&REVOCATION_TYPE).map_err(stored)? {
@@ -1650,12 +1684,19 @@ impl<S: RecordStore> Core<S> {
         let mine = credential
             .filter(|c| c.membership.member_id == self.me && !self.membership.creator)
             .cloned();
+        let properties = r.rtype == PROPERTIES_TYPE;
+        if properties && self.admission.set_properties(&r) {
+            self.emit_properties();
+        }
         accepted.push(Put {
             record: r,
             body,
             via_sync,
             received_ns: now.unix_ns,
         });
+        if properties {
+            self.drop_outliving(accepted);
+        }
         if let Some(r) = revocation {
             self.apply_revocation(&r, now, accepted);
         }
@@ -1851,6 +1892,40 @@ impl<S: RecordStore> Core<S> {
             reason: rev.reason,
             at_ms: rev.at_ms,
         });
+    }
+
+    /// Drops the records, stored or waiting, that live longer than the lifetimes in
+    /// force at their creation: accepted before a property change that shortened them
+    /// was known here, and refused by every node that knew it.
+    fn drop_outliving(&mut self, accepted: &mut Vec<Put>) {
+        let a = &self.admission;
+        let outlives = |rtype: &Uuid, created_ms: i64, expires_ms: i64| {
+            admission::outlives(rtype, created_ms, expires_ms, &a.lifetimes_at(created_ms))
+        };
+        let stored = match self.store.summaries() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot read the store to apply a property change: {e}");
+                Vec::new()
+            }
+        };
+        let doomed: Vec<(MemberId, i64, Uuid)> = stored
+            .iter()
+            .filter(|s| outlives(&s.rtype, s.created_ms, s.expires_ms))
+            .map(|s| (s.creator, s.created_ms, s.id))
+            .chain(
+                accepted
+                    .iter()
+                    .chain(self.batch.iter().map(|(p, _)| p))
+                    .map(|p| &p.record)
+                    .filter(|r| outlives(&r.rtype, r.created_ms, r.expires_ms))
+                    .map(|r| (r.creator, r.created_ms, r.id)),
+            )
+            .collect();
+        for (creator, created_ms, id) in doomed {
+            self.quotas.remove(creator, created_ms, id);
+            self.evict(id, accepted);
+        }
     }
 
     /// The stored records `rev` does not keep of its subject's (never revocations:

@@ -27,7 +27,12 @@ pub fn at_ms(ms: i64) -> Now {
 
 /// `h`'s node over an empty store, started at `now`.
 pub fn core_of(h: &Held, now: Now) -> Core<MemStore> {
-    let cfg = Config {
+    Core::new(config_of(h), MemStore::new(), now).unwrap()
+}
+
+/// The configuration of `h`'s node.
+pub fn config_of(h: &Held) -> Config {
+    Config {
         identity: h.identity(),
         membership: h.m.clone(),
         advertised: vec!["127.0.0.1:7400".into()],
@@ -39,8 +44,7 @@ pub fn core_of(h: &Held, now: Now) -> Core<MemStore> {
         seed: 1,
         threads: 1,
         quota: QuotaLimits::default(),
-    };
-    Core::new(cfg, MemStore::new(), now).unwrap()
+    }
 }
 
 /// Everything the core has to say.

@@ -50,7 +50,53 @@ pub fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
 /// name to use in messages and the bytes (at most one byte over the document cap, so
 /// the parser reports the size without reading an endless stream).
 pub fn read_input(arg: Option<&str>, what: &str) -> anyhow::Result<(String, Vec<u8>)> {
-    let limit = (MAX_DOCUMENT_BYTES + 1) as u64;
+    read_input_capped(arg, what, MAX_DOCUMENT_BYTES)
+}
+
+/// The largest export read (`identity-import`, `group-import`).
+pub const MAX_EXPORT_BYTES: usize = 1 << 30;
+
+/// The passphrase options of the tools that seal or open an export.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PassphraseArgs {
+    /// Read the passphrase from the first line of FILE (- for stdin)
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: String,
+}
+
+/// The options of the tools that seal an export.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SealArgs {
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+    /// scrypt work factor (log2 N, 1-30) [default: age's, about a second of work on this machine]; low values are for tests only
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=30))]
+    pub work_factor: Option<u8>,
+}
+
+impl PassphraseArgs {
+    /// Reads the passphrase; `input` is where the export itself comes from (stdin for
+    /// `-` or none), which cannot be stdin too.
+    pub fn read(&self, input: Option<&str>) -> anyhow::Result<crate::backup::Passphrase> {
+        if self.passphrase_file == "-" && matches!(input, None | Some("-")) {
+            anyhow::bail!("the passphrase and the export cannot both come from stdin: give the export as a file");
+        }
+        Ok(crate::backup::read_passphrase(&self.passphrase_file)?)
+    }
+}
+
+/// Reads a whole export (see [`read_input`]), up to [`MAX_EXPORT_BYTES`].
+pub fn read_export(arg: Option<&str>) -> anyhow::Result<(String, Vec<u8>)> {
+    let (name, bytes) = read_input_capped(arg, "export", MAX_EXPORT_BYTES)?;
+    if bytes.len() > MAX_EXPORT_BYTES {
+        anyhow::bail!("{name} is larger than {MAX_EXPORT_BYTES} bytes: not an export this tool made");
+    }
+    Ok((name, bytes))
+}
+
+/// [`read_input`] with a cap of `cap` bytes.
+fn read_input_capped(arg: Option<&str>, what: &str, cap: usize) -> anyhow::Result<(String, Vec<u8>)> {
+    let limit = (cap + 1) as u64;
     let mut bytes = Vec::new();
     match arg {
         None | Some("-") => {
@@ -78,6 +124,15 @@ pub fn read_input(arg: Option<&str>, what: &str) -> anyhow::Result<(String, Vec<
 /// Writes `data` to stdout (`None` or `-`), or to a new file that must not exist yet
 /// (written under a temporary name, then moved into place).
 pub fn write_output(arg: Option<&Path>, data: &[u8]) -> anyhow::Result<()> {
+    write_output_as(arg, data, false)
+}
+
+/// [`write_output`] for a secret (a sealed export): a file is created 0600.
+pub fn write_secret_output(arg: Option<&Path>, data: &[u8]) -> anyhow::Result<()> {
+    write_output_as(arg, data, true)
+}
+
+fn write_output_as(arg: Option<&Path>, data: &[u8], secret: bool) -> anyhow::Result<()> {
     match arg {
         None => write_stdout(data),
         Some(p) if p == Path::new("-") => write_stdout(data),
@@ -97,7 +152,7 @@ pub fn write_output(arg: Option<&Path>, data: &[u8]) -> anyhow::Result<()> {
                 path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
                 std::process::id()
             ));
-            home::write_new_file(&tmp, data, false).map_err(|e| {
+            home::write_new_file(&tmp, data, secret).map_err(|e| {
                 let _ = std::fs::remove_file(&tmp);
                 anyhow::anyhow!(e)
             })?;

@@ -109,15 +109,26 @@ impl Identity {
         if !dir.join("identity.pem").exists() {
             return Err(IdentityError::Unknown(name.to_string()));
         }
+        let read = |file: &str| {
+            let path = dir.join(file);
+            std::fs::read(&path).map_err(HomeError::io("read", &path))
+        };
+        Identity::from_pem(name, &read("identity.pem")?, &read("key.pem")?)
+    }
+
+    /// The identity `name` from its certificate and private key (PEM), checked to
+    /// belong together.
+    pub fn from_pem(name: &str, cert_pem: &[u8], key_pem: &[u8]) -> Result<Identity, IdentityError> {
         let damaged = |reason: String| IdentityError::Damaged {
             name: name.to_string(),
             reason,
         };
-        let cert_der = CertificateDer::from_pem_file(dir.join("identity.pem"))
-            .map_err(|e| damaged(format!("identity.pem: {e}")))?;
+        let cert_der = CertificateDer::from_pem_slice(cert_pem).map_err(|e| damaged(format!("identity.pem: {e}")))?;
         let cert = Cert::parse(&cert_der, "the identity certificate")?;
-        let key_der =
-            PrivatePkcs8KeyDer::from_pem_file(dir.join("key.pem")).map_err(|e| damaged(format!("key.pem: {e}")))?;
+        if cert.claim != Claim::Identity {
+            return Err(damaged("identity.pem is not an identity certificate".into()));
+        }
+        let key_der = PrivatePkcs8KeyDer::from_pem_slice(key_pem).map_err(|e| damaged(format!("key.pem: {e}")))?;
         let key = KeyPair::from_der_and_sign_algo(&PrivateKeyDer::Pkcs8(key_der), cert.key_type.rcgen_algorithm())
             .map_err(|e| damaged(format!("key.pem: {e}")))?;
         if pki::spki_of(&key) != cert.spki {
@@ -128,6 +139,23 @@ impl Identity {
             key,
             cert,
         })
+    }
+
+    /// Writes this identity into `home` under its name: the key file 0600, both files
+    /// at once or not at all. Fails if the name is taken: keys are never overwritten.
+    pub fn install(&self, home: &Home) -> Result<(), IdentityError> {
+        home::check_name(&self.name)?;
+        home.ensure()?;
+        let target = home.identity_dir(&self.name);
+        let staging = Staging::new(&target)?;
+        home::write_new_file(&staging.join("key.pem"), self.key.serialize_pem().as_bytes(), true)?;
+        home::write_new_file(
+            &staging.join("identity.pem"),
+            pem("CERTIFICATE", &self.cert.der).as_bytes(),
+            false,
+        )?;
+        staging.commit(&target)?;
+        Ok(())
     }
 
     /// Creates identity `name` with a fresh key. Fails if it exists: keys are never
@@ -145,21 +173,13 @@ impl Identity {
             not_after: clock::add(now, pki::ROOT_LIFETIME),
         };
         let der = pki::self_signed(&spec, &key)?;
-        let cert = Cert::parse(&der, "the identity certificate")?;
-        let target = home.identity_dir(name);
-        let staging = Staging::new(&target)?;
-        home::write_new_file(&staging.join("key.pem"), key.serialize_pem().as_bytes(), true)?;
-        home::write_new_file(
-            &staging.join("identity.pem"),
-            pem("CERTIFICATE", &der).as_bytes(),
-            false,
-        )?;
-        staging.commit(&target)?;
-        Ok(Identity {
+        let id = Identity {
             name: name.to_string(),
             key,
-            cert,
-        })
+            cert: Cert::parse(&der, "the identity certificate")?,
+        };
+        id.install(home)?;
+        Ok(id)
     }
 
     /// Loads `name`, creating it first if it does not exist; `true` when created.

@@ -24,6 +24,7 @@
 //! - [`cli`]: what the binaries share: home flag, input/output, error reporting.
 
 pub mod admin;
+pub mod backup;
 pub mod chat;
 pub mod cli;
 pub mod clock;

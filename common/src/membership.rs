@@ -211,12 +211,18 @@ impl Membership {
     /// Loads the membership stored in `dir` for `identity`.
     pub fn load(identity: &str, dir: PathBuf) -> Result<Membership, MembershipError> {
         let path = dir.join(MEMBERSHIP_FILE);
+        let bytes = std::fs::read(&path).map_err(HomeError::io("read", &path))?;
+        Membership::from_json(identity, dir, &bytes)
+    }
+
+    /// The membership a membership file's bytes describe, for `identity`, kept in `dir`.
+    pub fn from_json(identity: &str, dir: PathBuf, bytes: &[u8]) -> Result<Membership, MembershipError> {
+        let path = dir.join(MEMBERSHIP_FILE);
         let damaged = |reason: String| MembershipError::Damaged {
             path: path.clone(),
             reason,
         };
-        let bytes = std::fs::read(&path).map_err(HomeError::io("read", &path))?;
-        let file: MembershipFile = serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
+        let file: MembershipFile = serde_json::from_slice(bytes).map_err(|e| damaged(e.to_string()))?;
         let cert = |b64: &str, what: &str| -> Result<Cert, MembershipError> {
             let der = decode_base64(b64).ok_or_else(|| damaged(format!("{what} is not base64")))?;
             Ok(Cert::parse(&der, what)?)

@@ -4,15 +4,18 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use common::backup;
 use common::cli::{self, HomeArgs};
 use common::identity::{self, Identity};
 use common::pki::KeyType;
 
-/// Print NAME's identity XML (its certificate) on stdout; create NAME on first use.
+/// Print NAME's identity XML (its certificate) on stdout; create NAME on first use. With
+/// --secret, print the whole identity, private key included, sealed with a passphrase
+/// (age, scrypt) for identity-import on another machine.
 #[derive(Debug, Parser)]
 #[command(
     version,
-    after_help = "Examples:\n  identity-export alice > alice.xml\n  identity-export --key rsa2048 --friendly-name 'Bob B.' bob > bob.xml\n  identity-export --list"
+    after_help = "Examples:\n  identity-export alice > alice.xml\n  identity-export --key rsa2048 --friendly-name 'Bob B.' bob > bob.xml\n  identity-export --list\n  identity-export --secret --passphrase-file pass.txt alice > alice.age"
 )]
 struct Args {
     #[command(flatten)]
@@ -26,6 +29,16 @@ struct Args {
     /// List local identities (name, member id, key type, friendly name; tab-separated)
     #[arg(long, conflicts_with_all = ["name", "key", "friendly_name"])]
     list: bool,
+    /// Export the whole identity, private key included, sealed with the passphrase
+    /// from --passphrase-file (the identity must exist)
+    #[arg(long, requires = "passphrase_file", conflicts_with_all = ["list", "key", "friendly_name"])]
+    secret: bool,
+    /// With --secret: read the passphrase from the first line of FILE (- for stdin)
+    #[arg(long, value_name = "FILE", requires = "secret")]
+    passphrase_file: Option<String>,
+    /// With --secret: scrypt work factor (log2 N, 1-30) [default: age's, about a second of work on this machine]; low values are for tests only
+    #[arg(long, value_name = "N", requires = "secret", value_parser = clap::value_parser!(u8).range(1..=30))]
+    work_factor: Option<u8>,
     /// Local name of the identity (a label on this machine only)
     #[arg(required_unless_present = "list")]
     name: Option<String>,
@@ -49,6 +62,17 @@ fn run(args: Args) -> anyhow::Result<()> {
         return cli::write_stdout(out.as_bytes());
     }
     let name = args.name.unwrap_or_default();
+    if let Some(source) = args.passphrase_file.filter(|_| args.secret) {
+        let passphrase = backup::read_passphrase(&source)?;
+        let id = Identity::load(&home, &name)?;
+        let sealed = backup::export_identity(&id, &passphrase, args.work_factor)?;
+        cli::write_stdout(sealed.as_bytes())?;
+        cli::note(
+            "identity-export",
+            &format!("exported identity {name} with its private key, sealed: keep the file and the passphrase apart"),
+        );
+        return Ok(());
+    }
     let key_type = args.key.unwrap_or(KeyType::Ed25519);
     let (id, created) = Identity::load_or_create(&home, &name, key_type, args.friendly_name.as_deref())
         .with_context(|| format!("cannot use identity {name:?} in {}", home.path().display()))?;

@@ -525,3 +525,91 @@ fn group_admin_sets_properties_offline_and_online_and_invitations_carry_them() {
         (2 * 86_400, "weekly sync")
     );
 }
+
+/// Moving to another machine: bob seals his identity and his membership with its
+/// store, imports both in a new home (a wrong passphrase refused there first), and
+/// comes back there with his history, chatting with alice under the same member id.
+#[test]
+fn a_member_moves_to_another_home_with_its_history() {
+    let g = group(&["alice", "bob"]);
+    {
+        let mut a = g[0].online();
+        let mut b = g[1].online();
+        wait_present(&mut a, &g[1]);
+        say_and_see(&mut b, "before the move", &mut [&mut a]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "correct horse battery\n").unwrap();
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "not it\n").unwrap();
+    let (pass, wrong) = (pass.to_str().unwrap(), wrong.to_str().unwrap());
+    let seal = ["--passphrase-file", pass, "--work-factor", "2"];
+    let mut args = vec!["--secret", "bob"];
+    args.extend_from_slice(&seal);
+    let identity = g[1].home.run("identity-export", &args).ok().stdout;
+    assert!(identity.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"), "{identity}");
+    let sealed_group = dir.path().join("friends.age");
+    let mut args = vec![
+        "--identity",
+        "bob",
+        "--group",
+        GROUP,
+        "--output",
+        sealed_group.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&seal);
+    g[1].home.run("group-export", &args).ok();
+    let sealed_group = sealed_group.to_str().unwrap();
+    let new_home = peergroup_tests::Home::new();
+    new_home
+        .run_with(
+            "identity-import",
+            &["--passphrase-file", wrong, "-"],
+            Some(identity.as_bytes()),
+        )
+        .fails_with("wrong passphrase");
+    assert!(new_home.leftovers().is_empty(), "{:?}", new_home.leftovers());
+    let out = new_home
+        .run_with(
+            "identity-import",
+            &["--passphrase-file", pass, "-"],
+            Some(identity.as_bytes()),
+        )
+        .ok();
+    assert_eq!(out.stdout, format!("bob\t{}\n", g[1].id));
+    new_home
+        .run(
+            "group-import",
+            &["--identity", "bob", "--passphrase-file", wrong, sealed_group],
+        )
+        .fails_with("wrong passphrase");
+    let out = new_home
+        .run(
+            "group-import",
+            &["--identity", "bob", "--passphrase-file", pass, sealed_group],
+        )
+        .ok();
+    assert!(out.stdout.starts_with(&format!("{GROUP}\t")), "{}", out.stdout);
+    new_home
+        .run(
+            "group-import",
+            &["--identity", "bob", "--passphrase-file", pass, sealed_group],
+        )
+        .fails_with("already a member");
+    let moved = Member {
+        name: "bob",
+        home: new_home,
+        addr: g[1].addr.clone(),
+        id: g[1].id.clone(),
+    };
+    let history = moved
+        .home
+        .run("group-chat", &["--identity", "bob", "--group", GROUP, "--history"])
+        .ok();
+    assert!(history.stdout.contains("before the move"), "{}", history.stdout);
+    let mut a = g[0].online();
+    let mut b = moved.online();
+    wait_present(&mut b, &g[0]);
+    say_and_see(&mut b, "after the move", &mut [&mut a]);
+}

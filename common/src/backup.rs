@@ -472,11 +472,7 @@ fn check_records(identity: &Identity, m: &Membership, bodies: &[String]) -> Resu
         unix_ns: i64::try_from(clock::now_precise().unix_timestamp_nanos()).unwrap_or(i64::MAX),
     };
     let cfg = Config {
-        identity: Identity::from_pem(
-            &identity.name,
-            pem("CERTIFICATE", &identity.cert.der).as_bytes(),
-            identity.key.serialize_pem().as_bytes(),
-        )?,
+        identity: identity.duplicate(),
         membership: m.clone(),
         advertised: Vec::new(),
         peers: Vec::new(),

@@ -169,6 +169,15 @@ pub fn write_new_file(path: &Path, bytes: &[u8], secret: bool) -> Result<(), Hom
 
 /// Replaces a file atomically (write a temporary sibling, fsync, rename).
 pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), HomeError> {
+    replace_file_as(path, bytes, false)
+}
+
+/// [`replace_file`] for a secret: the new file is 0600.
+pub fn replace_secret_file(path: &Path, bytes: &[u8]) -> Result<(), HomeError> {
+    replace_file_as(path, bytes, true)
+}
+
+fn replace_file_as(path: &Path, bytes: &[u8], secret: bool) -> Result<(), HomeError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
@@ -176,7 +185,7 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), HomeError> {
         std::process::id()
     ));
     let _ = fs::remove_file(&tmp);
-    write_new_file(&tmp, bytes, false)?;
+    write_new_file(&tmp, bytes, secret)?;
     fs::rename(&tmp, path).map_err(|e| {
         let _ = fs::remove_file(&tmp);
         HomeError::io("replace", path)(e)

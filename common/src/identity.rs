@@ -207,6 +207,22 @@ impl Identity {
         }
     }
 
+    /// A second handle on the same identity (the key is not `Clone`: it is rebuilt
+    /// from its encoding).
+    pub fn duplicate(&self) -> Identity {
+        let der = self.key.serialize_der();
+        let key = KeyPair::from_der_and_sign_algo(
+            &PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der)),
+            self.cert.key_type.rcgen_algorithm(),
+        )
+        .expect("a key this process holds re-encodes");
+        Identity {
+            name: self.name.clone(),
+            key,
+            cert: self.cert.clone(),
+        }
+    }
+
     /// The public identity to hand to an inviter.
     pub fn public(&self) -> PublicIdentity {
         PublicIdentity {

@@ -671,14 +671,8 @@ pub fn join(
     invitation.check_for(identity)?;
     invitation.verify(clock::now())?;
     let b = &invitation.body;
+    not_joined(home, identity, &b.group)?;
     let target = home.membership_dir(&identity.name, &b.group.id);
-    if target.exists() {
-        return Err(InvitationError::AlreadyJoined {
-            identity: identity.name.clone(),
-            name: b.group.name.clone(),
-            id: b.group.id.to_string(),
-        });
-    }
     let membership = Membership {
         identity: identity.name.clone(),
         group: b.group.clone(),
@@ -711,6 +705,19 @@ pub fn join(
     drop(store);
     staging.commit(&target)?;
     Ok(membership)
+}
+
+/// Refuses if `identity` is a member of `group` already (checked before a password
+/// join asks the admin, so a use is not spent on it).
+pub fn not_joined(home: &Home, identity: &Identity, group: &GroupInfo) -> Result<(), InvitationError> {
+    if home.membership_dir(&identity.name, &group.id).exists() {
+        return Err(InvitationError::AlreadyJoined {
+            identity: identity.name.clone(),
+            name: group.name.clone(),
+            id: group.id.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Addresses of the members the inviter's store shows present (live presence records),

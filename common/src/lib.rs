@@ -23,6 +23,9 @@
 //! - [`follow`]: following the store for display: the cursor, bounded catch-up, history.
 //! - [`cli`]: what the binaries share: home flag, input/output, error reporting.
 
+/// Secrets kept out of debug output and wiped when dropped (passphrases, passwords).
+pub use age::secrecy;
+
 pub mod admin;
 pub mod backup;
 pub mod chat;
@@ -40,6 +43,7 @@ pub mod member;
 pub mod membership;
 pub mod names;
 pub mod node;
+pub mod password;
 pub mod pki;
 pub mod record;
 pub mod sim;

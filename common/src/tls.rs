@@ -5,6 +5,11 @@
 //! roles) and then through webpki as well. Peers are dialled by IP and identified by
 //! member id: the client names the member it expects as the server name
 //! `<member-id>.member.invalid` (or `any.member.invalid` for any member), SNI is off.
+//!
+//! One exception: a joiner with a password invitation is not a member yet. It offers
+//! the ALPN protocol [`JOIN_ALPN`], presents its self-signed identity certificate, and
+//! the server answers with [`TlsConfigs::join_server`], whose connections carry the
+//! password exchange only ([`crate::node::join`]), never the group's protocol.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -59,6 +64,8 @@ pub fn wrong_member(e: &std::io::Error) -> Option<&WrongMember> {
 
 /// Server name that accepts any member of the group.
 pub const ANY_MEMBER: &str = "any.member.invalid";
+/// The ALPN protocol of a password join.
+pub const JOIN_ALPN: &[u8] = b"peergroup-join/1";
 
 /// Errors setting up TLS.
 #[derive(Debug, Error)]
@@ -78,6 +85,8 @@ pub struct TlsConfigs {
     pub server: Arc<ServerConfig>,
     /// For dialling peers.
     pub client: Arc<ClientConfig>,
+    /// For accepting a password joiner (see [`JOIN_ALPN`]).
+    pub join_server: Arc<ServerConfig>,
     /// The chain and key both present: replaced when the membership is renewed.
     current: Arc<CurrentCert>,
     /// Who holds a newer certificate, and until when.
@@ -182,6 +191,13 @@ pub fn configs(identity: &Identity, m: &Membership) -> Result<TlsConfigs, TlsErr
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier.clone())
         .with_cert_resolver(current.clone());
+    let mut join_server = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(JoinerVerifier {
+            algorithms: provider.signature_verification_algorithms,
+        }))
+        .with_cert_resolver(current.clone());
+    join_server.alpn_protocols = vec![JOIN_ALPN.to_vec()];
     let mut client = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
@@ -191,6 +207,7 @@ pub fn configs(identity: &Identity, m: &Membership) -> Result<TlsConfigs, TlsErr
     Ok(TlsConfigs {
         server: Arc::new(server),
         client: Arc::new(client),
+        join_server: Arc::new(join_server),
         current,
         renewed,
     })
@@ -370,6 +387,97 @@ impl ClientCertVerifier for GroupVerifier {
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.verify13(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The configuration a password joiner dials the issuing admin with: it presents its
+/// identity certificate and expects a member of the group under `root` (the server name
+/// says which).
+pub fn joiner_client(identity: &Identity, root: &Cert, group: Uuid) -> Result<Arc<ClientConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = Arc::new(GroupVerifier {
+        root: root.clone(),
+        group,
+        algorithms: provider.signature_verification_algorithms,
+        renewed: Arc::new(Renewed::default()),
+    });
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key.serialize_der()));
+    let mut client = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(vec![CertificateDer::from(identity.cert.der.clone())], key)?;
+    client.enable_sni = false;
+    client.alpn_protocols = vec![JOIN_ALPN.to_vec()];
+    Ok(Arc::new(client))
+}
+
+/// Accepts a joiner's self-signed identity certificate (alone, valid now): what the
+/// handshake proves is that the joiner holds its key; the password proves the rest.
+struct JoinerVerifier {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl fmt::Debug for JoinerVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JoinerVerifier")
+    }
+}
+
+impl ClientCertVerifier for JoinerVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let refuse = |why: &str| rustls::Error::General(format!("not an identity certificate: {why}"));
+        if !intermediates.is_empty() {
+            return Err(refuse("it comes with a chain"));
+        }
+        let cert = Cert::parse(end_entity, "the joiner's identity certificate").map_err(|e| refuse(&e.to_string()))?;
+        if cert.claim != Claim::Identity || !cert.is_signed_by(&cert) {
+            return Err(refuse("it is not a self-signed peergroup identity"));
+        }
+        let now = clock::now();
+        if now < cert.not_before || now > cert.not_after {
+            return Err(refuse("it is outside its validity"));
+        }
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not used".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

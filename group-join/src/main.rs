@@ -4,17 +4,23 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use common::backup;
 use common::cli::{self, HomeArgs};
 use common::clock;
 use common::identity::Identity;
 use common::invitation::{self, Invitation};
 use common::membership;
+use common::node::join;
+use common::password::PasswordInvitation;
+use common::secrecy::ExposeSecret;
 
-/// Verify INVITATION and join its group as NAME; print the group id.
+/// Verify INVITATION and join its group as NAME; print the group id. A password
+/// invitation (from invite-create --password-file) needs --password-file and the issuing
+/// admin's group-chat running: its node checks the password and issues the membership.
 #[derive(Debug, Parser)]
 #[command(
     version,
-    after_help = "Examples:\n  group-join --identity bob bob.invite\n  group-join --inspect bob.invite\n  cat bob.invite | group-join --identity bob --listen 0.0.0.0:7401 -"
+    after_help = "Examples:\n  group-join --identity bob bob.invite\n  group-join --inspect bob.invite\n  cat bob.invite | group-join --identity bob --listen 0.0.0.0:7401 -\n  group-join --identity carol --password-file pw.txt friends.invite"
 )]
 struct Args {
     #[command(flatten)]
@@ -28,6 +34,9 @@ struct Args {
     /// Address to accept peers on, IP:PORT [default: 0.0.0.0 and a free port chosen now]
     #[arg(long, value_name = "IP:PORT", conflicts_with = "inspect")]
     listen: Option<String>,
+    /// For a password invitation: the password is the first line of FILE (- for stdin)
+    #[arg(long, value_name = "FILE", conflicts_with = "inspect")]
+    password_file: Option<String>,
     /// The invitation file; - or nothing for stdin
     invitation: Option<String>,
 }
@@ -39,8 +48,42 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let home = args.home.home()?;
+    if args.password_file.as_deref() == Some("-") && matches!(args.invitation.as_deref(), None | Some("-")) {
+        anyhow::bail!("the password and the invitation cannot both come from stdin: give the invitation as a file");
+    }
     let (source, bytes) = cli::read_input(args.invitation.as_deref(), "invitation")?;
-    let inv = Invitation::parse(&source, &bytes)?;
+    let inv = if PasswordInvitation::is_one(&bytes) {
+        let pinv = PasswordInvitation::parse(&source, &bytes)?;
+        if args.inspect {
+            cli::write_stdout(pinv.describe().as_bytes())?;
+            pinv.verify(clock::now())?;
+            return cli::write_stdout(b"status: valid\n");
+        }
+        let Some(file) = &args.password_file else {
+            anyhow::bail!("{source} is a password invitation: give its password with --password-file FILE");
+        };
+        pinv.verify(clock::now())?;
+        let identity = Identity::load(&home, args.identity.as_deref().unwrap_or_default())?;
+        invitation::not_joined(&home, &identity, &pinv.body.group)?;
+        let password = backup::read_passphrase(file)?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let xml = runtime
+            .block_on(join::request(&pinv, &identity, password.expose_secret()))
+            .with_context(|| format!("cannot join {:?} with {source}", pinv.body.group.name))?;
+        let issued = format!("the invitation {} issued", pinv.body.issuer_name);
+        let inv = Invitation::parse(&issued, xml.as_bytes())?;
+        if inv.body.group.id != pinv.body.group.id || inv.root.der != pinv.root.der {
+            anyhow::bail!("{issued} is for another group than {source}: not joining");
+        }
+        inv
+    } else {
+        if args.password_file.is_some() {
+            anyhow::bail!(
+                "{source} is an invitation for one identity, not a password invitation: leave out --password-file"
+            );
+        }
+        Invitation::parse(&source, &bytes)?
+    };
     if args.inspect {
         cli::write_stdout(inv.describe().as_bytes())?;
         inv.verify(clock::now())?;

@@ -6,20 +6,25 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use common::backup;
 use common::cli::{self, HomeArgs, parse_duration_arg};
 use common::identity::{Identity, PublicIdentity};
 use common::invitation::{Invitation, InviteSpec};
 use common::membership::{self, Membership};
 use common::names::{self, Directory};
+use common::password::{Grant, PasswordInvitation, PasswordSpec};
 use common::pki::Role;
 use common::store::{STORE_FILE, Store};
 use common::{chat, clock, credential};
 
 /// Issue an invitation to GROUP for the identity in IDENTITY_XML, signed by NAME (an admin).
+/// With --password-file, issue a password invitation instead: bound to no identity,
+/// usable by whoever knows the password while NAME's group-chat runs (group-join
+/// --password-file).
 #[derive(Debug, Parser)]
 #[command(
     version,
-    after_help = "Examples:\n  invite-create --identity alice --group Friends bob.xml > bob.invite\n  ssh bob identity-export bob | invite-create --identity alice --group Friends --role admin -o bob.invite"
+    after_help = "Examples:\n  invite-create --identity alice --group Friends bob.xml > bob.invite\n  ssh bob identity-export bob | invite-create --identity alice --group Friends --role admin -o bob.invite\n  invite-create --identity alice --group Friends --password-file pw.txt --uses 3 -o friends.invite"
 )]
 struct Args {
     #[command(flatten)]
@@ -45,6 +50,13 @@ struct Args {
     /// Write the invitation to FILE (never overwrites) instead of stdout
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Make a password invitation: the password is the first line of FILE (- for
+    /// stdin), at least 8 characters; it never appears in the invitation
+    #[arg(long, value_name = "FILE", conflicts_with = "identity_xml")]
+    password_file: Option<String>,
+    /// With --password-file: how many identities may join with it [default: 1, single use]
+    #[arg(long, value_name = "N", requires = "password_file", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    uses: Option<u32>,
     /// The invitee's identity XML (from identity-export); - or nothing for stdin
     identity_xml: Option<String>,
 }
@@ -87,6 +99,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     for a in &args.address {
         membership::parse_address(a)?;
     }
+    if let Some(file) = &args.password_file {
+        return password_invitation(&home, &args, file);
+    }
     let (source, bytes) = cli::read_input(args.identity_xml.as_deref(), "identity XML")?;
     let invitee = PublicIdentity::from_xml(&source, &bytes)?;
     let inviter = Identity::load(&home, &args.identity)?;
@@ -112,6 +127,46 @@ fn run(args: Args) -> anyhow::Result<()> {
             spec.role,
             invitation.body.valid_until,
             invitation.body.expires
+        ),
+    );
+    Ok(())
+}
+
+/// `invite-create --password-file`: a password invitation, and the grant NAME's node
+/// keeps to answer it.
+fn password_invitation(home: &common::home::Home, args: &Args, file: &str) -> anyhow::Result<()> {
+    use common::secrecy::ExposeSecret;
+    let password = backup::read_passphrase(file)?;
+    let inviter = Identity::load(home, &args.identity)?;
+    let m = credential::renew_creator_if_due(membership::find(home, &args.identity, &args.group)?, clock::now())?;
+    let spec = PasswordSpec {
+        role: args.role,
+        valid_for: args.valid_for,
+        expires: args.expires,
+        uses: args.uses.unwrap_or(1),
+        addresses: args.address.clone(),
+    };
+    let (invitation, grant) = PasswordInvitation::create(&inviter, &m, &spec, password.expose_secret())
+        .with_context(|| format!("cannot make a password invitation to {}", m.group.name))?;
+    grant.save_new(&m.dir)?;
+    if let Err(e) = cli::write_output(args.output.as_deref(), invitation.to_xml().as_bytes()) {
+        let _ = std::fs::remove_file(Grant::path(&m.dir, &grant.id));
+        return Err(e);
+    }
+    cli::note(
+        "invite-create",
+        &format!(
+            "password invitation {} to {} as {}, {}, expires {}; whoever joins with it needs the password and {}'s group-chat running",
+            grant.id,
+            m.group.name,
+            spec.role,
+            if spec.uses == 1 {
+                "single use".to_string()
+            } else {
+                format!("for up to {} identities", spec.uses)
+            },
+            invitation.body.expires,
+            args.identity
         ),
     );
     Ok(())

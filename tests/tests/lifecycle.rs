@@ -613,3 +613,103 @@ fn a_member_moves_to_another_home_with_its_history() {
     wait_present(&mut b, &g[0]);
     say_and_see(&mut b, "after the move", &mut [&mut a]);
 }
+
+/// Password invitations: a joiner with the right password gets in through the issuing
+/// admin's running node and chats; a wrong password is refused and counted, and the
+/// invitation locks after five; used up, it is refused; with the admin offline the
+/// joiner is told to have it online; a changed byte in the file is caught.
+#[test]
+fn password_invitations_admit_the_right_password_only() {
+    let g = group(&["alice"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let (pw, bad) = (file("pw", "sesame, open up\n"), file("bad", "sesame, open uq\n"));
+    let invite = |uses: &str| {
+        g[0].home
+            .run(
+                "invite-create",
+                &[
+                    "--identity",
+                    "alice",
+                    "--group",
+                    GROUP,
+                    "--password-file",
+                    &pw,
+                    "--uses",
+                    uses,
+                ],
+            )
+            .ok()
+            .stdout
+    };
+    g[0].home
+        .run(
+            "invite-create",
+            &[
+                "--identity",
+                "alice",
+                "--group",
+                GROUP,
+                "--password-file",
+                &file("short", "abc\n"),
+            ],
+        )
+        .fails_with("at least 8");
+    let two = file("two.invite", &invite("2"));
+    let one = file("one.invite", &invite("1"));
+    assert!(!std::fs::read_to_string(&two).unwrap().contains("sesame"));
+    let joiner = |name: &'static str| {
+        let home = peergroup_tests::Home::new();
+        home.run("identity-export", &[name]).ok();
+        home
+    };
+    let join = |home: &peergroup_tests::Home, name: &str, password: &str, invitation: &str| {
+        home.run(
+            "group-join",
+            &[
+                "--identity",
+                name,
+                "--listen",
+                "127.0.0.1:0",
+                "--password-file",
+                password,
+                invitation,
+            ],
+        )
+    };
+    let carol = joiner("carol");
+    join(&carol, "carol", &pw, &two).fails_with("cannot reach the admin");
+    let mut a = g[0].online();
+    join(&carol, "carol", &bad, &two).fails_with("wrong password");
+    let out = join(&carol, "carol", &pw, &two).ok();
+    assert!(out.stderr.contains("carol joined"), "{}", out.stderr);
+    join(&carol, "carol", &pw, &two).fails_with("already belongs");
+    let carol = Member {
+        name: "carol",
+        id: member_id(&carol, "carol"),
+        home: carol,
+        addr: String::new(),
+    };
+    let mut c = carol.online();
+    wait_present(&mut c, &g[0]);
+    say_and_see(&mut c, "in by password", &mut [&mut a]);
+    // Five wrong guesses lock the single-use invitation, even for the right one then.
+    let dave = joiner("dave");
+    for _ in 0..5 {
+        join(&dave, "dave", &bad, &one).fails_with("wrong password");
+    }
+    join(&dave, "dave", &pw, &one).fails_with("locked after 5 wrong passwords");
+    // The two-use invitation has one use left: erin takes it, frank is refused.
+    let erin = joiner("erin");
+    join(&erin, "erin", &pw, &two).ok();
+    let frank = joiner("frank");
+    join(&frank, "frank", &pw, &two).fails_with("all it allows");
+    // A changed byte anywhere in what the admin signed is caught.
+    let text = std::fs::read_to_string(&two).unwrap();
+    let tampered = file("tampered.invite", &text.replace("<uses>2</uses>", "<uses>9</uses>"));
+    join(&frank, "frank", &pw, &tampered).fails_with("not trusted");
+}

@@ -9,16 +9,20 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use rustls::server::Acceptor;
 use tokio::io::{AsyncRead, AsyncWriteExt, BufWriter, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::AbortHandle;
-use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
+use tokio_rustls::{LazyConfigAcceptor, TlsConnector, TlsStream};
 
+use super::join::JoinService;
 use super::pending::{Pending, ReportRate};
 use crate::core::flow::{FRAME_OVERHEAD, SERVE_BYTES};
 use crate::core::{AUTH_EVENTS_PER_SECOND, ConnId, ConnReason, ConnUp, Input, Stats};
+use crate::identity::PublicIdentity;
 use crate::member::MemberId;
+use crate::password;
 use crate::pki::Cert;
 use crate::sync::SyncKey;
 use crate::tls::{self, TlsConfigs};
@@ -279,6 +283,7 @@ fn random_nonce() -> u64 {
 /// our Hello; each accepted connection gets a fresh nonce in it. The loop never waits
 /// for a handshake slot: a connection over [`MAX_PENDING_PER_ADDRESS`] or
 /// [`MAX_PENDING_HANDSHAKES`] is closed as soon as it is accepted.
+#[allow(clippy::too_many_arguments)]
 pub async fn accept_loop(
     listener: TcpListener,
     tls: TlsConfigs,
@@ -286,8 +291,8 @@ pub async fn accept_loop(
     events: mpsc::Sender<ConnEvent>,
     next_id: Arc<AtomicUsize>,
     stats: Arc<Stats>,
+    joins: Arc<JoinService>,
 ) {
-    let acceptor = TlsAcceptor::from(tls.server.clone());
     let pending = Pending::new(MAX_PENDING_PER_ADDRESS, MAX_PENDING_HANDSHAKES);
     // The core shows no more than this anyway; more would only crowd the event queue.
     let mut reports = ReportRate::new(AUTH_EVENTS_PER_SECOND);
@@ -315,7 +320,8 @@ pub async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
+        let tls = tls.clone();
+        let joins = joins.clone();
         let mut hello = hello.clone();
         if let Message::Hello { nonce, .. } = &mut hello {
             *nonce = random_nonce();
@@ -326,10 +332,47 @@ pub async fn accept_loop(
         tokio::spawn(async move {
             let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
                 first_bytes(&tcp).await?;
-                let stream = acceptor.accept(tcp).await.map_err(|e| format!("TLS: {e}"))?;
-                finish(TlsStream::Server(stream), &hello, false).await
+                let start = LazyConfigAcceptor::new(Acceptor::default(), tcp)
+                    .await
+                    .map_err(|e| format!("TLS: {e}"))?;
+                // A password joiner (not a member yet) asks for the join protocol: it
+                // gets that exchange and nothing else.
+                let join = start
+                    .client_hello()
+                    .alpn()
+                    .is_some_and(|mut offered| offered.any(|p| p == tls::JOIN_ALPN));
+                let config = if join {
+                    tls.join_server.clone()
+                } else {
+                    tls.server.clone()
+                };
+                let stream = start.into_stream(config).await.map_err(|e| format!("TLS: {e}"))?;
+                if join {
+                    return Ok(Accepted::Joiner(Box::new(stream)));
+                }
+                finish(TlsStream::Server(stream), &hello, false)
+                    .await
+                    .map(|h| Accepted::Member(Box::new(h)))
             })
             .await;
+            let result = match result {
+                Ok(Ok(Accepted::Joiner(mut stream))) => {
+                    // Within the handshake slot: joins count against the same limits.
+                    let outcome = serve_joiner(&joins, &mut stream).await;
+                    drop(slot);
+                    match outcome {
+                        Ok(done) => tracing::info!("{done}"),
+                        Err(reason) => {
+                            tracing::info!("from {addr}: {reason}");
+                            let _ = events.send(ConnEvent::Core(Input::AcceptFailed { addr, reason })).await;
+                        }
+                    }
+                    return;
+                }
+                Ok(Ok(Accepted::Member(h))) => Ok(Ok(*h)),
+                Ok(Err(e)) => Ok(Err(e)),
+                Err(e) => Err(e),
+            };
             drop(slot);
             match result {
                 Ok(Ok(h)) => {
@@ -348,6 +391,31 @@ pub async fn accept_loop(
             }
         });
     }
+}
+
+/// What an accepted connection turned out to be.
+enum Accepted {
+    /// A member, after the Hello exchange.
+    Member(Box<Handshaken>),
+    /// A password joiner, after TLS.
+    Joiner(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+/// Runs a password joiner's exchange (see [`super::join`]).
+async fn serve_joiner(
+    joins: &JoinService,
+    stream: &mut tokio_rustls::server::TlsStream<TcpStream>,
+) -> Result<String, String> {
+    let conn = stream.get_ref().1;
+    let joiner = tls::peer_certificate(conn.peer_certificates())
+        .map(|cert| PublicIdentity { cert })
+        .ok_or("a password joiner presented no identity certificate")?;
+    let mut exporter = [0u8; 32];
+    conn.export_keying_material(&mut exporter, password::EXPORTER_LABEL, None)
+        .map_err(|e| format!("cannot bind the password exchange to TLS: {e}"))?;
+    tokio::time::timeout(super::join::STEP_TIMEOUT * 4, joins.serve(stream, &joiner, &exporter))
+        .await
+        .map_err(|_| "a password join timed out".to_string())?
 }
 
 /// Waits for the peer's first byte (without taking it), so a connection that says

@@ -6,6 +6,7 @@
 
 pub mod conn;
 pub mod control;
+pub mod join;
 pub mod pending;
 
 use std::collections::HashMap;
@@ -288,6 +289,7 @@ pub async fn start(cfg: NodeConfig) -> Result<(Handle, mpsc::Receiver<Event>, to
     // from receiving a record to forwarding it.
     let checkpointer = store.spawn_checkpointer()?;
     let tls = tls::configs(&cfg.identity, m)?;
+    let joins = Arc::new(join::JoinService::new(&cfg.identity, m));
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| NodeError::Listen {
@@ -337,6 +339,7 @@ pub async fn start(cfg: NodeConfig) -> Result<(Handle, mpsc::Receiver<Event>, to
         conn_tx.clone(),
         next_id.clone(),
         stats.clone(),
+        joins,
     ));
     let handle = Handle {
         tx: cmd_tx,

@@ -1,0 +1,285 @@
+//! Password joins over the network: the issuing admin's node answers a joiner that
+//! reached it with the [`tls::JOIN_ALPN`] protocol ([`JoinService::serve`]), and
+//! `group-join --password-file` asks ([`request`]). The rules are in
+//! [`crate::password`]; this is their I/O.
+//!
+//! The connection carries four JSON frames and nothing of the group's: the joiner's
+//! SPAKE2 message, the admin's message and confirmation, the joiner's confirmation, and
+//! the admin's ordinary invitation for the joiner's identity (or a refusal).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use uuid::Uuid;
+
+use crate::clock;
+use crate::identity::{Identity, PublicIdentity};
+use crate::invitation::{Invitation, InviteSpec};
+use crate::member::MemberId;
+use crate::membership::Membership;
+use crate::password::{
+    self, Admitter, Challenge, EXPORTER_LABEL, Grant, JoinProof, JoinRequest, Joiner, Outcome, PasswordInvitation,
+    Refusal,
+};
+use crate::tls;
+use crate::wire;
+
+/// How long each step of the exchange may take.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the joiner waits to reach one address.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the invitation the admin's node issues can be used (the joiner uses it at
+/// once).
+const ISSUED_EXPIRES: Duration = Duration::from_secs(600);
+
+/// Why a password join failed, on the joiner's side.
+#[derive(Debug, Error)]
+pub enum JoinError {
+    /// No address of the admin answered.
+    #[error(
+        "cannot reach the admin who issued the invitation ({issuer}) at {addresses}: its group-chat must be running; last error: {last}"
+    )]
+    Unreachable {
+        /// The admin.
+        issuer: String,
+        /// Where it was tried.
+        addresses: String,
+        /// The last failure.
+        last: String,
+    },
+    /// The admin's node turned the joiner away.
+    #[error("the admin's node refused: {0}")]
+    Refused(String),
+    /// The password did not match what the admin's node knows.
+    #[error("{0}")]
+    WrongPassword(String),
+    /// The exchange broke off.
+    #[error("the exchange with the admin's node failed: {0}")]
+    Exchange(String),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// The admin's side: answers password joiners for one membership.
+#[derive(Debug)]
+pub struct JoinService {
+    identity: Identity,
+    dir: PathBuf,
+    /// One exchange at a time per invitation: its guesses and uses are counted in
+    /// order.
+    turns: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl JoinService {
+    /// The service of `identity`'s membership `m`.
+    pub fn new(identity: &Identity, m: &Membership) -> JoinService {
+        JoinService {
+            identity: identity.duplicate(),
+            dir: m.dir.clone(),
+            turns: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn turn(&self, id: Uuid) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+        turns.entry(id).or_default().clone()
+    }
+
+    /// Runs one exchange with a joiner on `stream` (a [`tls::JOIN_ALPN`] connection).
+    /// Returns what happened, for the node's log.
+    pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+        joiner: &PublicIdentity,
+        exporter: &[u8],
+    ) -> Result<String, String> {
+        let req: JoinRequest = step(read_json(stream)).await?;
+        let who = format!("{} ({})", joiner.friendly_name(), joiner.member_id());
+        match self.exchange(stream, joiner, exporter, &req).await {
+            Ok(()) => Ok(format!("{who} joined with password invitation {}", req.invitation)),
+            Err(refusal) => {
+                let _ = step(write_json(stream, &Outcome::Refused(refusal.to_string()))).await;
+                let _ = stream.shutdown().await;
+                Err(format!("password join of {who} refused: {refusal}"))
+            }
+        }
+    }
+
+    async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+        joiner: &PublicIdentity,
+        exporter: &[u8],
+        req: &JoinRequest,
+    ) -> Result<(), Refusal> {
+        let turn = self.turn(req.invitation);
+        let _turn = turn.lock().await;
+        let issue = |e: &dyn std::fmt::Display| Refusal::Issue(e.to_string());
+        let mut grant = Grant::load(&self.dir, &req.invitation)
+            .map_err(|e| issue(&e))?
+            .ok_or(Refusal::Unknown)?;
+        grant.check(clock::now())?;
+        // Counted before the answer: a joiner who stops half-way has used a guess.
+        grant.wrong += 1;
+        grant.save(&self.dir).map_err(|e| issue(&e))?;
+        let wrong = Refusal::WrongPassword {
+            wrong: grant.wrong,
+            max: grant.max_wrong,
+        };
+        let (admitter, challenge) =
+            Admitter::on_request(&grant, &joiner.member_id(), &self.identity.member_id(), req, exporter)?;
+        step(write_json(stream, &challenge)).await.map_err(|_| wrong.clone())?;
+        let proof: JoinProof = step(read_json(stream)).await.map_err(|_| wrong.clone())?;
+        if !admitter.on_proof(&proof) {
+            return Err(wrong);
+        }
+        grant.wrong -= 1;
+        let invitation = self.issue(&grant, joiner);
+        let xml = match invitation {
+            Ok(xml) => xml,
+            Err(e) => {
+                grant.save(&self.dir).map_err(|e| issue(&e))?;
+                return Err(e);
+            }
+        };
+        grant.used += 1;
+        grant.save(&self.dir).map_err(|e| issue(&e))?;
+        step(write_json(stream, &Outcome::Invitation(xml)))
+            .await
+            .map_err(|e| Refusal::Issue(format!("the joiner left before its invitation was sent: {e}")))?;
+        Ok(())
+    }
+
+    /// An ordinary invitation for `joiner`, as `invite-create` would make it now, from
+    /// the membership as saved (a renewal since the node started included).
+    fn issue(&self, grant: &Grant, joiner: &PublicIdentity) -> Result<String, Refusal> {
+        let m = Membership::load(&self.identity.name, self.dir.clone()).map_err(|e| Refusal::Issue(e.to_string()))?;
+        let spec = InviteSpec {
+            role: grant.role,
+            valid_for: grant.valid_for_secs.map(Duration::from_secs),
+            expires: ISSUED_EXPIRES,
+            addresses: Vec::new(),
+        };
+        let inv = Invitation::create(&self.identity, &m, joiner, &spec).map_err(|e| Refusal::Issue(e.to_string()))?;
+        Ok(inv.to_xml())
+    }
+}
+
+/// The joiner's side: reaches the admin who issued `inv` at its addresses, proves it
+/// knows `password` for `identity`, and returns the ordinary invitation the admin's
+/// node issued for it (XML, to check and join as any invitation).
+pub async fn request(inv: &PasswordInvitation, identity: &Identity, password: &str) -> Result<String, JoinError> {
+    let body = &inv.body;
+    let secret = password::derive_secret(password, &body.invitation_id);
+    let connector = TlsConnector::from(tls::joiner_client(identity, &inv.root, body.group.id)?);
+    let name = tls::server_name(Some(&body.issuer_id))?;
+    let mut last = String::from("no address to try");
+    for addr in &body.addresses {
+        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr.as_str())).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => {
+                last = format!("{addr}: {e}");
+                continue;
+            }
+            Err(_) => {
+                last = format!("{addr}: no answer within {CONNECT_TIMEOUT:?}");
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let mut stream = match tokio::time::timeout(STEP_TIMEOUT, connector.connect(name.clone(), tcp)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                last = format!("{addr}: TLS: {e}");
+                continue;
+            }
+            Err(_) => {
+                last = format!("{addr}: TLS handshake timed out");
+                continue;
+            }
+        };
+        let mut exporter = [0u8; 32];
+        stream
+            .get_ref()
+            .1
+            .export_keying_material(&mut exporter, EXPORTER_LABEL, None)
+            .map_err(|e| JoinError::Exchange(e.to_string()))?;
+        return exchange(
+            &mut stream,
+            &secret,
+            identity.member_id(),
+            body.issuer_id,
+            body.invitation_id,
+            &exporter,
+        )
+        .await;
+    }
+    Err(JoinError::Unreachable {
+        issuer: format!("{} ({})", body.issuer_name, body.issuer_id),
+        addresses: body.addresses.join(", "),
+        last,
+    })
+}
+
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    secret: &[u8; 32],
+    me: MemberId,
+    admin: MemberId,
+    invitation: Uuid,
+    exporter: &[u8],
+) -> Result<String, JoinError> {
+    let broke = JoinError::Exchange;
+    let (joiner, req) = Joiner::start(secret, &me, &admin, &invitation);
+    step(write_json(stream, &req)).await.map_err(broke)?;
+    let (spake, confirm) = match step(read_json::<_, Challenge>(stream)).await.map_err(broke)? {
+        Challenge::Spake { spake, confirm } => (spake, confirm),
+        Challenge::Refused(why) => return Err(JoinError::Refused(why)),
+    };
+    // A refusal can come instead of a challenge too: the outcome's shape.
+    let proof = joiner.on_challenge(&spake, &confirm, exporter).map_err(|why| {
+        JoinError::WrongPassword(format!(
+            "{why}; the admin counts wrong guesses and locks the invitation after {}",
+            password::MAX_WRONG_GUESSES
+        ))
+    })?;
+    step(write_json(stream, &proof)).await.map_err(broke)?;
+    let outcome: Outcome = step(read_json(stream)).await.map_err(broke)?;
+    let _ = stream.shutdown().await;
+    match outcome {
+        Outcome::Invitation(xml) => Ok(xml),
+        Outcome::Refused(why) => Err(JoinError::Refused(why)),
+    }
+}
+
+/// Runs one step of the exchange within [`STEP_TIMEOUT`].
+async fn step<T>(f: impl Future<Output = Result<T, String>>) -> Result<T, String> {
+    tokio::time::timeout(STEP_TIMEOUT, f)
+        .await
+        .map_err(|_| format!("no answer within {STEP_TIMEOUT:?}"))?
+}
+
+async fn write_json<S: AsyncWrite + Unpin, T: Serialize>(stream: &mut S, msg: &T) -> Result<(), String> {
+    let body = serde_json::to_vec(msg).map_err(|e| e.to_string())?;
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    stream.write_all(&frame).await.map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())
+}
+
+async fn read_json<S: AsyncRead + Unpin, T: DeserializeOwned>(stream: &mut S) -> Result<T, String> {
+    let payload = wire::read_frame(stream)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the other end closed the connection")?;
+    serde_json::from_slice(&payload).map_err(|e| format!("malformed message: {e}"))
+}

@@ -155,6 +155,23 @@ pub struct Known {
 /// Reads the members `m` knows from `store`, checking every record as a node would:
 /// a record that does not verify teaches nothing.
 pub fn known_members(m: &Membership, store: &Store) -> Result<Known, AdminError> {
+    let admission = store_admission(m, store)?;
+    let demoted = admission
+        .certs()
+        .filter_map(|(m, _)| Some((*m, admission.revocations().demoted_keeps(m)?)))
+        .collect();
+    let certs: HashMap<MemberId, Cert> = admission.certs().map(|(m, c)| (*m, c.clone())).collect();
+    Ok(Known {
+        certs,
+        names: admission.names().clone(),
+        demoted,
+    })
+}
+
+/// What `store` teaches a node of `m`, every record checked as a node would: the
+/// members (expired ones too), their roles, the revocations, and the property changes
+/// in force.
+fn store_admission(m: &Membership, store: &Store) -> Result<Admission, StoreError> {
     let lifetimes = Lifetimes::from_secs(m.group.message_lifetime_secs, m.group.presence_lifetime_secs);
     let me = m.membership.member_id;
     let mut admission = Admission::new(m.group.id, m.root.clone(), lifetimes, (me, m.membership.clone()));
@@ -176,16 +193,16 @@ pub fn known_members(m: &Membership, store: &Store) -> Result<Known, AdminError>
             admission.apply_role(&c);
         }
     }
-    let demoted = admission
-        .certs()
-        .filter_map(|(m, _)| Some((*m, admission.revocations().demoted_keeps(m)?)))
-        .collect();
-    let certs: HashMap<MemberId, Cert> = admission.certs().map(|(m, c)| (*m, c.clone())).collect();
-    Ok(Known {
-        certs,
-        names: admission.names().clone(),
-        demoted,
-    })
+    for r in store.of_type(&REVOCATION_TYPE)? {
+        admission.revoke(&r);
+    }
+    for r in store.of_type(&PROPERTIES_TYPE)? {
+        if admission.verify_properties_record(&r).is_ok() {
+            admission.set_properties(&r);
+        }
+    }
+    admission.prune_properties();
+    Ok(admission)
 }
 
 /// A record's certificate, checked at the moment its certificate began (so an expired
@@ -491,24 +508,17 @@ pub struct PropertyChanges {
 /// checked as a node checks it), else those the group was created with; and the
 /// record of the newest change, if any.
 pub fn properties_in_force(m: &Membership, store: &Store) -> Result<(Properties, Option<Record>), StoreError> {
-    let mut admission = Admission::new(
-        m.group.id,
-        m.root.clone(),
-        Lifetimes::from_secs(m.group.message_lifetime_secs, m.group.presence_lifetime_secs),
-        (m.membership.member_id, m.membership.clone()),
-    );
-    let mut newest: Option<Record> = None;
-    for r in store.of_type(&PROPERTIES_TYPE)? {
-        if admission.verify_properties_record(&r).is_ok() && admission.set_properties(&r) {
-            newest = Some(r);
-        }
-    }
-    // A change inserted as newest may have been passed by a later one since.
-    let in_force = admission.properties().newest().map(|(p, _, at)| (p.clone(), at));
-    match in_force {
-        Some((p, at)) => Ok((p, newest.filter(|r| r.created_ms == at))),
-        None => Ok((Properties::of_group(&m.group), None)),
-    }
+    let admission = store_admission(m, store)?;
+    let Some((p, by, at)) = admission.properties().newest() else {
+        return Ok((Properties::of_group(&m.group), None));
+    };
+    // The winning copy at that moment, by that admin.
+    let record = store
+        .of_type(&PROPERTIES_TYPE)?
+        .into_iter()
+        .filter(|r| r.created_ms == at && r.creator == by)
+        .max_by(crate::record::compare);
+    Ok((p.clone(), record))
 }
 
 /// The group's properties in force now (see [`properties_in_force`]).

@@ -28,11 +28,20 @@ use crate::store::{Durability, Put, STORE_FILE, Store, StoreError};
 
 /// The largest passphrase file read, in bytes.
 pub const MAX_PASSPHRASE_BYTES: usize = 4096;
-/// The lowest scrypt work factor (log2 N) a user may ask for: tests use it, since the
-/// default (age's, about a second of work on this machine) would slow every test.
+/// The lowest scrypt work factor (log2 N) a user may ask for: tests use low ones, since
+/// the default would slow every test.
 pub const MIN_WORK_FACTOR: u8 = 1;
-/// The highest scrypt work factor one may ask for.
-pub const MAX_WORK_FACTOR: u8 = 30;
+/// The scrypt work factor exports are sealed with unless told otherwise: 2^18 (256 MiB
+/// of memory, a fraction of a second here), in the range age itself picks.
+pub const DEFAULT_WORK_FACTOR: u8 = 18;
+/// The highest scrypt work factor sealed or opened (2^20: 1 GiB of memory): the factor
+/// is in the file's unauthenticated header, so without a ceiling any file could make
+/// an import spend gigabytes and seconds before the passphrase is even checked.
+pub const MAX_WORK_FACTOR: u8 = 20;
+/// Below this work factor a passphrase is cheap to guess from the file: said on stderr.
+pub const WEAK_WORK_FACTOR: u8 = 15;
+/// The largest export read or written.
+pub const MAX_EXPORT_BYTES: usize = 1 << 30;
 
 const IDENTITY_FORMAT: &str = "peergroup identity";
 const GROUP_FORMAT: &str = "peergroup group";
@@ -66,8 +75,13 @@ pub enum BackupError {
         wanted: &'static str,
     },
     /// The work factor would take too long to open here.
-    #[error("{0} asks for too much scrypt work to open on this machine")]
+    #[error(
+        "{0} asks for more scrypt work than the {MAX_WORK_FACTOR} (1 GiB of memory) this tool allows: it was not sealed by peergroup"
+    )]
     TooMuchWork(String),
+    /// An export larger than an import reads.
+    #[error("the export would be {0} bytes, more than the {MAX_EXPORT_BYTES} an import reads")]
+    TooLarge(usize),
     /// The identity's name is taken in this home.
     #[error("identity {0:?} already exists in this home: import under another name with --name")]
     NameTaken(String),
@@ -170,9 +184,8 @@ pub fn read_passphrase(source: &str) -> Result<SecretString, BackupError> {
 /// is scrypt's log2 N, age's own choice (about a second of work here) if `None`.
 pub fn seal(plain: &[u8], passphrase: &SecretString, work_factor: Option<u8>) -> Result<String, BackupError> {
     let mut recipient = age::scrypt::Recipient::new(passphrase.clone());
-    if let Some(n) = work_factor {
-        recipient.set_work_factor(n.clamp(MIN_WORK_FACTOR, MAX_WORK_FACTOR));
-    }
+    let n = work_factor.unwrap_or(DEFAULT_WORK_FACTOR);
+    recipient.set_work_factor(n.clamp(MIN_WORK_FACTOR, MAX_WORK_FACTOR));
     let seal_err = |e: &dyn std::fmt::Display| BackupError::Seal(e.to_string());
     let encryptor = age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
         .map_err(|e| seal_err(&e))?;
@@ -193,7 +206,8 @@ pub fn unseal(source_name: &str, sealed: &[u8], passphrase: &SecretString) -> Re
     if !decryptor.is_scrypt() {
         return Err(not_export("it is sealed for keys, not a passphrase".into()));
     }
-    let identity = age::scrypt::Identity::new(passphrase.clone());
+    let mut identity = age::scrypt::Identity::new(passphrase.clone());
+    identity.set_max_work_factor(MAX_WORK_FACTOR);
     let mut r = decryptor
         .decrypt(std::iter::once(&identity as &dyn age::Identity))
         .map_err(|e| match e {
@@ -325,7 +339,11 @@ pub fn export_group(
     };
     let n = file.records.len();
     let plain = serde_json::to_vec(&file).map_err(|e| BackupError::Seal(e.to_string()))?;
-    Ok((seal(&plain, passphrase, work_factor)?, n))
+    let sealed = seal(&plain, passphrase, work_factor)?;
+    if sealed.len() > MAX_EXPORT_BYTES {
+        return Err(BackupError::TooLarge(sealed.len()));
+    }
+    Ok((sealed, n))
 }
 
 /// What a group import brought in.
@@ -381,10 +399,31 @@ pub fn import_group(
         });
     }
     // Checked as of its start: an expired membership comes back, and gets in again
-    // with the renewal its store holds, or one an admin makes.
-    pki::verify_chain_links(&m.root, &m.chain, &m.membership, m.group.id, m.membership.not_before)
-        .map_err(|e| bad(e.to_string()))?;
+    // with the renewal its store holds, or one an admin makes. Nothing of the file is
+    // taken on its word that a certificate says: the role, the issuing certificate,
+    // whether it is the creator's.
+    let at = |c: &pki::Cert| c.not_before;
+    match pki::verify_chain_links(&m.root, &m.chain, &m.membership, m.group.id, at(&m.membership)) {
+        Ok(pki::Claim::Membership { member, role, .. }) if member == identity.member_id() => m.role = role,
+        Ok(_) => return Err(bad("its certificate is not a membership of this identity".into())),
+        Err(e) => return Err(bad(e.to_string())),
+    }
+    match (&m.issuing, m.role) {
+        (None, pki::Role::Member) => {}
+        (Some(c), pki::Role::Admin) => match pki::verify_chain_links(&m.root, &m.chain, c, m.group.id, at(c)) {
+            Ok(pki::Claim::Issuing { member, .. }) if member == identity.member_id() && c.spki == m.membership.spki => {
+            }
+            Ok(_) => return Err(bad("its issuing certificate is not this identity's".into())),
+            Err(e) => return Err(bad(e.to_string())),
+        },
+        _ => return Err(bad("its issuing certificate does not match its role".into())),
+    }
+    m.creator = m.membership.is_signed_by(&m.root);
     m.group.check().map_err(|e| bad(e.to_string()))?;
+    if m.bootstrap.iter().any(|a| crate::membership::parse_address(a).is_err()) {
+        return Err(bad("a bootstrap address is not IP:PORT".into()));
+    }
+    m.bootstrap = crate::membership::merge_addresses(&m.bootstrap);
     let root_key = match (&file.root_key, m.creator) {
         (Some(pem), true) => {
             let key = root_key_of(pem, &m).map_err(bad)?;
@@ -543,6 +582,30 @@ mod tests {
         ));
     }
 
+    /// Red-team finding: the work factor is in the file's unauthenticated header, and an
+    /// import would spend whatever it named (gigabytes) before checking the passphrase.
+    #[test]
+    fn a_file_asking_for_more_scrypt_work_than_allowed_is_refused_at_once() {
+        let mut recipient = age::scrypt::Recipient::new(pass("pw"));
+        recipient.set_work_factor(2);
+        let encryptor = age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient)).unwrap();
+        let mut out = Vec::new();
+        let mut w = encryptor.wrap_output(&mut out).unwrap();
+        w.write_all(b"x").unwrap();
+        w.finish().unwrap();
+        // The stanza line is "-> scrypt SALT 2": make it ask for 2^22 (4 GiB), which age
+        // alone would attempt on this machine.
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let line = text.lines().find(|l| l.starts_with("-> scrypt ")).unwrap().to_string();
+        let greedy = text.replacen(&line, &format!("{} 22", line.trim_end_matches(" 2")), 1);
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            unseal("x", greedy.as_bytes(), &pass("pw")),
+            Err(BackupError::TooMuchWork(_))
+        ));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+
     #[test]
     fn a_passphrase_is_the_first_line_of_its_file_and_never_empty() {
         let dir = tempfile::tempdir().unwrap();
@@ -633,6 +696,43 @@ mod tests {
             import_group(&hb, &alice_b, "x", sealed.as_bytes(), &pass("pw")),
             Err(BackupError::AlreadyMember { .. })
         ));
+        // Red-team finding: what membership.json says was taken on its word. Whoever
+        // sealed the file (it needs only the passphrase) may have changed it.
+        let plain = unseal("x", sealed.as_bytes(), &pass("pw")).unwrap();
+        let file: GroupFile = serde_json::from_slice(&plain).unwrap();
+        let edited = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut json: serde_json::Value = serde_json::from_str(&file.membership).unwrap();
+            edit(&mut json);
+            let f = GroupFile {
+                format: GROUP_FORMAT.into(),
+                version: 1,
+                membership: json.to_string(),
+                root_key: file.root_key.clone(),
+                records: Vec::new(),
+            };
+            seal(&serde_json::to_vec(&f).unwrap(), &pass("pw"), Some(2)).unwrap()
+        };
+        let c = tempfile::tempdir().unwrap();
+        let hc = Home::resolve(Some(c.path())).unwrap();
+        let alice_c = import_identity(&hc, "x", id_sealed.as_bytes(), &pass("pw"), None).unwrap();
+        let junk = edited(&|j| j["bootstrap"] = serde_json::json!(["not an address"]));
+        assert!(matches!(
+            import_group(&hc, &alice_c, "x", junk.as_bytes(), &pass("pw")),
+            Err(BackupError::BadMembership(..))
+        ));
+        let no_issuing = edited(&|j| j["issuing"] = serde_json::Value::Null);
+        assert!(matches!(
+            import_group(&hc, &alice_c, "x", no_issuing.as_bytes(), &pass("pw")),
+            Err(BackupError::BadMembership(..))
+        ));
+        // The role and the creator flag come from the certificates, not the file.
+        let demoted = edited(&|j| {
+            j["role"] = serde_json::json!("member");
+            j["creator"] = serde_json::json!(false);
+        });
+        let done = import_group(&hc, &alice_c, "x", demoted.as_bytes(), &pass("pw")).unwrap();
+        assert_eq!(done.membership.role, pki::Role::Admin);
+        assert!(done.membership.creator);
     }
 
     #[test]

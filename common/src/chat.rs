@@ -346,7 +346,7 @@ pub fn event_line(mode: Mode, e: &Event, offset: UtcOffset) -> Option<Line> {
                 at_ms,
             },
         ) => {
-            let at = rfc3339_ms(*at_ms);
+            let at = at_ms.map(rfc3339_ms);
             let message = clock::format_duration(std::time::Duration::from_secs(p.message_lifetime_secs));
             let presence = clock::format_duration(std::time::Duration::from_secs(p.presence_lifetime_secs));
             match mode {
@@ -355,13 +355,16 @@ pub fn event_line(mode: Mode, e: &Event, offset: UtcOffset) -> Option<Line> {
                         "message_lifetime": message, "presence_lifetime": presence, "by": by, "by_name": by_name, "at": at})
                     .to_string(),
                 ),
-                Mode::Human => human_err(format!(
-                    "* group properties set by {} at {at}: name {:?}, classifier {:?}, comment {:?}, message lifetime {message}, presence lifetime {presence}",
-                    with_id(by_name, by),
-                    p.name,
-                    p.classifier,
-                    p.comment,
-                )),
+                Mode::Human => {
+                    let who = match (by, by_name, &at) {
+                        (Some(by), Some(name), Some(at)) => format!("set by {} at {at}", with_id(name, by)),
+                        _ => "back to those the group was created with".to_string(),
+                    };
+                    human_err(format!(
+                        "* group properties {who}: name {:?}, classifier {:?}, comment {:?}, message lifetime {message}, presence lifetime {presence}",
+                        p.name, p.classifier, p.comment,
+                    ))
+                }
             }
         }
         (mode, Event::Error(message)) => error_line(mode, message),

@@ -6,6 +6,7 @@ use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::backup::MAX_EXPORT_BYTES;
 use crate::group::GroupError;
 use crate::home::{self, Home, HomeError};
 use crate::identity::IdentityError;
@@ -53,9 +54,6 @@ pub fn read_input(arg: Option<&str>, what: &str) -> anyhow::Result<(String, Vec<
     read_input_capped(arg, what, MAX_DOCUMENT_BYTES)
 }
 
-/// The largest export read (`identity-import`, `group-import`).
-pub const MAX_EXPORT_BYTES: usize = 1 << 30;
-
 /// The passphrase options of the tools that seal or open an export.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PassphraseArgs {
@@ -69,9 +67,30 @@ pub struct PassphraseArgs {
 pub struct SealArgs {
     #[command(flatten)]
     pub passphrase: PassphraseArgs,
-    /// scrypt work factor (log2 N, 1-30) [default: age's, about a second of work on this machine]; low values are for tests only
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=30))]
+    /// scrypt work factor (log2 N, 1-20) [default: 18, 256 MiB]; values below 15 make the passphrase cheap to guess from the file and are for tests only
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=20))]
     pub work_factor: Option<u8>,
+}
+
+impl SealArgs {
+    /// The work factor asked for, said on stderr when it is weak.
+    pub fn work_factor(&self, tool: &str) -> Option<u8> {
+        warn_weak_work_factor(tool, self.work_factor);
+        self.work_factor
+    }
+}
+
+/// Says on stderr that a work factor below [`crate::backup::WEAK_WORK_FACTOR`] makes a
+/// sealed file's passphrase cheap to guess.
+pub fn warn_weak_work_factor(tool: &str, work_factor: Option<u8>) {
+    if let Some(n) = work_factor.filter(|n| *n < crate::backup::WEAK_WORK_FACTOR) {
+        note(
+            tool,
+            &format!(
+                "warning: --work-factor {n} makes the passphrase cheap to guess from the file: use it for tests only"
+            ),
+        );
+    }
 }
 
 impl PassphraseArgs {

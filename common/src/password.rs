@@ -129,9 +129,12 @@ pub enum Refusal {
     /// The joiner's message is malformed.
     #[error("malformed join request: {0}")]
     Malformed(String),
-    /// The admin could not issue the membership.
-    #[error("the admin could not issue the membership: {0}")]
+    /// The admin could not issue the membership (the details stay in its log).
+    #[error("the admin's node could not issue the membership (its log says why)")]
     Issue(String),
+    /// Another join with the same invitation is under way.
+    #[error("another join with this invitation is under way: try again in a moment")]
+    Busy,
 }
 
 /// What a password invitation's signed body says.
@@ -199,7 +202,7 @@ pub struct PasswordSpec {
 
 /// The admin's own record of a password invitation, kept 0600 in its membership
 /// directory: the secret the password became, and what is left of the invitation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grant {
     /// The invitation id.
@@ -220,6 +223,21 @@ pub struct Grant {
     pub wrong: u32,
     /// Wrong passwords before it locks.
     pub max_wrong: u32,
+    /// The identities it let in: one coming back (its join failed on its side after
+    /// the membership was issued) is issued again without spending a use.
+    #[serde(default)]
+    pub members: Vec<MemberId>,
+}
+
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret: it is as good as the password to the exchange.
+        f.debug_struct("Grant")
+            .field("id", &self.id)
+            .field("used", &self.used)
+            .field("wrong", &self.wrong)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The secret both ends feed SPAKE2: PBKDF2 of the password, salted with the
@@ -265,6 +283,24 @@ impl PasswordInvitation {
                 m.identity, spec.role, m.role
             )));
         }
+        if spec.role == Role::Admin && m.issuing_depth() >= pki::MAX_ISSUING_LINKS {
+            return Err(PasswordError::NotAllowed(format!(
+                "an admin invited by {:?} would be issuing link {} of the chain; at most {} are allowed: invite as member, or ask an admin nearer the creator",
+                m.identity,
+                m.issuing_depth() + 1,
+                pki::MAX_ISSUING_LINKS
+            )));
+        }
+        if let Some(d) = spec.valid_for
+            && clock::add(now, d) > own_issuing.not_after
+        {
+            return Err(PasswordError::NotAllowed(format!(
+                "the membership would last until {}, beyond the inviter's own ({}): use --valid-for {}d or less",
+                clock::format_rfc3339(clock::add(now, d)),
+                clock::format_rfc3339(own_issuing.not_after),
+                (own_issuing.not_after - now).whole_days().max(0)
+            )));
+        }
         if spec.uses == 0 || spec.uses > MAX_USES {
             return Err(PasswordError::NotAllowed(format!(
                 "--uses {} is out of range: use 1 to {MAX_USES}",
@@ -272,6 +308,7 @@ impl PasswordInvitation {
             )));
         }
         pki::verify_chain(&m.root, &m.chain, own_issuing, m.group.id, now)?;
+        pki::verify_chain(&m.root, &m.chain, &m.membership, m.group.id, now)?;
         let addresses = membership::merge_addresses(spec.addresses.iter().chain(&m.advertised_addresses()));
         if addresses.is_empty() {
             return Err(PasswordError::NotAllowed(format!(
@@ -313,6 +350,7 @@ impl PasswordInvitation {
             used: 0,
             wrong: 0,
             max_wrong: MAX_WRONG_GUESSES,
+            members: Vec::new(),
         };
         let inv = PasswordInvitation {
             source_name: "password invitation".into(),
@@ -526,17 +564,25 @@ impl Grant {
         Ok(Some(g))
     }
 
-    /// Whether a joiner may try it at `now`.
-    pub fn check(&self, now: OffsetDateTime) -> Result<(), Refusal> {
+    /// Whether `joiner` may try it at `now`.
+    pub fn check(&self, joiner: &MemberId, now: OffsetDateTime) -> Result<(), Refusal> {
         if self.wrong >= self.max_wrong {
             return Err(Refusal::Locked(self.wrong));
         }
-        if self.used >= self.uses {
+        if self.used >= self.uses && !self.members.contains(joiner) {
             return Err(Refusal::UsedUp(self.used));
         }
         match clock::parse_rfc3339(&self.expires) {
             Ok(t) if now <= t => Ok(()),
             _ => Err(Refusal::Expired(self.expires.clone())),
+        }
+    }
+
+    /// Counts `joiner`'s join: a use, unless it is one the invitation let in before.
+    pub fn spend(&mut self, joiner: MemberId) {
+        if !self.members.contains(&joiner) {
+            self.used += 1;
+            self.members.push(joiner);
         }
     }
 
@@ -730,6 +776,7 @@ mod tests {
             used: 0,
             wrong: 0,
             max_wrong: MAX_WRONG_GUESSES,
+            members: Vec::new(),
         }
     }
 
@@ -792,15 +839,19 @@ mod tests {
         let id = Uuid::new_v4();
         let mut g = grant(id, "correct horse");
         let now = clock::now();
-        assert_eq!(g.check(now), Ok(()));
+        let (carol, dave, _) = ids();
+        assert_eq!(g.check(&carol, now), Ok(()));
         g.wrong = MAX_WRONG_GUESSES;
-        assert_eq!(g.check(now), Err(Refusal::Locked(MAX_WRONG_GUESSES)));
+        assert_eq!(g.check(&carol, now), Err(Refusal::Locked(MAX_WRONG_GUESSES)));
         g.wrong = 0;
-        g.used = 1;
-        assert_eq!(g.check(now), Err(Refusal::UsedUp(1)));
-        g.used = 0;
+        g.spend(carol);
+        assert_eq!(g.check(&dave, now), Err(Refusal::UsedUp(1)));
+        // Carol again (her side failed after the issue): issued again, no use spent.
+        assert_eq!(g.check(&carol, now), Ok(()));
+        g.spend(carol);
+        assert_eq!(g.used, 1);
         assert!(matches!(
-            g.check(clock::add(now, Duration::from_secs(7200))),
+            g.check(&carol, clock::add(now, Duration::from_secs(7200))),
             Err(Refusal::Expired(_))
         ));
     }

@@ -35,7 +35,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let home = args.target.home.home()?;
     let passphrase = args.seal.passphrase.read(Some("file"))?;
     let m = membership::find(&home, &args.target.identity, &args.target.group)?;
-    let (sealed, records) = backup::export_group(&m, &passphrase, args.seal.work_factor)
+    let (sealed, records) = backup::export_group(&m, &passphrase, args.seal.work_factor("group-export"))
         .with_context(|| format!("cannot export {:?} of {:?}", args.target.identity, m.group.name))?;
     cli::write_secret_output(args.output.as_deref(), sealed.as_bytes())?;
     cli::note(

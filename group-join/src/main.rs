@@ -65,6 +65,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         pinv.verify(clock::now())?;
         let identity = Identity::load(&home, args.identity.as_deref().unwrap_or_default())?;
         invitation::not_joined(&home, &identity, &pinv.body.group)?;
+        // Everything that can fail here is checked before the admin spends a use.
+        membership::choose_listen(args.listen.as_deref())?;
         let password = backup::read_passphrase(file)?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let xml = runtime

@@ -36,8 +36,8 @@ struct Args {
     /// With --secret: read the passphrase from the first line of FILE (- for stdin)
     #[arg(long, value_name = "FILE", requires = "secret")]
     passphrase_file: Option<String>,
-    /// With --secret: scrypt work factor (log2 N, 1-30) [default: age's, about a second of work on this machine]; low values are for tests only
-    #[arg(long, value_name = "N", requires = "secret", value_parser = clap::value_parser!(u8).range(1..=30))]
+    /// With --secret: scrypt work factor (log2 N, 1-20) [default: 18, 256 MiB]; values below 15 make the passphrase cheap to guess from the file and are for tests only
+    #[arg(long, value_name = "N", requires = "secret", value_parser = clap::value_parser!(u8).range(1..=20))]
     work_factor: Option<u8>,
     /// Local name of the identity (a label on this machine only)
     #[arg(required_unless_present = "list")]
@@ -64,6 +64,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let name = args.name.unwrap_or_default();
     if let Some(source) = args.passphrase_file.filter(|_| args.secret) {
         let passphrase = backup::read_passphrase(&source)?;
+        cli::warn_weak_work_factor("identity-export", args.work_factor);
         let id = Identity::load(&home, &name)?;
         let sealed = backup::export_identity(&id, &passphrase, args.work_factor)?;
         cli::write_stdout(sealed.as_bytes())?;

@@ -43,7 +43,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         &format!(
             "imported identity {} ({}), member id {}",
             id.name,
-            id.friendly_name(),
+            common::names::sanitize(id.friendly_name()),
             id.member_id()
         ),
     );

@@ -659,8 +659,26 @@ fn password_invitations_admit_the_right_password_only() {
             ],
         )
         .fails_with("at least 8");
+    // Red-team finding: a term the admin cannot grant was accepted here and refused to
+    // every joiner at the last step.
+    g[0].home
+        .run(
+            "invite-create",
+            &[
+                "--identity",
+                "alice",
+                "--group",
+                GROUP,
+                "--password-file",
+                &pw,
+                "--valid-for",
+                "36500d",
+            ],
+        )
+        .fails_with("beyond the inviter's own");
     let two = file("two.invite", &invite("2"));
     let one = file("one.invite", &invite("1"));
+    let single = file("single.invite", &invite("1"));
     assert!(!std::fs::read_to_string(&two).unwrap().contains("sesame"));
     let joiner = |name: &'static str| {
         let home = peergroup_tests::Home::new();
@@ -708,6 +726,28 @@ fn password_invitations_admit_the_right_password_only() {
     join(&erin, "erin", &pw, &two).ok();
     let frank = joiner("frank");
     join(&frank, "frank", &pw, &two).fails_with("all it allows");
+    // Red-team finding: a use was spent before the joiner's own checks, so a typo lost a
+    // single-use invitation; and a joiner whose join failed on its side after the
+    // membership was issued could not try again.
+    frank
+        .run(
+            "group-join",
+            &[
+                "--identity",
+                "frank",
+                "--listen",
+                "127.0.0.1",
+                "--password-file",
+                &pw,
+                &single,
+            ],
+        )
+        .fails_with("127.0.0.1");
+    join(&frank, "frank", &pw, &single).ok();
+    frank
+        .run("group-leave", &["--identity", "frank", "--group", GROUP])
+        .ok();
+    join(&frank, "frank", &pw, &single).ok();
     // A changed byte anywhere in what the admin signed is caught.
     let text = std::fs::read_to_string(&two).unwrap();
     let tampered = file("tampered.invite", &text.replace("<uses>2</uses>", "<uses>9</uses>"));

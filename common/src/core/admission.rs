@@ -341,11 +341,6 @@ impl Admission {
         self.properties.at(t_ms).map_or(self.base, Properties::lifetimes)
     }
 
-    /// The lifetimes of the newest property change, which new records follow.
-    pub fn lifetimes(&self) -> Lifetimes {
-        self.properties.newest().map_or(self.base, |(p, _, _)| p.lifetimes())
-    }
-
     /// The property changes known.
     pub fn properties(&self) -> &Timeline {
         &self.properties
@@ -358,6 +353,16 @@ impl Admission {
             Ok(p) if r.rtype == PROPERTIES_TYPE => self.properties.insert(r, p),
             _ => false,
         }
+    }
+
+    /// Takes out of force the changes of admins revoked or made member since, but those
+    /// their revocation or demotion kept; true if the newest change is another now.
+    pub fn prune_properties(&mut self) -> bool {
+        let before = self.properties.newest().map(|(_, by, at)| (by, at));
+        let revocations = &self.revocations;
+        self.properties
+            .retain(|r| revocations.keeps_certification(&r.creator, &revocation::record_key(r)));
+        self.properties.newest().map(|(_, by, at)| (by, at)) != before
     }
 
     /// The verified membership certificate of `member`, if known.
@@ -468,6 +473,17 @@ impl Admission {
             return self.judge_revocation(r, signature_ok);
         }
         if r.rtype == PROPERTIES_TYPE {
+            // Its admin must be one now, as any record's creator must be a member now:
+            // else one whose membership ended could date a change inside it, or one
+            // invited again as a member could date one before that.
+            match self.certs.get(&r.creator) {
+                Some(c) if valid_at(c, now_ms) => {
+                    if !matches!(c.claim, Claim::Membership { role: Role::Admin, .. }) {
+                        return Verdict::Reject(Rejection::NotAnAdmin);
+                    }
+                }
+                _ => return Verdict::Hold(r.creator),
+            }
             return match self.verify_properties_record(r) {
                 Ok(_) => Verdict::Accept(None),
                 Err(why) => Verdict::Reject(why),

@@ -216,12 +216,13 @@ pub enum Event {
         /// The properties from now on (name, classifier and comment are unchecked
         /// text within their limits: sanitize before showing).
         properties: crate::core::properties::Properties,
-        /// The admin who changed them.
-        by: MemberId,
+        /// The admin who changed them (`None`: back to the group's creation values, the
+        /// changes having been taken out of force by a revocation or demotion).
+        by: Option<MemberId>,
         /// That admin's name.
-        by_name: String,
+        by_name: Option<String>,
         /// When the change takes effect, unix ms.
-        at_ms: i64,
+        at_ms: Option<i64>,
     },
     /// Something went wrong that the user should see.
     Error(String),

@@ -567,7 +567,7 @@ impl<S: RecordStore> Core<S> {
             self.renew_due(now);
         }
         // At a third of the presence lifetime in force (a property change may set it).
-        let presence_ms = u64::try_from(self.admission.lifetimes().presence_ms).unwrap_or(u64::MAX);
+        let presence_ms = u64::try_from(self.admission.lifetimes_at(now.unix_ms()).presence_ms).unwrap_or(u64::MAX);
         let refresh = Duration::from_millis(presence_ms.max(3_000) / 3);
         if now.instant.duration_since(self.last_presence) >= refresh
             && let Err(e) = self.publish_presence(false, now)
@@ -739,10 +739,11 @@ impl<S: RecordStore> Core<S> {
 
     /// Tells of the newest property change.
     fn emit_properties(&mut self) {
-        let Some((p, by, at_ms)) = self.admission.properties().newest() else {
-            return;
+        let (properties, by, at_ms) = match self.admission.properties().newest() {
+            Some((p, by, at)) => (p.clone(), Some(by), Some(at)),
+            None => (properties::Properties::of_group(&self.membership.group), None, None),
         };
-        let (properties, by_name) = (p.clone(), self.admission.names().display(&by));
+        let by_name = by.map(|b| self.admission.names().display(&b));
         self.emit(Event::Property {
             properties,
             by,
@@ -811,11 +812,6 @@ impl<S: RecordStore> Core<S> {
                 }
             }
         }
-        for r in self.store.of_type(&PROPERTIES_TYPE).map_err(stored)? {
-            if self.admission.verify_properties_record(&r).is_ok() {
-                self.admission.set_properties(&r);
-            }
-        }
         for r in self.store.of_type(&REVOCATION_TYPE).map_err(stored)? {
             let Some(rev) = self.admission.revoke(&r) else { continue };
             self.admission.void_certified_by(&rev.subject);
@@ -839,6 +835,29 @@ impl<S: RecordStore> Core<S> {
                     rev.at_ms,
                     &rev.reason,
                 )));
+            }
+        }
+        // After the revocations and demotions, which take their admins' changes out of
+        // force.
+        let mut changes = false;
+        for r in self.store.of_type(&PROPERTIES_TYPE).map_err(stored)? {
+            if self.admission.verify_properties_record(&r).is_ok() {
+                self.admission.set_properties(&r);
+                changes = true;
+            }
+        }
+        self.admission.prune_properties();
+        if changes {
+            // Stored while the node was stopped (group-admin set), or before a crash:
+            // what the changes refuse goes now.
+            let doomed: Vec<(MemberId, i64, Uuid)> = self.outliving(&self.store.summaries().map_err(stored)?);
+            if !doomed.is_empty() {
+                for (creator, created_ms, id) in &doomed {
+                    self.quotas.remove(*creator, *created_ms, *id);
+                    self.items.remove(id.as_bytes());
+                }
+                let ids: Vec<Uuid> = doomed.iter().map(|d| d.2).collect();
+                self.store.delete(&ids).map_err(stored)?;
             }
         }
         // Saved when it came, unless the node stopped first.
@@ -923,7 +942,7 @@ impl<S: RecordStore> Core<S> {
         if text.len() > record::MAX_CHAT_BYTES {
             return Err(CoreError::TooLong(text.len()));
         }
-        let lifetime = self.admission.lifetimes().message_ms;
+        let lifetime = self.admission.lifetimes_at(now.unix_ms()).message_ms;
         let mut r = Record::new(CHAT_TYPE, self.me, now.unix_ms(), lifetime);
         r.set_nonce(self.new_nonce());
         r.data = text.as_bytes().to_vec();
@@ -1041,7 +1060,7 @@ impl<S: RecordStore> Core<S> {
 
     fn publish_presence(&mut self, leaving: bool, now: Now) -> Result<(), CoreError> {
         let t = now.unix_ms();
-        let lifetime = self.admission.lifetimes().presence_ms;
+        let lifetime = self.admission.lifetimes_at(t).presence_ms;
         // Versions follow the clock so a restarted node's presence is always newer.
         self.presence_version = (self.presence_version + 1).max(t as u64);
         let mut r = Record::new(PRESENCE_TYPE, self.me, t, lifetime);
@@ -1679,13 +1698,22 @@ impl<S: RecordStore> Core<S> {
                 for m in self.admission.void_certified_by(&c.membership.member_id) {
                     self.cut_off(m, None, now);
                 }
+                if self.admission.prune_properties() {
+                    self.emit_properties();
+                }
             }
         }
         let mine = credential
             .filter(|c| c.membership.member_id == self.me && !self.membership.creator)
             .cloned();
-        let properties = r.rtype == PROPERTIES_TYPE;
-        if properties && self.admission.set_properties(&r) {
+        // A change that shortens a lifetime refuses records others may hold: those
+        // are looked for (only then, as the scan reads the whole store).
+        let shortens = r.rtype == PROPERTIES_TYPE
+            && properties::Properties::of_record(&r).is_ok_and(|p| {
+                let (before, after) = (self.admission.lifetimes_at(r.created_ms), p.lifetimes());
+                after.message_ms < before.message_ms || after.presence_ms < before.presence_ms
+            });
+        if r.rtype == PROPERTIES_TYPE && self.admission.set_properties(&r) {
             self.emit_properties();
         }
         accepted.push(Put {
@@ -1694,11 +1722,14 @@ impl<S: RecordStore> Core<S> {
             via_sync,
             received_ns: now.unix_ns,
         });
-        if properties {
+        if shortens {
             self.drop_outliving(accepted);
         }
         if let Some(r) = revocation {
             self.apply_revocation(&r, now, accepted);
+            if self.admission.prune_properties() {
+                self.emit_properties();
+            }
         }
         let Some(proof) = proof else { return };
         // A membership record proves its creator's certificate, a credential its
@@ -1898,10 +1929,6 @@ impl<S: RecordStore> Core<S> {
     /// force at their creation: accepted before a property change that shortened them
     /// was known here, and refused by every node that knew it.
     fn drop_outliving(&mut self, accepted: &mut Vec<Put>) {
-        let a = &self.admission;
-        let outlives = |rtype: &Uuid, created_ms: i64, expires_ms: i64| {
-            admission::outlives(rtype, created_ms, expires_ms, &a.lifetimes_at(created_ms))
-        };
         let stored = match self.store.summaries() {
             Ok(s) => s,
             Err(e) => {
@@ -1909,10 +1936,13 @@ impl<S: RecordStore> Core<S> {
                 Vec::new()
             }
         };
-        let doomed: Vec<(MemberId, i64, Uuid)> = stored
-            .iter()
-            .filter(|s| outlives(&s.rtype, s.created_ms, s.expires_ms))
-            .map(|s| (s.creator, s.created_ms, s.id))
+        let a = &self.admission;
+        let outlives = |rtype: &Uuid, created_ms: i64, expires_ms: i64| {
+            admission::outlives(rtype, created_ms, expires_ms, &a.lifetimes_at(created_ms))
+        };
+        let doomed: Vec<(MemberId, i64, Uuid)> = self
+            .outliving(&stored)
+            .into_iter()
             .chain(
                 accepted
                     .iter()
@@ -1926,6 +1956,17 @@ impl<S: RecordStore> Core<S> {
             self.quotas.remove(creator, created_ms, id);
             self.evict(id, accepted);
         }
+    }
+
+    /// Of `stored`, the records that live longer than the lifetimes in force at their
+    /// creation: creator, creation time, id.
+    fn outliving(&self, stored: &[crate::store::Summary]) -> Vec<(MemberId, i64, Uuid)> {
+        let a = &self.admission;
+        stored
+            .iter()
+            .filter(|s| admission::outlives(&s.rtype, s.created_ms, s.expires_ms, &a.lifetimes_at(s.created_ms)))
+            .map(|s| (s.creator, s.created_ms, s.id))
+            .collect()
     }
 
     /// The stored records `rev` does not keep of its subject's (never revocations:

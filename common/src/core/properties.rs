@@ -218,6 +218,11 @@ impl Timeline {
         self.changes.last_key_value().is_some_and(|(k, _)| *k == at)
     }
 
+    /// Keeps the changes whose record `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Record) -> bool) {
+        self.changes.retain(|_, c| keep(&c.record));
+    }
+
     /// The properties in force at `t_ms`, if any change had taken effect by then.
     pub fn at(&self, t_ms: i64) -> Option<&Properties> {
         self.changes.range(..=t_ms).next_back().map(|(_, c)| &c.properties)

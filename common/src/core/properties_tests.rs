@@ -85,7 +85,11 @@ fn a_record_is_judged_by_the_lifetimes_in_force_when_it_was_created() {
         let after_verdict = rejection(&a, &after, now);
         if change_first {
             assert_eq!(after_verdict, Some(Rejection::OutlivesGroupLimit));
-            assert_eq!(a.lifetimes().message_ms, 86_400_000, "new records follow the change");
+            assert_eq!(
+                a.lifetimes_at(now).message_ms,
+                86_400_000,
+                "new records follow the change"
+            );
         } else {
             // Not known yet: accepted now, refused once known (the next sync offers
             // it again only to nodes that lack it; every node that knows the change
@@ -212,7 +216,7 @@ fn a_node_tells_of_a_change_stores_it_and_keeps_it_across_a_restart() {
         Output::Event(Event::Property { properties, by, .. }) => Some((properties, by)),
         _ => None,
     });
-    assert_eq!(told, Some((p.clone(), f.admin.m.membership.member_id)));
+    assert_eq!(told, Some((p.clone(), Some(f.admin.m.membership.member_id))));
     assert_eq!(core.properties(), p);
     // Told once: the same change again is a duplicate.
     core.handle(now, Input::Frame(1, records(&[&r])));
@@ -225,4 +229,115 @@ fn a_node_tells_of_a_change_stores_it_and_keeps_it_across_a_restart() {
     // A node started over the same store has it in force at once.
     let again = Core::new(config_of(&f.member), core.store().clone(), now).unwrap();
     assert_eq!(again.properties(), p);
+}
+
+/// Red-team finding: an admin whose certificate had ended could still sign a change
+/// dated inside its old validity, and every node took it.
+#[test]
+fn a_change_by_an_admin_whose_membership_ended_or_who_is_a_member_now_is_not_taken() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let end_ms = ms(f.admin.m.membership.not_after);
+    let dated = change(&f.admin, &with_message_lifetime(&f, 60), end_ms - HOUR_MS);
+    let a = admission_of(&f);
+    assert!(
+        matches!(a.judge(&dated, None, end_ms + HOUR_MS, None), Verdict::Hold(m) if m == f.admin.m.membership.member_id)
+    );
+    // Invited again as a member (a later certificate, no demotion record).
+    let now_ms = ms(f.t0) + 20 * 24 * HOUR_MS;
+    let member_again = credential::assign_role(
+        &f.creator.key,
+        &f.creator.m,
+        &f.admin.m.membership,
+        crate::pki::Role::Member,
+        30 * DAY,
+        clock::from_unix(now_ms / 1000 - 3600),
+        Vec::new(),
+    )
+    .unwrap();
+    let mut a = admission_of(&f);
+    a.learn(f.admin.m.membership.member_id, member_again.membership.clone());
+    let backdated = change(&f.admin, &with_message_lifetime(&f, 60), now_ms - 2 * 24 * HOUR_MS);
+    assert_eq!(rejection(&a, &backdated, now_ms), Some(Rejection::NotAnAdmin));
+}
+
+/// Red-team finding: a revocation left its admin's change in force until a restart,
+/// and a restart over a store holding both put it in force again.
+#[test]
+fn a_revocation_takes_its_admins_change_out_of_force_now_and_after_a_restart() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let t1 = ms(f.t0) + 24 * HOUR_MS;
+    let now = at_ms(t1 + 1000);
+    let mut core = core_of(&f.member, now);
+    core.handle(now, up(1, &f.creator));
+    drain(&mut core);
+    let admin_ms = membership_record(&f.admin, t1);
+    let p = with_message_lifetime(&f, 60);
+    let c = change(&f.admin, &p, t1);
+    core.handle(now, Input::Frame(1, records(&[&admin_ms, &c])));
+    core.flush(now);
+    assert_eq!(core.properties(), p);
+    let rev = revocation_of(&f.creator, &f.admin, Vec::new(), t1 + 500);
+    core.handle(now, Input::Frame(1, records(&[&rev])));
+    core.flush(now);
+    let base = Properties::of_group(&f.member.m.group);
+    assert_eq!(core.properties(), base, "out of force at once");
+    let told = drain(&mut core)
+        .into_iter()
+        .any(|o| matches!(o, Output::Event(Event::Property { .. })));
+    assert!(told, "members are told the properties changed back");
+    // A store that holds the change and the revocation (stored offline, say).
+    let mut store = MemStore::new();
+    let puts: Vec<crate::store::Put> = [&admin_ms, &c, &rev]
+        .iter()
+        .map(|r| crate::store::Put::new((*r).clone(), false, 0))
+        .collect();
+    store.put_batch(&puts).unwrap_or_else(|e| match e {});
+    let again = Core::new(config_of(&f.member), store, now).unwrap();
+    assert_eq!(again.properties(), base);
+}
+
+/// Red-team finding: a node put a change dated a few minutes ahead in force for its own
+/// records at once, and every node that judged them by the change in force at their
+/// creation refused them.
+#[test]
+fn a_change_dated_ahead_governs_new_records_only_from_its_time() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let t1 = ms(f.t0) + 24 * HOUR_MS;
+    let now = at_ms(t1);
+    let mut core = core_of(&f.member, now);
+    core.handle(now, up(1, &f.admin));
+    drain(&mut core);
+    let ahead = change(&f.admin, &with_message_lifetime(&f, 30 * 86_400), t1 + 4 * 60_000);
+    core.handle(now, Input::Frame(1, records(&[&ahead])));
+    core.flush(now);
+    core.handle(now, Input::Command(7, Command::Publish("early".into())));
+    core.flush(now);
+    let mine = core.store().of_type(&CHAT_TYPE).unwrap_or_else(|e| match e {});
+    let r = mine.iter().find(|r| r.data == b"early").expect("published");
+    let a = admission_of(&f);
+    assert!(!admission::outlives(
+        &r.rtype,
+        r.created_ms,
+        r.expires_ms,
+        &a.lifetimes_at(r.created_ms)
+    ));
+}
+
+/// Red-team finding: a change stored while the node was stopped never dropped what it
+/// refuses.
+#[test]
+fn a_change_found_in_the_store_at_start_drops_what_it_refuses() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let t1 = ms(f.t0) + 10 * 24 * HOUR_MS;
+    let now = at_ms(t1 + 2 * HOUR_MS);
+    let long = chat(&f.member, t1 + HOUR_MS, 3 * 24 * HOUR_MS);
+    let shorter = change(&f.admin, &with_message_lifetime(&f, 86_400), t1);
+    let mut store = MemStore::new();
+    let puts: Vec<crate::store::Put> = [&membership_record(&f.member, t1), &long, &shorter]
+        .iter()
+        .map(|r| crate::store::Put::new((*r).clone(), false, 0))
+        .collect();
+    store.put_batch(&puts).unwrap_or_else(|e| match e {});
+    let core = Core::new(config_of(&f.creator), store, now).unwrap();
+    assert!(core.store().get(&long.id).unwrap_or_else(|e| match e {}).is_none());
 }

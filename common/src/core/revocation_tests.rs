@@ -1,7 +1,7 @@
 //! Revocation through a core driven by hand, and its admission rules.
 
 use super::admission::{Admission, Lifetimes, Rejection};
-use super::revocation::{self, Key};
+use super::revocation;
 use super::test_support::*;
 use super::*;
 use crate::credential::tests::{DAY, Held, fixture, invite};
@@ -14,21 +14,6 @@ fn chat(h: &Held, text: &str, created_ms: i64) -> Record {
 }
 
 /// `by`'s revocation of `subject` keeping `keep`.
-fn revocation_of(by: &Held, subject: &Held, keep: Vec<Key>, now_ms: i64) -> Record {
-    let mut r = Record::about(
-        REVOCATION_TYPE,
-        by.m.membership.member_id,
-        subject.m.membership.member_id,
-        now_ms,
-        by.m.root.not_after.unix_timestamp() * 1000 - now_ms,
-    );
-    r.attributes
-        .push((revocation::REASON_ATTR.into(), AttrValue::Str("laptop stolen".into())));
-    r.data = revocation::encode_keys(keep);
-    r.sign(&by.m.group.id, &by.key).unwrap();
-    r
-}
-
 fn stored(core: &Core<MemStore>, r: &Record) -> bool {
     core.store().get(&r.id).unwrap_or_else(|e| match e {}).is_some()
 }

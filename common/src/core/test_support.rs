@@ -84,3 +84,19 @@ pub fn records(rs: &[&Record]) -> Message {
         bodies: rs.iter().map(|r| r.encode()).collect(),
     }
 }
+
+/// `by`'s signed revocation of `subject`, keeping `keep`.
+pub fn revocation_of(by: &Held, subject: &Held, keep: Vec<revocation::Key>, now_ms: i64) -> Record {
+    let mut r = Record::about(
+        REVOCATION_TYPE,
+        by.m.membership.member_id,
+        subject.m.membership.member_id,
+        now_ms,
+        by.m.root.not_after.unix_timestamp() * 1000 - now_ms,
+    );
+    r.attributes
+        .push((revocation::REASON_ATTR.into(), AttrValue::Str("laptop stolen".into())));
+    r.data = revocation::encode_keys(keep);
+    r.sign(&by.m.group.id, &by.key).unwrap();
+    r
+}

@@ -413,7 +413,7 @@ async fn serve_joiner(
     let mut exporter = [0u8; 32];
     conn.export_keying_material(&mut exporter, password::EXPORTER_LABEL, None)
         .map_err(|e| format!("cannot bind the password exchange to TLS: {e}"))?;
-    tokio::time::timeout(super::join::STEP_TIMEOUT * 4, joins.serve(stream, &joiner, &exporter))
+    tokio::time::timeout(super::join::JOIN_TIMEOUT, joins.serve(stream, &joiner, &exporter))
         .await
         .map_err(|_| "a password join timed out".to_string())?
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use uuid::Uuid;
@@ -30,15 +30,20 @@ use crate::password::{
     Refusal,
 };
 use crate::tls;
-use crate::wire;
 
 /// How long each step of the exchange may take.
-pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a whole exchange may take on the admin's side (it holds a handshake slot).
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// The largest frame a joiner may send (its messages are a few hundred bytes).
+const MAX_JOINER_FRAME: usize = 4096;
+/// The largest frame the admin's node may send (an invitation).
+const MAX_ADMIN_FRAME: usize = 512 * 1024;
 /// How long the joiner waits to reach one address.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the invitation the admin's node issues can be used (the joiner uses it at
-/// once).
-const ISSUED_EXPIRES: Duration = Duration::from_secs(600);
+/// once; an hour leaves room for a joiner whose clock is off).
+const ISSUED_EXPIRES: Duration = Duration::from_secs(3600);
 
 /// Why a password join failed, on the joiner's side.
 #[derive(Debug, Error)]
@@ -80,11 +85,11 @@ pub struct JoinService {
 }
 
 impl JoinService {
-    /// The service of `identity`'s membership `m`.
-    pub fn new(identity: &Identity, m: &Membership) -> JoinService {
+    /// The service of `identity`'s membership kept in `dir`.
+    pub fn new(identity: &Identity, dir: PathBuf) -> JoinService {
         JoinService {
             identity: identity.duplicate(),
-            dir: m.dir.clone(),
+            dir,
             turns: Mutex::new(HashMap::new()),
         }
     }
@@ -92,6 +97,21 @@ impl JoinService {
     fn turn(&self, id: Uuid) -> Arc<tokio::sync::Mutex<()>> {
         let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
         turns.entry(id).or_default().clone()
+    }
+
+    /// Forgets `id`'s turn when nobody else holds it, so the map holds only exchanges
+    /// under way.
+    fn end_turn(&self, id: Uuid, turn: Arc<tokio::sync::Mutex<()>>) {
+        let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+        // Ours and the map's.
+        if Arc::strong_count(&turn) == 2 {
+            turns.remove(&id);
+        }
+    }
+
+    /// Exchanges under way.
+    pub fn turns(&self) -> usize {
+        self.turns.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Runs one exchange with a joiner on `stream` (a [`tls::JOIN_ALPN`] connection).
@@ -102,14 +122,19 @@ impl JoinService {
         joiner: &PublicIdentity,
         exporter: &[u8],
     ) -> Result<String, String> {
-        let req: JoinRequest = step(read_json(stream)).await?;
+        let req: JoinRequest = step(read_json(stream, MAX_JOINER_FRAME)).await?;
         let who = format!("{} ({})", joiner.friendly_name(), joiner.member_id());
         match self.exchange(stream, joiner, exporter, &req).await {
             Ok(()) => Ok(format!("{who} joined with password invitation {}", req.invitation)),
             Err(refusal) => {
                 let _ = step(write_json(stream, &Outcome::Refused(refusal.to_string()))).await;
-                let _ = stream.shutdown().await;
-                Err(format!("password join of {who} refused: {refusal}"))
+                let _ = tokio::time::timeout(STEP_TIMEOUT, stream.shutdown()).await;
+                // The details of a failure to issue stay here, never sent to the joiner.
+                let detail = match &refusal {
+                    Refusal::Issue(d) => format!(": {d}"),
+                    _ => String::new(),
+                };
+                Err(format!("password join of {who} refused: {refusal}{detail}"))
             }
         }
     }
@@ -121,13 +146,34 @@ impl JoinService {
         exporter: &[u8],
         req: &JoinRequest,
     ) -> Result<(), Refusal> {
+        let issue = |e: &dyn std::fmt::Display| Refusal::Issue(e.to_string());
+        // Unknown ids are turned away before anything is kept for them.
+        Grant::load(&self.dir, &req.invitation)
+            .map_err(|e| issue(&e))?
+            .ok_or(Refusal::Unknown)?;
         let turn = self.turn(req.invitation);
-        let _turn = turn.lock().await;
+        let result = match turn.clone().try_lock_owned() {
+            // One exchange at a time per invitation; another waits for nothing.
+            Err(_) => Err(Refusal::Busy),
+            Ok(_held) => self.exchange_in_turn(stream, joiner, exporter, req).await,
+        };
+        self.end_turn(req.invitation, turn);
+        result
+    }
+
+    async fn exchange_in_turn<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+        joiner: &PublicIdentity,
+        exporter: &[u8],
+        req: &JoinRequest,
+    ) -> Result<(), Refusal> {
         let issue = |e: &dyn std::fmt::Display| Refusal::Issue(e.to_string());
         let mut grant = Grant::load(&self.dir, &req.invitation)
             .map_err(|e| issue(&e))?
             .ok_or(Refusal::Unknown)?;
-        grant.check(clock::now())?;
+        let joiner_id = joiner.member_id();
+        grant.check(&joiner_id, clock::now())?;
         // Counted before the answer: a joiner who stops half-way has used a guess.
         grant.wrong += 1;
         grant.save(&self.dir).map_err(|e| issue(&e))?;
@@ -138,12 +184,23 @@ impl JoinService {
         let (admitter, challenge) =
             Admitter::on_request(&grant, &joiner.member_id(), &self.identity.member_id(), req, exporter)?;
         step(write_json(stream, &challenge)).await.map_err(|_| wrong.clone())?;
-        let proof: JoinProof = step(read_json(stream)).await.map_err(|_| wrong.clone())?;
+        let proof: JoinProof = step(read_json(stream, MAX_JOINER_FRAME))
+            .await
+            .map_err(|_| wrong.clone())?;
         if !admitter.on_proof(&proof) {
             return Err(wrong);
         }
         grant.wrong -= 1;
-        let invitation = self.issue(&grant, joiner);
+        // Signing and reading the store block: off the node's thread.
+        let (identity, dir, g, j) = (
+            self.identity.duplicate(),
+            self.dir.clone(),
+            grant.clone(),
+            joiner.clone(),
+        );
+        let invitation = tokio::task::spawn_blocking(move || issue_for(&identity, dir, &g, &j))
+            .await
+            .unwrap_or_else(|e| Err(Refusal::Issue(e.to_string())));
         let xml = match invitation {
             Ok(xml) => xml,
             Err(e) => {
@@ -151,27 +208,27 @@ impl JoinService {
                 return Err(e);
             }
         };
-        grant.used += 1;
+        grant.spend(joiner_id);
         grant.save(&self.dir).map_err(|e| issue(&e))?;
         step(write_json(stream, &Outcome::Invitation(xml)))
             .await
             .map_err(|e| Refusal::Issue(format!("the joiner left before its invitation was sent: {e}")))?;
         Ok(())
     }
+}
 
-    /// An ordinary invitation for `joiner`, as `invite-create` would make it now, from
-    /// the membership as saved (a renewal since the node started included).
-    fn issue(&self, grant: &Grant, joiner: &PublicIdentity) -> Result<String, Refusal> {
-        let m = Membership::load(&self.identity.name, self.dir.clone()).map_err(|e| Refusal::Issue(e.to_string()))?;
-        let spec = InviteSpec {
-            role: grant.role,
-            valid_for: grant.valid_for_secs.map(Duration::from_secs),
-            expires: ISSUED_EXPIRES,
-            addresses: Vec::new(),
-        };
-        let inv = Invitation::create(&self.identity, &m, joiner, &spec).map_err(|e| Refusal::Issue(e.to_string()))?;
-        Ok(inv.to_xml())
-    }
+/// An ordinary invitation for `joiner`, as `invite-create` would make it now, from the
+/// membership saved in `dir` (a renewal since the node started included).
+fn issue_for(identity: &Identity, dir: PathBuf, grant: &Grant, joiner: &PublicIdentity) -> Result<String, Refusal> {
+    let m = Membership::load(&identity.name, dir).map_err(|e| Refusal::Issue(e.to_string()))?;
+    let spec = InviteSpec {
+        role: grant.role,
+        valid_for: grant.valid_for_secs.map(Duration::from_secs),
+        expires: ISSUED_EXPIRES,
+        addresses: Vec::new(),
+    };
+    let inv = Invitation::create(identity, &m, joiner, &spec).map_err(|e| Refusal::Issue(e.to_string()))?;
+    Ok(inv.to_xml())
 }
 
 /// The joiner's side: reaches the admin who issued `inv` at its addresses, proves it
@@ -241,9 +298,12 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     let broke = JoinError::Exchange;
     let (joiner, req) = Joiner::start(secret, &me, &admin, &invitation);
     step(write_json(stream, &req)).await.map_err(broke)?;
-    let (spake, confirm) = match step(read_json::<_, Challenge>(stream)).await.map_err(broke)? {
+    let (spake, confirm) = match step(read_json::<_, Challenge>(stream, MAX_ADMIN_FRAME))
+        .await
+        .map_err(broke)?
+    {
         Challenge::Spake { spake, confirm } => (spake, confirm),
-        Challenge::Refused(why) => return Err(JoinError::Refused(why)),
+        Challenge::Refused(why) => return Err(JoinError::Refused(crate::names::sanitize(&why))),
     };
     // A refusal can come instead of a challenge too: the outcome's shape.
     let proof = joiner.on_challenge(&spake, &confirm, exporter).map_err(|why| {
@@ -253,11 +313,11 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         ))
     })?;
     step(write_json(stream, &proof)).await.map_err(broke)?;
-    let outcome: Outcome = step(read_json(stream)).await.map_err(broke)?;
-    let _ = stream.shutdown().await;
+    let outcome: Outcome = step(read_json(stream, MAX_ADMIN_FRAME)).await.map_err(broke)?;
+    let _ = tokio::time::timeout(STEP_TIMEOUT, stream.shutdown()).await;
     match outcome {
         Outcome::Invitation(xml) => Ok(xml),
-        Outcome::Refused(why) => Err(JoinError::Refused(why)),
+        Outcome::Refused(why) => Err(JoinError::Refused(crate::names::sanitize(&why))),
     }
 }
 
@@ -276,10 +336,71 @@ async fn write_json<S: AsyncWrite + Unpin, T: Serialize>(stream: &mut S, msg: &T
     stream.flush().await.map_err(|e| e.to_string())
 }
 
-async fn read_json<S: AsyncRead + Unpin, T: DeserializeOwned>(stream: &mut S) -> Result<T, String> {
-    let payload = wire::read_frame(stream)
+/// Reads one frame of at most `max` bytes (the length is checked before anything is
+/// allocated) and parses it.
+async fn read_json<S: AsyncRead + Unpin, T: DeserializeOwned>(stream: &mut S, max: usize) -> Result<T, String> {
+    let mut len = [0u8; 4];
+    stream
+        .read_exact(&mut len)
         .await
-        .map_err(|e| e.to_string())?
-        .ok_or("the other end closed the connection")?;
+        .map_err(|_| "the other end closed the connection".to_string())?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len == 0 || len > max {
+        return Err(format!("a frame of {len} bytes (at most {max})"));
+    }
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).await.map_err(|e| e.to_string())?;
     serde_json::from_slice(&payload).map_err(|e| format!("malformed message: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::home::Home;
+
+    fn service() -> (tempfile::TempDir, JoinService, PublicIdentity) {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::resolve(Some(dir.path())).unwrap();
+        let admin = Identity::create(&home, "alice", crate::pki::KeyType::Ed25519, "alice").unwrap();
+        let joiner = Identity::create(&home, "eve", crate::pki::KeyType::Ed25519, "eve").unwrap();
+        let svc = JoinService::new(&admin, dir.path().join("membership"));
+        (dir, svc, joiner.public())
+    }
+
+    async fn frame(stream: &mut tokio::io::DuplexStream, body: &[u8]) {
+        stream.write_all(&(body.len() as u32).to_be_bytes()).await.unwrap();
+        stream.write_all(body).await.unwrap();
+    }
+
+    /// Red-team finding: every unknown invitation id an outsider named stayed in the
+    /// node's memory for good.
+    #[tokio::test]
+    async fn unknown_invitations_are_refused_and_leave_nothing_behind() {
+        let (_dir, svc, eve) = service();
+        for _ in 0..200 {
+            let (mut a, mut b) = tokio::io::duplex(64 * 1024);
+            let req = serde_json::to_vec(&JoinRequest {
+                invitation: Uuid::new_v4(),
+                spake: "AAAA".into(),
+            })
+            .unwrap();
+            frame(&mut b, &req).await;
+            let out = svc.serve(&mut a, &eve, b"x").await;
+            assert!(out.unwrap_err().contains("no such password invitation"));
+            let answer: Outcome = read_json(&mut b, MAX_ADMIN_FRAME).await.unwrap();
+            assert!(matches!(answer, Outcome::Refused(_)));
+        }
+        assert_eq!(svc.turns(), 0);
+    }
+
+    /// Red-team finding: an outsider could make the node allocate a megabyte per
+    /// connection with one length prefix.
+    #[tokio::test]
+    async fn a_joiner_frame_over_its_small_limit_is_refused_before_it_is_read() {
+        let (_dir, svc, eve) = service();
+        let (mut a, mut b) = tokio::io::duplex(64 * 1024);
+        b.write_all(&(1024u32 * 1024).to_be_bytes()).await.unwrap();
+        let out = svc.serve(&mut a, &eve, b"x").await;
+        assert!(out.unwrap_err().contains("at most 4096"));
+    }
 }

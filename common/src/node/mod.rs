@@ -289,7 +289,7 @@ pub async fn start(cfg: NodeConfig) -> Result<(Handle, mpsc::Receiver<Event>, to
     // from receiving a record to forwarding it.
     let checkpointer = store.spawn_checkpointer()?;
     let tls = tls::configs(&cfg.identity, m)?;
-    let joins = Arc::new(join::JoinService::new(&cfg.identity, m));
+    let joins = Arc::new(join::JoinService::new(&cfg.identity, m.dir.clone()));
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| NodeError::Listen {

@@ -462,20 +462,8 @@ impl Invitation {
             .first()
             .ok_or_else(|| untrusted("it has no chain certificate, so no admin signed it".into()))?;
         let signer = Cert::parse(signer_der, "the inviter's certificate").map_err(|e| untrusted(e.to_string()))?;
-        if !signer.verify(&body_bytes, &signature) {
-            return Err(untrusted(
-                "the signature does not verify with the inviter's certificate".into(),
-            ));
-        }
-        let body: Body = serde_json::from_slice(&body_bytes)
-            .map_err(|e| untrusted(format!("the signed body does not parse: {e}")))?;
-        if body.format != 1 {
-            return Err(untrusted(format!(
-                "signed body format {} is not supported",
-                body.format
-            )));
-        }
-        body.group.check().map_err(|e| untrusted(e.to_string()))?;
+        let body: Body = open_body(&signer, &body_bytes, &signature, "inviter").map_err(untrusted)?;
+        check_body(body.format, &body.group).map_err(untrusted)?;
         // Stage 3, digests: the certificates are exactly those the inviter signed.
         let digests_match = body.root_sha256 == pki::sha256_hex(&root_der)
             && body.membership_sha256 == pki::sha256_hex(&membership_der)
@@ -498,21 +486,18 @@ impl Invitation {
         if body.issuer_id != signer.member_id {
             return Err(untrusted("the signer is not the inviter named in the body".into()));
         }
-        for (field, value) in [
-            ("group-id", body.group.id.to_string()),
-            ("group-name", body.group.name.clone()),
-            ("role", body.role.name().to_string()),
-            ("member-id", body.member_id.to_string()),
-            ("issuer-id", body.issuer_id.to_string()),
-            ("expires", body.expires.clone()),
-        ] {
-            if doc.required(field).trim() != value {
-                return Err(untrusted(format!(
-                    "<{field}> (line {}) differs from the signed value {value:?}",
-                    doc.line_of(field)
-                )));
-            }
-        }
+        check_readable_copies(
+            &doc,
+            &[
+                ("group-id", body.group.id.to_string()),
+                ("group-name", body.group.name.clone()),
+                ("role", body.role.name().to_string()),
+                ("member-id", body.member_id.to_string()),
+                ("issuer-id", body.issuer_id.to_string()),
+                ("expires", body.expires.clone()),
+            ],
+        )
+        .map_err(untrusted)?;
         for address in &body.addresses {
             membership::parse_address(address).map_err(|e| untrusted(e.to_string()))?;
         }
@@ -705,6 +690,41 @@ pub fn join(
     drop(store);
     staging.commit(&target)?;
     Ok(membership)
+}
+
+/// The signed body of an invitation file: `signature` by `signer` over `body`, then
+/// parsed. `who` names the signer in the error.
+pub(crate) fn open_body<T: serde::de::DeserializeOwned>(
+    signer: &Cert,
+    body: &[u8],
+    signature: &[u8],
+    who: &str,
+) -> Result<T, String> {
+    if !signer.verify(body, signature) {
+        return Err(format!("the signature does not verify with the {who}'s certificate"));
+    }
+    serde_json::from_slice(body).map_err(|e| format!("the signed body does not parse: {e}"))
+}
+
+/// A signed body's format (1) and group.
+pub(crate) fn check_body(format: u32, group: &GroupInfo) -> Result<(), String> {
+    if format != 1 {
+        return Err(format!("signed body format {format} is not supported"));
+    }
+    group.check().map_err(|e| e.to_string())
+}
+
+/// Every readable copy in `doc` equals its signed value.
+pub(crate) fn check_readable_copies(doc: &xml::Document, copies: &[(&str, String)]) -> Result<(), String> {
+    for (field, value) in copies {
+        if doc.required(field).trim() != value {
+            return Err(format!(
+                "<{field}> (line {}) differs from the signed value {value:?}",
+                doc.line_of(field)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses if `identity` is a member of `group` already (checked before a password

@@ -25,6 +25,7 @@ use uuid::Uuid;
 use crate::clock;
 use crate::home::{self, HomeError};
 use crate::identity::{Identity, decode_base64};
+use crate::invitation;
 use crate::member::MemberId;
 use crate::membership::{self, GroupInfo, Membership};
 use crate::pki::{self, Cert, Claim, PkiError, Role};
@@ -418,20 +419,8 @@ impl PasswordInvitation {
         let signer = chain
             .first()
             .ok_or_else(|| untrusted("it has no chain certificate, so no admin signed it".into()))?;
-        if !signer.verify(&body_bytes, &signature) {
-            return Err(untrusted(
-                "the signature does not verify with the admin's certificate".into(),
-            ));
-        }
-        let body: Body = serde_json::from_slice(&body_bytes)
-            .map_err(|e| untrusted(format!("the signed body does not parse: {e}")))?;
-        if body.format != 1 {
-            return Err(untrusted(format!(
-                "signed body format {} is not supported",
-                body.format
-            )));
-        }
-        body.group.check().map_err(|e| untrusted(e.to_string()))?;
+        let body: Body = invitation::open_body(signer, &body_bytes, &signature, "admin").map_err(untrusted)?;
+        invitation::check_body(body.format, &body.group).map_err(untrusted)?;
         if body.root_sha256 != pki::sha256_hex(&root_der)
             || body.chain_sha256 != chain_der.iter().map(|c| pki::sha256_hex(c)).collect::<Vec<_>>()
         {
@@ -443,22 +432,19 @@ impl PasswordInvitation {
         if body.uses == 0 || body.uses > MAX_USES {
             return Err(untrusted(format!("it allows {} uses", body.uses)));
         }
-        for (field, value) in [
-            ("invitation-id", body.invitation_id.to_string()),
-            ("group-id", body.group.id.to_string()),
-            ("group-name", body.group.name.clone()),
-            ("role", body.role.name().to_string()),
-            ("issuer-id", body.issuer_id.to_string()),
-            ("expires", body.expires.clone()),
-            ("uses", body.uses.to_string()),
-        ] {
-            if doc.required(field).trim() != value {
-                return Err(untrusted(format!(
-                    "<{field}> (line {}) differs from the signed value {value:?}",
-                    doc.line_of(field)
-                )));
-            }
-        }
+        invitation::check_readable_copies(
+            &doc,
+            &[
+                ("invitation-id", body.invitation_id.to_string()),
+                ("group-id", body.group.id.to_string()),
+                ("group-name", body.group.name.clone()),
+                ("role", body.role.name().to_string()),
+                ("issuer-id", body.issuer_id.to_string()),
+                ("expires", body.expires.clone()),
+                ("uses", body.uses.to_string()),
+            ],
+        )
+        .map_err(untrusted)?;
         if body.addresses.is_empty() {
             return Err(untrusted("it names no address of the admin".into()));
         }

@@ -241,26 +241,17 @@ pub async fn request(inv: &PasswordInvitation, identity: &Identity, password: &s
     let name = tls::server_name(Some(&body.issuer_id))?;
     let mut last = String::from("no address to try");
     for addr in &body.addresses {
-        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr.as_str())).await {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => {
-                last = format!("{addr}: {e}");
-                continue;
-            }
-            Err(_) => {
-                last = format!("{addr}: no answer within {CONNECT_TIMEOUT:?}");
-                continue;
-            }
+        let reached = async {
+            let tcp = within(CONNECT_TIMEOUT, TcpStream::connect(addr.as_str())).await?;
+            let _ = tcp.set_nodelay(true);
+            within(STEP_TIMEOUT, connector.connect(name.clone(), tcp))
+                .await
+                .map_err(|e| format!("TLS: {e}"))
         };
-        let _ = tcp.set_nodelay(true);
-        let mut stream = match tokio::time::timeout(STEP_TIMEOUT, connector.connect(name.clone(), tcp)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                last = format!("{addr}: TLS: {e}");
-                continue;
-            }
-            Err(_) => {
-                last = format!("{addr}: TLS handshake timed out");
+        let mut stream = match reached.await {
+            Ok(s) => s,
+            Err(e) => {
+                last = format!("{addr}: {e}");
                 continue;
             }
         };
@@ -318,6 +309,14 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     match outcome {
         Outcome::Invitation(xml) => Ok(xml),
         Outcome::Refused(why) => Err(JoinError::Refused(crate::names::sanitize(&why))),
+    }
+}
+
+/// `f` within `limit`, its error and the timeout as text.
+async fn within<T, E: std::fmt::Display>(limit: Duration, f: impl Future<Output = Result<T, E>>) -> Result<T, String> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {limit:?}")),
     }
 }
 

@@ -629,13 +629,21 @@ impl Invitation {
             "chain",
             &format!("{} issuing link(s) to the group root", self.chain.len()),
         );
+        // The lifetimes in force: the newest property change it carries, if any.
+        let change = self.property_change().ok().flatten();
+        let p = change
+            .and_then(|r| Properties::of_record(&r).ok())
+            .unwrap_or_else(|| Properties::of_group(&b.group));
+        if !p.comment.is_empty() {
+            line("comment", &p.comment);
+        }
         line(
             "message-lifetime",
-            &clock::format_duration(Duration::from_secs(b.group.message_lifetime_secs)),
+            &clock::format_duration(Duration::from_secs(p.message_lifetime_secs)),
         );
         line(
             "presence-lifetime",
-            &clock::format_duration(Duration::from_secs(b.group.presence_lifetime_secs)),
+            &clock::format_duration(Duration::from_secs(p.presence_lifetime_secs)),
         );
         for a in &b.addresses {
             line("address", a);

@@ -2,12 +2,13 @@
 //! what `group-list` prints of each membership, and `group-leave`, which removes a
 //! membership with its record store.
 
-use std::path::Path;
+use std::time::Duration;
 
 use serde_json::json;
 use thiserror::Error;
 
 use crate::clock;
+use crate::core::properties::Properties;
 use crate::group::identity_lock;
 use crate::home::{self, Home, HomeError, Lock};
 use crate::membership::{self, Membership, MembershipError};
@@ -57,6 +58,8 @@ pub struct Row {
     pub membership: Membership,
     /// Members whose membership record its store holds (itself included).
     pub members: usize,
+    /// The group's properties in force (PeerGroupGetProperties), from its store.
+    pub properties: Properties,
 }
 
 impl Row {
@@ -88,6 +91,13 @@ impl Row {
             "members": self.members,
             "listen": m.listen.to_string(),
             "creator": m.creator,
+            "properties": {
+                "name": self.properties.name,
+                "classifier": self.properties.classifier,
+                "comment": self.properties.comment,
+                "message_lifetime": clock::format_duration(Duration::from_secs(self.properties.message_lifetime_secs)),
+                "presence_lifetime": clock::format_duration(Duration::from_secs(self.properties.presence_lifetime_secs)),
+            },
         })
         .to_string()
     }
@@ -109,22 +119,28 @@ pub fn rows(home: &Home, identity: Option<&str>) -> Result<Vec<Row>, ListingErro
     let mut out = Vec::new();
     for name in identities {
         for m in membership::list(home, &name)? {
-            let members = members_known(&m.dir);
+            let (members, properties) = from_store(&m);
             out.push(Row {
                 identity: name.clone(),
                 membership: m,
                 members,
+                properties,
             });
         }
     }
     Ok(out)
 }
 
-/// How many members' membership records a store holds (0 if it cannot be read).
-fn members_known(dir: &Path) -> usize {
-    Store::open_read_only(&dir.join(STORE_FILE))
-        .and_then(|s| s.of_type(&MEMBERSHIP_TYPE))
-        .map_or(0, |r| r.len())
+/// How many members' membership records `m`'s store holds, and the properties in
+/// force (0 and the group's creation values if it cannot be read).
+fn from_store(m: &Membership) -> (usize, Properties) {
+    let Ok(store) = Store::open_read_only(&m.dir.join(STORE_FILE)) else {
+        return (0, Properties::of_group(&m.group));
+    };
+    let members = store.of_type(&MEMBERSHIP_TYPE).map_or(0, |r| r.len());
+    let properties =
+        crate::admin::properties_in_force(m, &store).map_or_else(|_| Properties::of_group(&m.group), |(p, _)| p);
+    (members, properties)
 }
 
 /// Removes `identity`'s membership of the group `query` names, with its store: refused

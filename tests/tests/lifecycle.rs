@@ -507,6 +507,20 @@ fn group_admin_sets_properties_offline_and_online_and_invitations_carry_them() {
         invitation.contains("<group-name>Friends again</group-name>"),
         "{invitation}"
     );
+    let inspected = carol
+        .run_with("group-join", &["--inspect", "-"], Some(invitation.as_bytes()))
+        .ok()
+        .stdout;
+    assert!(
+        inspected.contains("comment: weekly sync\nmessage-lifetime: 2d\n"),
+        "{inspected}"
+    );
+    // PeerGroupGetProperties: group-list --json gives those in force.
+    let listed = g[0].home.run("group-list", &["--json"]).ok().stdout;
+    let row: Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
+    assert_eq!(row["properties"]["comment"], "weekly sync", "{row}");
+    assert_eq!(row["properties"]["message_lifetime"], "2d", "{row}");
+    assert_eq!(row["properties"]["name"], "Friends again", "{row}");
     carol
         .run_with(
             "group-join",

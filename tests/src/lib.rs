@@ -17,6 +17,7 @@ pub mod adversary;
 pub mod group;
 pub mod honest;
 pub mod memory;
+pub mod natworld;
 pub mod netns;
 pub mod relay;
 

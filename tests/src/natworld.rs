@@ -1,0 +1,211 @@
+//! A small internet on one machine, for reach tests: an "internet" switch with public
+//! hosts on it, and home routers, each a network namespace with an nftables masquerade
+//! NAT between its WAN side on the internet and a private LAN with one host behind it.
+//! Everything lives in namespaces this process made, removed when the [`World`] is
+//! dropped; no traffic leaves them.
+//!
+//! The internet prefix is 11.11.0.0/24: outside the private, reserved and documentation
+//! ranges (miniupnpd refuses a WAN address in those, see `../shared/STACK.md`), and
+//! reachable only inside these namespaces, which have no route to the machine's own
+//! interfaces. Needs root, iproute2 and nftables; [`World::available`] says why not.
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::netns::Host;
+
+/// How a router translates addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nat {
+    /// Port-preserving masquerade, as most home routers (endpoint-independent mapping
+    /// when the port is free).
+    Masquerade,
+    /// `masquerade random,fully-random`: a new random port per connection (a
+    /// symmetric NAT, where hole punching must fail).
+    Random,
+}
+
+/// A home router: its namespace and WAN address, and the host on its LAN.
+#[derive(Debug, Clone)]
+pub struct Router {
+    /// The router's namespace.
+    pub ns: String,
+    /// Its address on the internet.
+    pub wan_ip: String,
+    /// The host behind it (its address is private).
+    pub host: Host,
+}
+
+/// The world: the internet switch, public hosts, and routers with a host each.
+#[derive(Debug)]
+pub struct World {
+    /// Every namespace made, the switch first.
+    namespaces: Vec<String>,
+    /// Hosts with an address on the internet.
+    pub public: Vec<Host>,
+    /// Home routers, each with one host behind it.
+    pub routers: Vec<Router>,
+}
+
+/// Runs `program args...`, panicking with its stderr on failure.
+#[track_caller]
+fn run(program: &str, args: &[&str], stdin: Option<&str>) {
+    let mut cmd = Command::new(program);
+    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    if let Some(text) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(text.as_bytes())
+            .unwrap_or_else(|e| panic!("cannot feed {program}: {e}"));
+    }
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
+/// `ip -n NS args...`.
+#[track_caller]
+fn ip_in(ns: &str, args: &[&str]) {
+    let mut all = vec!["-n", ns];
+    all.extend_from_slice(args);
+    run("ip", &all, None);
+}
+
+impl World {
+    /// Why the world cannot be made here, if it cannot.
+    pub fn available() -> Result<(), String> {
+        if !crate::is_root() {
+            return Err("network namespaces and NAT need root (CI runs as root)".into());
+        }
+        for (tool, package) in [("ip", "iproute2"), ("nft", "nftables")] {
+            if crate::find_program(tool).is_none() {
+                return Err(format!("`{tool}` not found: install {package} (scripts/test does)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds `public` hosts on the internet and one router per entry of `routers`,
+    /// each with a host behind it.
+    pub fn new(public: usize, routers: &[Nat]) -> World {
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let tag = format!("pn{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+        let switch = format!("{tag}-net");
+        // Recorded before anything can fail, so a failed setup is still cleaned up.
+        let mut world = World {
+            namespaces: vec![switch.clone()],
+            public: Vec::new(),
+            routers: Vec::new(),
+        };
+        run("ip", &["netns", "add", &switch], None);
+        ip_in(&switch, &["link", "add", "br0", "type", "bridge"]);
+        ip_in(&switch, &["link", "set", "br0", "up"]);
+        let mut next_wan = 1;
+        // Plugs `ns` into the internet switch as `dev` (the switch's end is `port`) and
+        // gives it the next internet address.
+        let mut plug = |ns: &str, dev: &str, port: &str| -> String {
+            let addr = format!("11.11.0.{next_wan}");
+            next_wan += 1;
+            ip_in(
+                &switch,
+                &["link", "add", port, "type", "veth", "peer", "name", dev, "netns", ns],
+            );
+            ip_in(&switch, &["link", "set", port, "master", "br0", "up"]);
+            ip_in(ns, &["addr", "add", &format!("{addr}/24"), "dev", dev]);
+            ip_in(ns, &["link", "set", dev, "up"]);
+            ip_in(ns, &["link", "set", "lo", "up"]);
+            addr
+        };
+        for i in 0..public {
+            let ns = format!("{tag}-p{i}");
+            run("ip", &["netns", "add", &ns], None);
+            world.namespaces.push(ns.clone());
+            let ip = plug(&ns, "eth0", &format!("pub{i}"));
+            world.public.push(Host { ns, ip });
+        }
+        for (i, nat) in routers.iter().enumerate() {
+            let router = format!("{tag}-r{i}");
+            let host_ns = format!("{tag}-h{i}");
+            for ns in [&router, &host_ns] {
+                run("ip", &["netns", "add", ns], None);
+                world.namespaces.push(ns.clone());
+            }
+            let wan_ip = plug(&router, "wan", &format!("wan{i}"));
+            // The LAN: one veth pair between the router and its host.
+            let (gw, host_ip) = (format!("192.168.{}.1", i + 1), format!("192.168.{}.2", i + 1));
+            ip_in(
+                &router,
+                &[
+                    "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", &host_ns,
+                ],
+            );
+            ip_in(&router, &["addr", "add", &format!("{gw}/24"), "dev", "lan"]);
+            ip_in(&router, &["link", "set", "lan", "up"]);
+            ip_in(&host_ns, &["addr", "add", &format!("{host_ip}/24"), "dev", "eth0"]);
+            ip_in(&host_ns, &["link", "set", "eth0", "up"]);
+            ip_in(&host_ns, &["link", "set", "lo", "up"]);
+            ip_in(&host_ns, &["route", "add", "default", "via", &gw]);
+            // Through /proc rather than sysctl(8), which the machine may lack.
+            run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &router,
+                    "sh",
+                    "-c",
+                    "echo 1 > /proc/sys/net/ipv4/ip_forward",
+                ],
+                None,
+            );
+            let masquerade = match nat {
+                Nat::Masquerade => "masquerade",
+                Nat::Random => "masquerade random,fully-random",
+            };
+            // A home router: the LAN may go out, answers come back, nothing else comes in.
+            let rules = format!(
+                "table inet filter {{\n\
+                 chain forward {{\n\
+                 type filter hook forward priority 0; policy drop;\n\
+                 iifname \"lan\" accept\n\
+                 ct state established,related accept\n\
+                 }}\n\
+                 }}\n\
+                 table ip nat {{\n\
+                 chain postrouting {{\n\
+                 type nat hook postrouting priority 100; policy accept;\n\
+                 oifname \"wan\" {masquerade}\n\
+                 }}\n\
+                 }}\n"
+            );
+            run("ip", &["netns", "exec", &router, "nft", "-f", "-"], Some(&rules));
+            world.routers.push(Router {
+                ns: router,
+                wan_ip,
+                host: Host {
+                    ns: host_ns,
+                    ip: host_ip,
+                },
+            });
+        }
+        world
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its interfaces (and the veth peers with them).
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}

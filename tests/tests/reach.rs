@@ -61,3 +61,27 @@ fn members_behind_nat_reach_each_other_through_a_public_member() {
         ready.as_secs_f64() * 1000.0
     );
 }
+
+/// Members all behind NAT, with no port mapping and nobody the others can dial: the one
+/// that has tried says so plainly on its own, naming what it tried, instead of waiting
+/// silently.
+#[test]
+fn members_all_behind_nat_with_no_way_in_say_so_plainly() {
+    if let Err(why) = World::available() {
+        skip_or_fail(&why);
+        return;
+    }
+    let world = World::new(0, &[Nat::Masquerade, Nat::Masquerade]);
+    let hosts = [&world.routers[0].host, &world.routers[1].host];
+    let addrs = hosts.iter().map(|h| format!("{}:{PORT}", h.ip)).collect();
+    let g = group_at(&["ann", "ben"], addrs, &[]);
+    let mut peers: Vec<Peer> = g.iter().zip(hosts).map(|(m, h)| start_on(m, h)).collect();
+    let said = peers[1].wait_for(
+        "ben saying nobody is reachable",
+        std::time::Duration::from_secs(30),
+        |e| e["event"] == "error" && e["message"].as_str().unwrap_or("").contains("no member reachable"),
+    );
+    let line = said["message"].as_str().unwrap_or("");
+    assert!(line.contains(&format!("{}:{PORT}", hosts[0].ip)), "{line}");
+    assert!(peers[1].events_of("member").is_empty(), "ben met nobody");
+}

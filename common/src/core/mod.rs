@@ -18,6 +18,7 @@ pub mod admission;
 pub mod event;
 pub mod flow;
 pub mod known;
+pub mod lonely;
 pub mod mesh;
 pub mod presence;
 pub mod properties;
@@ -391,6 +392,8 @@ pub struct Core<S: RecordStore> {
     whispers: Whispers<RequestId>,
     out: VecDeque<Output>,
     status: Status,
+    /// Whether to say that no member can be reached (see [`lonely`]).
+    lonely: lonely::Lonely,
     ready_sent: bool,
     presence_version: u64,
     /// When an admin next looks for credentials to renew.
@@ -469,6 +472,7 @@ impl<S: RecordStore> Core<S> {
             whispers: Whispers::default(),
             out: VecDeque::new(),
             status: Status::default(),
+            lonely: lonely::Lonely::new(now.instant),
             ready_sent: false,
             presence_version: 0,
             next_renewal_check: now.instant,
@@ -539,6 +543,10 @@ impl<S: RecordStore> Core<S> {
             return;
         }
         self.maintain(now);
+        self.lonely.neighbours(self.neighbour_count(), now.instant);
+        if let Some(line) = self.lonely.due(now.instant) {
+            self.emit(Event::Error(line));
+        }
         let mut actions = Vec::new();
         for (id, c) in &mut self.conns {
             actions.push((*id, c.flow.check(now.instant)));
@@ -1194,6 +1202,7 @@ impl<S: RecordStore> Core<S> {
             )));
         } else if purpose == Purpose::Neighbour {
             self.mesh.note_failure(addr, now.instant, &mut self.rng);
+            self.lonely.failed(addr, reason.to_string());
         }
         self.emit(Event::Connection {
             kind: ConnKind::from(purpose),

@@ -14,7 +14,7 @@ use common::membership;
 #[derive(Debug, Parser)]
 #[command(
     version,
-    after_help = "Example:\n  group-export --identity alice --group Friends --passphrase-file pass.txt > friends.age"
+    after_help = "Examples:\n  group-export --identity alice --group Friends --passphrase-file pass.txt > friends.age\n  group-export --identity alice --group Friends --passphrase-file pass.txt -o friends.age"
 )]
 struct Args {
     #[command(flatten)]
@@ -22,7 +22,7 @@ struct Args {
     #[command(flatten)]
     seal: SealArgs,
     /// Write to FILE (created 0600; never overwritten) instead of stdout
-    #[arg(long, value_name = "FILE")]
+    #[arg(short, long, value_name = "FILE")]
     output: Option<std::path::PathBuf>,
 }
 

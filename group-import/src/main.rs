@@ -17,7 +17,7 @@ use common::identity::Identity;
 #[derive(Debug, Parser)]
 #[command(
     version,
-    after_help = "Example:\n  identity-import --passphrase-file pass.txt alice.age\n  group-import --identity alice --passphrase-file pass.txt friends.age"
+    after_help = "Examples:\n  identity-import --passphrase-file pass.txt alice.age\n  group-import --identity alice --passphrase-file pass.txt friends.age"
 )]
 struct Args {
     #[command(flatten)]

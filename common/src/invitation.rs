@@ -321,7 +321,12 @@ impl Invitation {
         };
         let mut chain = vec![own_issuing.clone()];
         chain.extend(m.chain.iter().cloned());
-        let present = present_addresses(m, now.unix_timestamp().saturating_mul(1000));
+        // The inviter's own store, read once: who is present, and the properties in force.
+        let store = Store::open_read_only(&m.dir.join(STORE_FILE)).ok();
+        let present = store
+            .as_ref()
+            .map(|s| present_addresses(s, m, now.unix_timestamp().saturating_mul(1000)))
+            .unwrap_or_default();
         let addresses = membership::merge_addresses(
             spec.addresses
                 .iter()
@@ -330,9 +335,9 @@ impl Invitation {
                 .chain(&m.bootstrap),
         );
         // Under the name and classifier in force: the invitee knows it by them.
-        let (properties, change) = match Store::open_read_only(&m.dir.join(STORE_FILE)) {
-            Ok(store) => crate::admin::properties_in_force(m, &store).map_err(GroupError::from)?,
-            Err(_) => (Properties::of_group(&m.group), None),
+        let (properties, change) = match &store {
+            Some(store) => crate::admin::properties_in_force(m, store).map_err(GroupError::from)?,
+            None => (Properties::of_group(&m.group), None),
         };
         let mut group_info = m.group.clone();
         group_info.name = properties.name;
@@ -748,14 +753,10 @@ pub fn not_joined(home: &Home, identity: &Identity, group: &GroupInfo) -> Result
     Ok(())
 }
 
-/// Addresses of the members the inviter's store shows present (live presence records),
-/// so the invitee can find the group even when the inviter is gone by then. The store
-/// is the inviter's own, holding only verified records; if it cannot be read the
-/// invitation carries the inviter's addresses alone.
-fn present_addresses(m: &Membership, now_ms: i64) -> Vec<String> {
-    let Ok(store) = Store::open_read_only(&m.dir.join(STORE_FILE)) else {
-        return Vec::new();
-    };
+/// Addresses of the members `store` (the inviter's own, holding only verified records)
+/// shows present (live presence records), so the invitee can find the group even when
+/// the inviter is gone by then.
+fn present_addresses(store: &Store, m: &Membership, now_ms: i64) -> Vec<String> {
     store
         .of_type(&crate::record::PRESENCE_TYPE)
         .unwrap_or_default()

@@ -429,7 +429,9 @@ impl<S: RecordStore> Core<S> {
         limits.window_ms = limits.window_ms.max(lifetimes.message_ms);
         let mut quotas = Quotas::with_limits(limits);
         let mut over = Vec::new();
-        for s in store.summaries().map_err(stored)? {
+        // Kept for load_known: a property change stored offline is checked against it.
+        let summaries = store.summaries().map_err(stored)?;
+        for s in &summaries {
             items.insert(Item {
                 id: *s.id.as_bytes(),
                 version: s.version,
@@ -489,7 +491,8 @@ impl<S: RecordStore> Core<S> {
             threads: cfg.threads.max(1),
         };
         core.purge(now);
-        core.load_known(now)?;
+        core.load_known(&summaries, now)?;
+        drop(summaries);
         core.publish_membership(now)?;
         for text in &cfg.initial_messages {
             core.publish_chat(text, now)?;
@@ -796,7 +799,7 @@ impl<S: RecordStore> Core<S> {
     }
 
     /// Loads verified memberships and live presence from the store at start.
-    fn load_known(&mut self, now: Now) -> Result<(), CoreError> {
+    fn load_known(&mut self, summaries: &[crate::store::Summary], now: Now) -> Result<(), CoreError> {
         let t = now.unix_ms();
         let stored = |e: S::Error| CoreError::Store(e.to_string());
         for r in self.store.of_type(&MEMBERSHIP_TYPE).map_err(stored)? {
@@ -858,7 +861,7 @@ impl<S: RecordStore> Core<S> {
         if changes {
             // Stored while the node was stopped (group-admin set), or before a crash:
             // what the changes refuse goes now.
-            let doomed: Vec<(MemberId, i64, Uuid)> = self.outliving(&self.store.summaries().map_err(stored)?);
+            let doomed: Vec<(MemberId, i64, Uuid)> = self.outliving(summaries);
             if !doomed.is_empty() {
                 for (creator, created_ms, id) in &doomed {
                     self.quotas.remove(*creator, *created_ms, *id);

@@ -109,6 +109,13 @@ impl JoinService {
         }
     }
 
+    /// The grant of invitation `id` kept here.
+    fn grant(&self, id: &Uuid) -> Result<Grant, Refusal> {
+        Grant::load(&self.dir, id)
+            .map_err(|e| Refusal::Issue(e.to_string()))?
+            .ok_or(Refusal::Unknown)
+    }
+
     /// Exchanges under way.
     pub fn turns(&self) -> usize {
         self.turns.lock().unwrap_or_else(|e| e.into_inner()).len()
@@ -146,11 +153,8 @@ impl JoinService {
         exporter: &[u8],
         req: &JoinRequest,
     ) -> Result<(), Refusal> {
-        let issue = |e: &dyn std::fmt::Display| Refusal::Issue(e.to_string());
         // Unknown ids are turned away before anything is kept for them.
-        Grant::load(&self.dir, &req.invitation)
-            .map_err(|e| issue(&e))?
-            .ok_or(Refusal::Unknown)?;
+        self.grant(&req.invitation)?;
         let turn = self.turn(req.invitation);
         let result = match turn.clone().try_lock_owned() {
             // One exchange at a time per invitation; another waits for nothing.
@@ -169,9 +173,8 @@ impl JoinService {
         req: &JoinRequest,
     ) -> Result<(), Refusal> {
         let issue = |e: &dyn std::fmt::Display| Refusal::Issue(e.to_string());
-        let mut grant = Grant::load(&self.dir, &req.invitation)
-            .map_err(|e| issue(&e))?
-            .ok_or(Refusal::Unknown)?;
+        // Read again in turn: the one read before may be stale by now.
+        let mut grant = self.grant(&req.invitation)?;
         let joiner_id = joiner.member_id();
         grant.check(&joiner_id, clock::now())?;
         // Counted before the answer: a joiner who stops half-way has used a guess.
@@ -390,6 +393,40 @@ mod tests {
             assert!(matches!(answer, Outcome::Refused(_)));
         }
         assert_eq!(svc.turns(), 0);
+    }
+
+    /// A second exchange on an invitation while one is under way is told to try again
+    /// at once, never queued behind it (holding a handshake slot), and its guess is not
+    /// counted.
+    #[tokio::test]
+    async fn a_second_exchange_on_one_invitation_is_told_to_retry_and_costs_no_guess() {
+        let (_dir, svc, eve) = service();
+        let id = Uuid::new_v4();
+        let grant = Grant {
+            id,
+            secret: "AAAA".into(),
+            role: crate::pki::Role::Member,
+            valid_for_secs: None,
+            expires: crate::clock::format_rfc3339(crate::clock::add(crate::clock::now(), Duration::from_secs(3600))),
+            uses: 1,
+            used: 0,
+            wrong: 0,
+            max_wrong: password::MAX_WRONG_GUESSES,
+            members: Vec::new(),
+        };
+        grant.save_new(&svc.dir).unwrap();
+        let held = svc.turn(id).try_lock_owned().unwrap();
+        let (mut a, mut b) = tokio::io::duplex(64 * 1024);
+        let req = serde_json::to_vec(&JoinRequest {
+            invitation: id,
+            spake: "AAAA".into(),
+        })
+        .unwrap();
+        frame(&mut b, &req).await;
+        let out = svc.serve(&mut a, &eve, b"x").await;
+        assert!(out.unwrap_err().contains("under way"));
+        assert_eq!(Grant::load(&svc.dir, &id).unwrap().unwrap().wrong, 0);
+        drop(held);
     }
 
     /// Red-team finding: an outsider could make the node allocate a megabyte per

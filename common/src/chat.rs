@@ -8,7 +8,7 @@ use time::{OffsetDateTime, UtcOffset};
 use crate::clock;
 use crate::member::MemberId;
 use crate::names::{Directory, sanitize};
-use crate::node::{ConnChange, ConnKind, ConnReason, Event, MemberChange, MemberInfo, Status};
+use crate::node::{ConnChange, ConnKind, ConnReason, Event, MemberChange, MemberInfo, Status, Via};
 use crate::record;
 use crate::store::{Store, StoredRecord};
 
@@ -243,6 +243,7 @@ pub fn event_line(mode: Mode, e: &Event, offset: UtcOffset) -> Option<Line> {
                 member,
                 address,
                 reason,
+                via,
             },
         ) => {
             let kind = match kind {
@@ -257,7 +258,7 @@ pub fn event_line(mode: Mode, e: &Event, offset: UtcOffset) -> Option<Line> {
             let text = reason.as_ref().map(|r| r.to_string());
             match mode {
                 Mode::Json => Line::Out(
-                    json!({"event": "connection", "kind": kind, "change": change, "member": member, "address": address, "reason": text}).to_string(),
+                    json!({"event": "connection", "kind": kind, "change": change, "member": member, "address": address, "reason": text, "via": via.map(Via::name)}).to_string(),
                 ),
                 Mode::Human => {
                     // Failed dials repeat while peers are away; only the log shows them.
@@ -267,7 +268,8 @@ pub fn event_line(mode: Mode, e: &Event, offset: UtcOffset) -> Option<Line> {
                     }
                     let who = member.map(|m| format!(" {}", m.short())).unwrap_or_default();
                     let why = text.map(|r| format!(": {r}")).unwrap_or_default();
-                    human_err(format!("* {kind} connection{who} {address} {change}{why}"))
+                    let relayed = if *via == Some(Via::Relayed) { " (relayed)" } else { "" };
+                    human_err(format!("* {kind} connection{who} {address}{relayed} {change}{why}"))
                 }
             }
         }

@@ -66,6 +66,9 @@ pub fn wrong_member(e: &std::io::Error) -> Option<&WrongMember> {
 pub const ANY_MEMBER: &str = "any.member.invalid";
 /// The ALPN protocol of a password join.
 pub const JOIN_ALPN: &[u8] = b"peergroup-join/1";
+/// The ALPN protocol of a relay circuit (see `node::relay`): members on both sides, as
+/// on any member connection, but the connection carries a circuit, not frames.
+pub const RELAY_ALPN: &[u8] = b"peergroup-relay/1";
 
 /// Errors setting up TLS.
 #[derive(Debug, Error)]
@@ -85,6 +88,8 @@ pub struct TlsConfigs {
     pub server: Arc<ServerConfig>,
     /// For dialling peers.
     pub client: Arc<ClientConfig>,
+    /// For dialling a relay (see [`RELAY_ALPN`]).
+    pub relay_client: Arc<ClientConfig>,
     /// For accepting a password joiner (see [`JOIN_ALPN`]).
     pub join_server: Arc<ServerConfig>,
     /// The chain and key both present: replaced when the membership is renewed.
@@ -204,9 +209,12 @@ pub fn configs(identity: &Identity, m: &Membership) -> Result<TlsConfigs, TlsErr
         .with_custom_certificate_verifier(verifier)
         .with_client_cert_resolver(current.clone());
     client.enable_sni = false;
+    let mut relay_client = client.clone();
+    relay_client.alpn_protocols = vec![RELAY_ALPN.to_vec()];
     Ok(TlsConfigs {
         server: Arc::new(server),
         client: Arc::new(client),
+        relay_client: Arc::new(relay_client),
         join_server: Arc::new(join_server),
         current,
         renewed,

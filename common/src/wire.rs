@@ -6,6 +6,8 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use uuid::Uuid;
 
+use crate::member::{MEMBER_ID_BYTES, MemberId};
+
 /// Hard cap on a frame's payload, in bytes.
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 /// Most record bodies one `Records` message carries.
@@ -14,8 +16,11 @@ pub const MAX_RECORDS_PER_FRAME: usize = 4096;
 pub const MAX_WANT_IDS: usize = 4096;
 /// Largest whisper text, in bytes: a chat message's limit.
 pub const MAX_WHISPER_BYTES: usize = crate::record::MAX_CHAT_BYTES;
-/// Protocol version spoken in `Hello` (2: Hello carries a tie-break nonce).
-pub const PROTOCOL_VERSION: u8 = 2;
+/// Protocol version spoken in `Hello` (2: Hello carries a tie-break nonce; 3: relay
+/// offers).
+pub const PROTOCOL_VERSION: u8 = 3;
+/// Bytes of a relay circuit's token.
+pub const RELAY_TOKEN_BYTES: usize = 16;
 
 /// Errors from reading or decoding frames.
 #[derive(Debug, Error)]
@@ -86,6 +91,16 @@ pub enum Message {
     /// Nothing else to send for a while: proves the connection is alive, so a peer
     /// that falls silent (a cut cable, a partition) is noticed and redialled.
     Ping,
+    /// From a relay to a member connected to it: member `from` asks for a relayed
+    /// connection to you; dial me with the relay protocol and this token to take it
+    /// (see `node::relay`).
+    RelayOffer {
+        /// Names the circuit at the relay.
+        token: [u8; RELAY_TOKEN_BYTES],
+        /// Who asks, as the relay's TLS handshake with it proved (the relayed TLS
+        /// inside proves it again, end to end).
+        from: MemberId,
+    },
 }
 
 const T_HELLO: u8 = 1;
@@ -96,6 +111,7 @@ const T_SYNC_END: u8 = 5;
 const T_SYNC_END_ACK: u8 = 6;
 const T_WHISPER: u8 = 7;
 const T_PING: u8 = 8;
+const T_RELAY_OFFER: u8 = 9;
 
 impl Message {
     /// Encodes the message as a complete frame (length prefix included).
@@ -149,6 +165,11 @@ impl Message {
             Message::Whisper { text } => {
                 p.push(T_WHISPER);
                 p.extend_from_slice(text.as_bytes());
+            }
+            Message::RelayOffer { token, from } => {
+                p.push(T_RELAY_OFFER);
+                p.extend_from_slice(token);
+                p.extend_from_slice(from.as_bytes());
             }
         }
         let len = (p.len() - 4) as u32;
@@ -243,6 +264,14 @@ impl Message {
                 let text = std::str::from_utf8(std::mem::take(&mut rest))
                     .map_err(|_| WireError::Malformed("whisper not UTF-8"))?;
                 Message::Whisper { text: text.to_string() }
+            }
+            T_RELAY_OFFER => {
+                let token = take(&mut rest, RELAY_TOKEN_BYTES)?
+                    .try_into()
+                    .map_err(|_| WireError::Malformed("token"))?;
+                let from =
+                    MemberId::from_slice(take(&mut rest, MEMBER_ID_BYTES)?).ok_or(WireError::Malformed("member id"))?;
+                Message::RelayOffer { token, from }
             }
             _ => return Err(WireError::Malformed("unknown message type")),
         };
@@ -340,6 +369,10 @@ mod tests {
             Message::Ping,
             Message::Whisper {
                 text: "psst ✓".into()
+            },
+            Message::RelayOffer {
+                token: [7; RELAY_TOKEN_BYTES],
+                from: MemberId::from_bytes([9; MEMBER_ID_BYTES]),
             },
         ]
     }

@@ -3,7 +3,7 @@
 //! iproute2 and nftables; skipped with a message elsewhere, and a failure under
 //! `CI=true`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use peergroup_tests::group::*;
 use peergroup_tests::natworld::{Nat, World};
@@ -21,9 +21,31 @@ fn start_on(m: &Member, host: &Host) -> Peer {
     Peer::spawn(m.name, host.command(&cmd))
 }
 
-/// Today's reach, the baseline the rest of issue 12 builds on: two members behind home
-/// routers (one port-preserving, one fully random), neither reachable from outside,
-/// find each other through a member with a public address, and chat through it.
+/// `from` whispers `text` to `to` (named `name`) until it arrives: the target's presence
+/// names its relays a few seconds after it met them. Returns how long it took.
+fn whisper_until_it_arrives(from: &mut Peer, to: &mut Peer, name: &str, text: &str) -> Duration {
+    let started = Instant::now();
+    loop {
+        from.send(&format!("/msg {name} {text}"));
+        let tried = Instant::now();
+        while tried.elapsed() < Duration::from_secs(3) {
+            if to.events_of("whisper").iter().any(|e| e["text"] == text) {
+                return started.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the whisper never arrived: {:?}",
+            from.events_of("error")
+        );
+    }
+}
+
+/// Scenario 2 of issue 12: two members behind home routers (one port-preserving, one
+/// fully random), neither reachable from outside, find each other through a member
+/// with a public address and chat through it; a whisper between the two goes through
+/// the public member's relay, TLS end to end inside.
 #[test]
 fn members_behind_nat_reach_each_other_through_a_public_member() {
     if let Err(why) = World::available() {
@@ -56,9 +78,20 @@ fn members_behind_nat_reach_each_other_through_a_public_member() {
             .count();
         assert_eq!(inbound, 0, "{} had a connection from somewhere but ann", p.label());
     }
+    let whispered = whisper_until_it_arrives(ben, cat, "cat", "between two NATs");
+    for p in [&mut *ben, &mut *cat] {
+        p.wait_for("a relayed direct connection", Duration::from_secs(5), |e| {
+            e["event"] == "connection" && e["kind"] == "direct" && e["change"] == "up" && e["via"] == "relayed"
+        });
+    }
+    cat.send("/msg ben and back");
+    ben.wait_for("the answer", Duration::from_secs(10), |e| {
+        e["event"] == "whisper" && e["text"] == "and back"
+    });
     eprintln!(
-        "reach: two members behind NAT (masquerade, fully random) and one public: all present to each other {:.0} ms after start",
-        ready.as_secs_f64() * 1000.0
+        "reach: two members behind NAT (masquerade, fully random) and one public: all present to each other {:.0} ms after start; a whisper between the two relayed {:.1} s after they were present",
+        ready.as_secs_f64() * 1000.0,
+        whispered.as_secs_f64()
     );
 }
 

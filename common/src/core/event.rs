@@ -73,6 +73,26 @@ impl From<Purpose> for ConnKind {
     }
 }
 
+/// How a connection reached its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Via {
+    /// Over TCP between the two members' own addresses.
+    #[default]
+    Direct,
+    /// Through a third member's relay, with the two members' own TLS inside.
+    Relayed,
+}
+
+impl Via {
+    /// Its name in events.
+    pub fn name(self) -> &'static str {
+        match self {
+            Via::Direct => "direct",
+            Via::Relayed => "relayed",
+        }
+    }
+}
+
 /// Connection changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnChange {
@@ -170,6 +190,8 @@ pub enum Event {
         address: String,
         /// Why (down, failed).
         reason: Option<ConnReason>,
+        /// How it reached the peer, when that is known.
+        via: Option<Via>,
     },
     /// A whisper arrived.
     Whisper {

@@ -47,6 +47,7 @@ impl Bench {
             purpose: Purpose::Neighbour,
             tie: (i as u64, 1),
             sync_key: crate::sync::SyncKey::new([i as u8; 16]),
+            via: crate::core::Via::Direct,
         };
         self.core.handle(self.now, Input::Up(Box::new(up)));
         self.drain();

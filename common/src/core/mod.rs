@@ -23,6 +23,7 @@ pub mod mesh;
 pub mod presence;
 pub mod properties;
 pub mod quota;
+pub mod relay;
 pub mod revocation;
 pub mod rng;
 pub mod session;
@@ -64,7 +65,7 @@ use crate::store::Put;
 use crate::sync::{Item, ItemSet, SyncKey};
 use crate::wire::{self, Message, Purpose};
 use admission::{Admission, Held, HeldRecord, Lifetimes, Proof, Verdict};
-pub use event::{ConnChange, ConnKind, ConnReason, Event, MemberChange, MemberInfo, Status};
+pub use event::{ConnChange, ConnKind, ConnReason, Event, MemberChange, MemberInfo, Status, Via};
 use flow::{Flow, FlowAction, OwedItem};
 use known::KnownPeers;
 pub use mesh::PeerSpec;
@@ -74,7 +75,7 @@ pub use quota::QuotaLimits;
 use quota::Quotas;
 use rng::Rng;
 pub use store::{MemStore, RecordStore};
-use whisper::{Route, Whispers};
+use whisper::{Next, Route, Way, Whispers};
 
 /// Identifies one connection for the node's lifetime.
 pub type ConnId = u64;
@@ -102,6 +103,8 @@ pub const KNOWN_PEERS_EVERY: Duration = Duration::from_secs(5);
 pub const DIRECT_IDLE: Duration = Duration::from_secs(60);
 /// Most failed incoming handshakes reported per second (the rest are only logged).
 pub const AUTH_EVENTS_PER_SECOND: u32 = 5;
+/// Soonest presence is published again because a relay it names was lost.
+pub const RELAYS_REPUBLISH: Duration = Duration::from_secs(5);
 /// Largest Records frame the node builds.
 const RECORDS_FRAME_BUDGET: usize = 512 * 1024;
 
@@ -226,6 +229,8 @@ pub struct ConnUp {
     /// A secret only the two ends know (from their TLS session): it keys the sync
     /// fingerprints of this connection.
     pub sync_key: SyncKey,
+    /// How it reached the peer (`addr` is the relay's when relayed).
+    pub via: Via,
 }
 
 /// What a driver tells the core.
@@ -265,6 +270,29 @@ pub enum Input {
     /// This node's membership with newer certificates (the creator renewed its own
     /// with the root key, which only the driver reads).
     Renewed(Box<Membership>),
+    /// As a relay: member `from` (proved by TLS) asks for a circuit to `target`, named
+    /// by `token`; the relay's limits admitted it.
+    RelayRequest {
+        /// The circuit's token.
+        token: [u8; wire::RELAY_TOKEN_BYTES],
+        /// Who asks.
+        from: MemberId,
+        /// To whom.
+        target: MemberId,
+    },
+    /// A circuit through `relay` to `target` failed before the connection was up.
+    RelayFailed {
+        /// The relay.
+        relay: MemberId,
+        /// Where it was dialled.
+        addr: SocketAddr,
+        /// The member on the far side.
+        target: MemberId,
+        /// Why we asked.
+        purpose: Purpose,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// What a user asks of the node.
@@ -346,6 +374,35 @@ pub enum Output {
     /// This node's membership has new certificates (a credential for it arrived, or
     /// the creator renewed its own): save it, and present them from now on.
     Membership(Box<Membership>),
+    /// Ask `hop`'s relay for a circuit to `target`, then run TLS to `target` inside it
+    /// (its Hello carries `nonce`).
+    DialRelayed {
+        /// The relay and its address.
+        hop: relay::Hop,
+        /// The member on the far side.
+        target: MemberId,
+        /// Why.
+        purpose: Purpose,
+        /// Our tie-break nonce.
+        nonce: u64,
+    },
+    /// Take the circuit `token` a relay offered: dial it at `addr` expecting `relay`,
+    /// then accept TLS inside it.
+    AcceptRelayed {
+        /// The relay.
+        relay: MemberId,
+        /// Where to dial it.
+        addr: SocketAddr,
+        /// The circuit.
+        token: [u8; wire::RELAY_TOKEN_BYTES],
+    },
+    /// As a relay: the circuit `token` cannot be offered to its target.
+    RelayRefused {
+        /// The circuit.
+        token: [u8; wire::RELAY_TOKEN_BYTES],
+        /// Why.
+        refusal: relay::Refusal,
+    },
 }
 
 #[derive(Debug)]
@@ -360,6 +417,9 @@ struct Conn {
     flow: Flow,
     last_used: Instant,
     sync_budget: flow::SyncBudget,
+    via: Via,
+    /// Relay offers taken from this peer in the current minute.
+    offers: relay::PerMinute,
 }
 
 /// The node's state machine over a record store `S`.
@@ -396,6 +456,10 @@ pub struct Core<S: RecordStore> {
     lonely: lonely::Lonely,
     ready_sent: bool,
     presence_version: u64,
+    /// The relays the last presence named.
+    published_relays: Vec<MemberId>,
+    /// Whether a member has dialled this node directly (so it needs no relay).
+    dialled_in: bool,
     /// When an admin next looks for credentials to renew.
     next_renewal_check: Instant,
     last_presence: Instant,
@@ -477,6 +541,8 @@ impl<S: RecordStore> Core<S> {
             lonely: lonely::Lonely::new(now.instant),
             ready_sent: false,
             presence_version: 0,
+            published_relays: Vec::new(),
+            dialled_in: false,
             next_renewal_check: now.instant,
             last_presence: now.instant,
             last_purge: now.instant,
@@ -528,6 +594,14 @@ impl<S: RecordStore> Core<S> {
                 reason,
             } => self.on_dial_failed(addr, purpose, expected, reason, now),
             Input::Renewed(m) => self.adopt_membership(*m, now),
+            Input::RelayRequest { token, from, target } => self.on_relay_request(token, from, target),
+            Input::RelayFailed {
+                relay,
+                addr,
+                target,
+                purpose,
+                reason,
+            } => self.on_relay_failed(relay, addr, target, purpose, reason),
             Input::Queued(id, bytes, written) => {
                 if let Some(c) = self.conns.get_mut(&id) {
                     c.flow.report(bytes, written, now.instant);
@@ -580,7 +654,12 @@ impl<S: RecordStore> Core<S> {
         // At a third of the presence lifetime in force (a property change may set it).
         let presence_ms = u64::try_from(self.admission.lifetimes_at(now.unix_ms()).presence_ms).unwrap_or(u64::MAX);
         let refresh = Duration::from_millis(presence_ms.max(3_000) / 3);
-        if now.instant.duration_since(self.last_presence) >= refresh
+        // Sooner when the relays it names changed, so members behind NAT stay
+        // reachable; at most every few seconds, so a flapping neighbour costs little.
+        // The first relays at once (a member behind NAT is unreachable until then).
+        let relays_moved = relay::relays_stale(&self.published_relays, &self.relay_ids(), self.dialled_in)
+            && (self.published_relays.is_empty() || now.instant.duration_since(self.last_presence) >= RELAYS_REPUBLISH);
+        if (relays_moved || now.instant.duration_since(self.last_presence) >= refresh)
             && let Err(e) = self.publish_presence(false, now)
         {
             self.emit(Event::Error(format!("cannot refresh presence: {e}")));
@@ -1083,9 +1162,33 @@ impl<S: RecordStore> Core<S> {
         r.attributes.push(("name".into(), AttrValue::Str(self.my_name.clone())));
         r.attributes
             .push(("addresses".into(), AttrValue::Str(self.advertised.join(","))));
+        self.published_relays = self.relay_ids();
+        if !self.published_relays.is_empty() {
+            let named: Vec<String> = self.published_relays.iter().map(MemberId::to_string).collect();
+            r.attributes.push(("relays".into(), AttrValue::Str(named.join(","))));
+        }
         self.last_presence = now.instant;
         self.sign_and_store(r, now)?;
         Ok(())
+    }
+
+    /// The relays this node names in its presence: neighbours it reached by dialling
+    /// them (so others can likely dial them too), at most [`relay::MAX_RELAYS`]; none
+    /// once a member has dialled this node directly (it is reachable).
+    fn relay_ids(&self) -> Vec<MemberId> {
+        if self.dialled_in {
+            return Vec::new();
+        }
+        let mut ids: Vec<MemberId> = self
+            .conns
+            .values()
+            .filter(|c| c.purpose == Purpose::Neighbour && c.outbound && c.via == Via::Direct)
+            .map(|c| c.member)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids.truncate(relay::MAX_RELAYS);
+        ids
     }
 
     // ---- commands --------------------------------------------------------------------
@@ -1133,12 +1236,13 @@ impl<S: RecordStore> Core<S> {
             Err(e) => return Some(Err(e.into())),
         };
         let open = self.conns.iter().find(|(_, c)| c.member == target).map(|(id, _)| *id);
-        let addresses = self
+        let (addresses, relays) = self
             .roster
             .get(&target)
-            .map(|p| p.addresses.clone())
+            .map(|p| (p.addresses.clone(), p.relays.clone()))
             .unwrap_or_default();
-        match self.whispers.route(target, open, &addresses, req, text) {
+        let hops = relay::hops(self.me, target, &relays, |r| self.address_of(r));
+        match self.whispers.route(target, open, &addresses, &hops, req, text) {
             (Route::Send(conn), Some((_, text))) => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.last_used = now.instant;
@@ -1146,13 +1250,97 @@ impl<S: RecordStore> Core<S> {
                 self.transmit(conn, &Message::Whisper { text });
                 Some(Ok(target))
             }
-            (Route::Dial(addr), _) => {
-                self.dial(addr, Some(target), Purpose::Direct);
+            (Route::Try(way), _) => {
+                self.try_way(way, target);
                 None
             }
             (Route::Wait, _) => None,
-            (_, _) => Some(Err(ResolveError::NoMatch(who.to_string()).into())),
+            (_, _) => Some(Err(CoreError::Unreachable {
+                member: target,
+                reason: "it advertises no address and names no relay".into(),
+            })),
         }
+    }
+
+    /// Where to dial a relay: the address a connection we dialled reached it at, else
+    /// the first its presence advertises.
+    fn address_of(&self, member: &MemberId) -> Option<SocketAddr> {
+        let dialled = self
+            .conns
+            .values()
+            .find(|c| c.member == *member && c.outbound && c.via == Via::Direct)
+            .map(|c| c.addr);
+        dialled.or_else(|| self.roster.get(member)?.addresses.iter().find_map(|a| a.parse().ok()))
+    }
+
+    /// Starts one way of reaching `target` for whispers.
+    fn try_way(&mut self, way: Way, target: MemberId) {
+        match way {
+            Way::Dial(addr) => self.dial(addr, Some(target), Purpose::Direct),
+            Way::Relay(hop) => {
+                let nonce = self.rng.next_u64();
+                self.out.push_back(Output::DialRelayed {
+                    hop,
+                    target,
+                    purpose: Purpose::Direct,
+                    nonce,
+                });
+            }
+        }
+    }
+
+    /// A way of reaching `target` for whispers failed: try the next, or fail the
+    /// whispers waiting with every reason.
+    fn whisper_way_failed(&mut self, target: MemberId, how: &str, reason: &str) {
+        match self.whispers.failed(&target, how, reason) {
+            Some(Next::Try(way)) => self.try_way(way, target),
+            Some(Next::GiveUp(waiting, reasons)) => {
+                for (req, _) in waiting {
+                    let err = CoreError::Unreachable {
+                        member: target,
+                        reason: reasons.clone(),
+                    };
+                    self.out.push_back(Output::Reply(req, Reply::Whispered(Err(err))));
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// As a relay: offers the circuit `token` to `target` over a neighbour connection,
+    /// or refuses it at once.
+    fn on_relay_request(&mut self, token: [u8; wire::RELAY_TOKEN_BYTES], from: MemberId, target: MemberId) {
+        let to = self
+            .conns
+            .iter()
+            .find(|(_, c)| c.member == target && c.purpose == Purpose::Neighbour)
+            .map(|(id, _)| *id);
+        match to {
+            Some(conn) if !self.stopping => self.transmit(conn, &Message::RelayOffer { token, from }),
+            _ => self.out.push_back(Output::RelayRefused {
+                token,
+                refusal: relay::Refusal::NotConnected,
+            }),
+        }
+    }
+
+    /// A relay offers a circuit: take it (dial the relay back) unless it offers too
+    /// often. Where to dial: the address we reached it at, else its presence.
+    fn on_relay_offer(&mut self, id: ConnId, token: [u8; wire::RELAY_TOKEN_BYTES], from: MemberId, now: Now) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        let relay = c.member;
+        if from == self.me || !c.offers.allow(relay::OFFERS_PER_MINUTE, now.instant) {
+            tracing::info!(
+                "ignored a relay offer from {relay}: more than {} a minute",
+                relay::OFFERS_PER_MINUTE
+            );
+            return;
+        }
+        let Some(addr) = self.address_of(&relay) else {
+            tracing::info!("ignored a relay offer from {relay}: no address to dial it at");
+            return;
+        };
+        self.out.push_back(Output::AcceptRelayed { relay, addr, token });
     }
 
     // ---- connections -----------------------------------------------------------------
@@ -1183,6 +1371,7 @@ impl<S: RecordStore> Core<S> {
                 member: None,
                 address: addr.to_string(),
                 reason: Some(ConnReason::AuthFailed(reason)),
+                via: None,
             });
         }
     }
@@ -1213,24 +1402,41 @@ impl<S: RecordStore> Core<S> {
             member: expected,
             address: addr.to_string(),
             reason: Some(reason.clone()),
+            via: Some(Via::Direct),
         });
         if purpose == Purpose::Direct
             && let Some(target) = expected
         {
-            for (req, _) in self.whispers.take(&target) {
-                let err = CoreError::Unreachable {
-                    member: target,
-                    reason: reason.to_string(),
-                };
-                self.out.push_back(Output::Reply(req, Reply::Whispered(Err(err))));
-            }
+            self.whisper_way_failed(target, &format!("direct to {addr}"), &reason.to_string());
+        }
+    }
+
+    fn on_relay_failed(
+        &mut self,
+        relay: MemberId,
+        addr: SocketAddr,
+        target: MemberId,
+        purpose: Purpose,
+        reason: String,
+    ) {
+        let name = self.admission.names().display(&relay);
+        self.emit(Event::Connection {
+            kind: ConnKind::from(purpose),
+            change: ConnChange::Failed,
+            member: Some(target),
+            address: addr.to_string(),
+            reason: Some(ConnReason::Transport(format!("through {name}'s relay: {reason}"))),
+            via: Some(Via::Relayed),
+        });
+        if purpose == Purpose::Direct {
+            self.whisper_way_failed(target, &format!("through {name}'s relay"), &reason);
         }
     }
 
     fn on_up(&mut self, up: ConnUp, now: Now) {
         if up.member == self.me || self.stopping {
             // Dialled ourselves through one of our own addresses (or leaving).
-            if up.member == self.me && up.outbound {
+            if up.member == self.me && up.outbound && up.via == Via::Direct {
                 self.mesh.note_self(up.addr, now.instant);
             }
             self.out.push_back(Output::Close { conn: up.id });
@@ -1239,7 +1445,7 @@ impl<S: RecordStore> Core<S> {
         // A member revoked, or certified by a revoked admin after its revocation.
         let void = !self.admission.revocations().allows_chain(&up.cert, &up.chain);
         if self.admission.revocations().of(&up.member).is_some() || void {
-            if up.outbound {
+            if up.outbound && up.via == Via::Direct {
                 self.mesh.note_failure(up.addr, now.instant, &mut self.rng);
             }
             // Completes the handshake only to tell it why it is refused.
@@ -1261,11 +1467,17 @@ impl<S: RecordStore> Core<S> {
                 member: Some(up.member),
                 address: up.addr.to_string(),
                 reason: Some(ConnReason::Revoked),
+                via: Some(up.via),
             });
             self.out.push_back(Output::Close { conn: up.id });
             return;
         }
-        self.mesh.note_up(up.addr, up.member, up.outbound);
+        // Where the member is, as a dial proved; a relayed connection's address is the
+        // relay's.
+        if up.via == Via::Direct {
+            self.mesh.note_up(up.addr, up.member, up.outbound);
+            self.dialled_in |= !up.outbound;
+        }
         // The peer's chain was verified in the handshake: keep its certificate, and
         // admit records that were waiting for it.
         if self.admission.cert(&up.member).is_none() {
@@ -1304,6 +1516,7 @@ impl<S: RecordStore> Core<S> {
             member: Some(up.member),
             address: up.addr.to_string(),
             reason: Some(ConnReason::DirectCapacity(cap)),
+            via: Some(up.via),
         });
         false
     }
@@ -1332,6 +1545,7 @@ impl<S: RecordStore> Core<S> {
                 member: Some(up.member),
                 address: up.addr.to_string(),
                 reason: Some(ConnReason::AtCapacity(self.max_neighbours)),
+                via: Some(up.via),
             });
             return false;
         }
@@ -1358,6 +1572,8 @@ impl<S: RecordStore> Core<S> {
                 flow: Flow::new(now.instant),
                 last_used: now.instant,
                 sync_budget: flow::SyncBudget::new(now.instant),
+                via: up.via,
+                offers: relay::PerMinute::new(now.instant),
             },
         );
         self.emit(Event::Connection {
@@ -1366,6 +1582,7 @@ impl<S: RecordStore> Core<S> {
             member: Some(up.member),
             address: up.addr.to_string(),
             reason: None,
+            via: Some(up.via),
         });
         if up.purpose == Purpose::Neighbour {
             if !had_neighbour {
@@ -1396,7 +1613,8 @@ impl<S: RecordStore> Core<S> {
 
     fn on_down(&mut self, id: ConnId, reason: ConnReason, now: Now) {
         if let Some(c) = self.conns.remove(&id) {
-            if c.outbound {
+            // A relayed connection's address is the relay's, not the peer's.
+            if c.outbound && c.via == Via::Direct {
                 self.mesh.note_failure(c.addr, now.instant, &mut self.rng);
             }
             self.after_down(c, reason, now);
@@ -1410,6 +1628,7 @@ impl<S: RecordStore> Core<S> {
             member: Some(c.member),
             address: c.addr.to_string(),
             reason: Some(reason),
+            via: Some(c.via),
         });
         if c.purpose == Purpose::Neighbour
             && !self
@@ -1517,6 +1736,7 @@ impl<S: RecordStore> Core<S> {
                 self.set_status(|s| s.synchronized = true);
             }
             Message::SyncEndAck => self.finish_sync(id),
+            Message::RelayOffer { token, from } => self.on_relay_offer(id, token, from, now),
         }
     }
 
@@ -2278,6 +2498,7 @@ mod tests {
             purpose: Purpose::Neighbour,
             tie: (1, 1),
             sync_key: SyncKey::new([1; 16]),
+            via: crate::core::Via::Direct,
         };
         core.handle(now, Input::Up(Box::new(up)));
         while core.poll_output().is_some() {}

@@ -15,6 +15,8 @@ use crate::record::Record;
 pub struct Presence {
     /// Advertised addresses (unchecked text from its signer).
     pub addresses: Vec<String>,
+    /// Members it names as relays (neighbours that relay for it).
+    pub relays: Vec<MemberId>,
     /// When it expires, unix ms.
     pub expires_ms: i64,
 }
@@ -24,6 +26,7 @@ impl Presence {
     pub fn of(r: &Record) -> Presence {
         Presence {
             addresses: r.presence_addresses(),
+            relays: super::relay::parse_relays(r.attr_str("relays").unwrap_or("")),
             expires_ms: r.expires_ms,
         }
     }

@@ -64,6 +64,7 @@ pub fn up(id: ConnId, h: &Held) -> Input {
         purpose: Purpose::Neighbour,
         tie: (id, 1),
         sync_key: crate::sync::SyncKey::new([id as u8; 16]),
+        via: crate::core::Via::Direct,
     }))
 }
 

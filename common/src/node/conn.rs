@@ -10,16 +10,18 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use rustls::server::Acceptor;
-use tokio::io::{AsyncRead, AsyncWriteExt, BufWriter, ReadBuf, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::AbortHandle;
-use tokio_rustls::{LazyConfigAcceptor, TlsConnector, TlsStream};
+use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor, TlsConnector, TlsStream};
 
 use super::join::JoinService;
 use super::pending::{Pending, ReportRate};
+use super::relay::{self, RelayService, Token};
 use crate::core::flow::{FRAME_OVERHEAD, SERVE_BYTES};
-use crate::core::{AUTH_EVENTS_PER_SECOND, ConnId, ConnReason, ConnUp, Input, Stats};
+use crate::core::relay::Hop;
+use crate::core::{AUTH_EVENTS_PER_SECOND, ConnId, ConnReason, ConnUp, Input, Stats, Via};
 use crate::identity::PublicIdentity;
 use crate::member::MemberId;
 use crate::password;
@@ -62,6 +64,15 @@ pub const KEEPALIVE: Duration = Duration::from_secs(1);
 /// crashed host, a cut cable: TCP alone would wait minutes) and is closed, so the node
 /// dials someone reachable. Several keepalives long, so a busy peer is not cut.
 pub const SILENCE_LIMIT: Duration = Duration::from_secs(5);
+
+/// A connection's byte stream under its TLS: TCP, or a relay circuit (itself TLS to
+/// the relay).
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// A member connection's stream, after its TLS handshake.
+type Stream = Box<dyn Io>;
 
 /// What a connection task tells the node: a connection up (with the tasks' handles,
 /// which the driver keeps) or down, or an input for the core as it is.
@@ -249,7 +260,17 @@ pub async fn dial(spec: DialSpec, tls: TlsConfigs, events: mpsc::Sender<ConnEven
     match result {
         Ok(h) => {
             let mine = hello_nonce(&hello);
-            start(id, h, addr, true, Some(purpose), (mine, 0), events, stats).await;
+            start(
+                id,
+                h,
+                (addr, Via::Direct),
+                true,
+                Some(purpose),
+                (mine, 0),
+                events,
+                stats,
+            )
+            .await;
         }
         Err(reason) => {
             let _ = events
@@ -260,6 +281,118 @@ pub async fn dial(spec: DialSpec, tls: TlsConfigs, events: mpsc::Sender<ConnEven
                     reason,
                 }))
                 .await;
+        }
+    }
+}
+
+/// A dial through a relay: the relay, the member on the far side, why, our Hello.
+#[derive(Debug, Clone)]
+pub struct RelayedDial {
+    /// The connection's id.
+    pub id: ConnId,
+    /// The relay and where to dial it.
+    pub hop: Hop,
+    /// The member on the far side.
+    pub target: MemberId,
+    /// Why.
+    pub purpose: Purpose,
+    /// Our Hello.
+    pub hello: Message,
+}
+
+/// Asks a relay for a circuit to the target, runs TLS to the target inside it (as the
+/// client, expecting the target), exchanges Hello, and reports through `events`.
+pub async fn dial_relayed(spec: RelayedDial, tls: TlsConfigs, events: mpsc::Sender<ConnEvent>, stats: Arc<Stats>) {
+    let RelayedDial {
+        id,
+        hop,
+        target,
+        purpose,
+        hello,
+    } = spec;
+    let result = async {
+        let circuit = relay::open(&tls, hop.relay, hop.addr, relay::Request::Connect(target)).await?;
+        let name = tls::server_name(Some(&target)).map_err(|e| e.to_string())?;
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+            let inner = TlsConnector::from(tls.client.clone())
+                .connect(name, circuit)
+                .await
+                .map_err(|e| match tls::wrong_member(&e) {
+                    Some(w) => w.to_string(),
+                    None => format!("TLS inside the circuit: {e}"),
+                })?;
+            finish(TlsStream::Client(inner), &hello, true).await
+        })
+        .await
+        .map_err(|_| "the handshake inside the circuit timed out".to_string())?
+    }
+    .await;
+    match result {
+        Ok(h) => {
+            let mine = hello_nonce(&hello);
+            start(
+                id,
+                h,
+                (hop.addr, Via::Relayed),
+                true,
+                Some(purpose),
+                (mine, 0),
+                events,
+                stats,
+            )
+            .await;
+        }
+        Err(reason) => {
+            let failed = Input::RelayFailed {
+                relay: hop.relay,
+                addr: hop.addr,
+                target,
+                purpose,
+                reason,
+            };
+            let _ = events.send(ConnEvent::Core(failed)).await;
+        }
+    }
+}
+
+/// Takes the circuit `token` that `relay` (at `addr`) offered: dials it back, then
+/// accepts TLS inside the circuit as from any member dialling in.
+#[allow(clippy::too_many_arguments)]
+pub async fn accept_relayed(
+    id: ConnId,
+    relay: MemberId,
+    addr: SocketAddr,
+    token: Token,
+    tls: TlsConfigs,
+    mut hello: Message,
+    events: mpsc::Sender<ConnEvent>,
+    stats: Arc<Stats>,
+) {
+    if let Message::Hello { nonce, .. } = &mut hello {
+        *nonce = random_nonce();
+    }
+    let result = async {
+        let circuit = relay::open(&tls, relay, addr, relay::Request::Accept(token)).await?;
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+            let inner = TlsAcceptor::from(tls.server.clone())
+                .accept(circuit)
+                .await
+                .map_err(|e| format!("TLS inside the circuit: {e}"))?;
+            finish(TlsStream::Server(inner), &hello, false).await
+        })
+        .await
+        .map_err(|_| "the handshake inside the circuit timed out".to_string())?
+    }
+    .await;
+    match result {
+        Ok(h) => {
+            let mine = hello_nonce(&hello);
+            start(id, h, (addr, Via::Relayed), false, None, (0, mine), events, stats).await;
+        }
+        Err(reason) => {
+            let reason = format!("relayed by {}: {reason}", relay.short());
+            tracing::info!("{reason}");
+            let _ = events.send(ConnEvent::Core(Input::AcceptFailed { addr, reason })).await;
         }
     }
 }
@@ -292,6 +425,7 @@ pub async fn accept_loop(
     next_id: Arc<AtomicUsize>,
     stats: Arc<Stats>,
     joins: Arc<JoinService>,
+    relays: Arc<RelayService>,
 ) {
     let pending = Pending::new(MAX_PENDING_PER_ADDRESS, MAX_PENDING_HANDSHAKES);
     // The core shows no more than this anyway; more would only crowd the event queue.
@@ -322,6 +456,7 @@ pub async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let tls = tls.clone();
         let joins = joins.clone();
+        let relays = relays.clone();
         let mut hello = hello.clone();
         if let Message::Hello { nonce, .. } = &mut hello {
             *nonce = random_nonce();
@@ -337,10 +472,13 @@ pub async fn accept_loop(
                     .map_err(|e| format!("TLS: {e}"))?;
                 // A password joiner (not a member yet) asks for the join protocol: it
                 // gets that exchange and nothing else.
-                let join = start
-                    .client_hello()
-                    .alpn()
-                    .is_some_and(|mut offered| offered.any(|p| p == tls::JOIN_ALPN));
+                let offers = |alpn: &[u8]| {
+                    start
+                        .client_hello()
+                        .alpn()
+                        .is_some_and(|mut offered| offered.any(|p| p == alpn))
+                };
+                let (join, relay) = (offers(tls::JOIN_ALPN), offers(tls::RELAY_ALPN));
                 let config = if join {
                     tls.join_server.clone()
                 } else {
@@ -349,6 +487,9 @@ pub async fn accept_loop(
                 let stream = start.into_stream(config).await.map_err(|e| format!("TLS: {e}"))?;
                 if join {
                     return Ok(Accepted::Joiner(Box::new(stream)));
+                }
+                if relay {
+                    return Ok(Accepted::Relay(Box::new(stream)));
                 }
                 finish(TlsStream::Server(stream), &hello, false)
                     .await
@@ -369,6 +510,18 @@ pub async fn accept_loop(
                     }
                     return;
                 }
+                Ok(Ok(Accepted::Relay(stream))) => {
+                    // A member (TLS proved it) asking for a circuit: the relay's own
+                    // limits hold it from here, not a handshake slot.
+                    drop(slot);
+                    let peer = tls::peer_certificate(stream.get_ref().1.peer_certificates()).map(|c| c.member_id);
+                    let Some(peer) = peer else { return };
+                    match relays.serve(*stream, peer).await {
+                        Ok(done) => tracing::info!("{done}"),
+                        Err(why) => tracing::info!("from {addr}: {why}"),
+                    }
+                    return;
+                }
                 Ok(Ok(Accepted::Member(h))) => Ok(Ok(*h)),
                 Ok(Err(e)) => Ok(Err(e)),
                 Err(e) => Err(e),
@@ -377,7 +530,7 @@ pub async fn accept_loop(
             match result {
                 Ok(Ok(h)) => {
                     let mine = hello_nonce(&hello);
-                    start(id, h, addr, false, None, (0, mine), events, stats).await;
+                    start(id, h, (addr, Via::Direct), false, None, (0, mine), events, stats).await;
                 }
                 Ok(Err(reason)) => {
                     tracing::info!("refused connection from {addr}: {reason}");
@@ -399,6 +552,8 @@ enum Accepted {
     Member(Box<Handshaken>),
     /// A password joiner, after TLS.
     Joiner(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// A member asking for a relay circuit, after TLS.
+    Relay(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
 /// Runs a password joiner's exchange (see [`super::join`]).
@@ -432,7 +587,7 @@ async fn first_bytes(tcp: &TcpStream) -> Result<(), String> {
 
 /// A connection after the handshake and the Hello exchange.
 struct Handshaken {
-    stream: TlsStream<TcpStream>,
+    stream: Stream,
     cert: Cert,
     chain: Vec<Cert>,
     purpose: Purpose,
@@ -441,7 +596,7 @@ struct Handshaken {
 }
 
 /// After TLS: read the peer's certificate, send our Hello, read theirs.
-async fn finish(mut stream: TlsStream<TcpStream>, hello: &Message, outbound: bool) -> Result<Handshaken, String> {
+async fn finish<S: Io>(mut stream: TlsStream<S>, hello: &Message, outbound: bool) -> Result<Handshaken, String> {
     let certs = match &stream {
         TlsStream::Client(s) => s.get_ref().1.peer_certificates(),
         TlsStream::Server(s) => s.get_ref().1.peer_certificates(),
@@ -478,7 +633,7 @@ async fn finish(mut stream: TlsStream<TcpStream>, hello: &Message, outbound: boo
             ..
         } if version == wire::PROTOCOL_VERSION => Ok(Handshaken {
             sync_key: sync_key(&stream)?,
-            stream,
+            stream: Box::new(stream),
             cert,
             chain,
             purpose,
@@ -491,7 +646,7 @@ async fn finish(mut stream: TlsStream<TcpStream>, hello: &Message, outbound: boo
 
 /// The connection's sync key: keying material exported from its TLS session (RFC 8446
 /// section 7.5), the same at both ends and unknown to anyone else.
-fn sync_key(stream: &TlsStream<TcpStream>) -> Result<SyncKey, String> {
+fn sync_key<S>(stream: &TlsStream<S>) -> Result<SyncKey, String> {
     const LABEL: &[u8] = b"EXPORTER-peergroup-sync-key";
     let mut key = [0u8; 16];
     let exported = match stream {
@@ -509,7 +664,7 @@ fn sync_key(stream: &TlsStream<TcpStream>) -> Result<SyncKey, String> {
 async fn start(
     id: ConnId,
     h: Handshaken,
-    addr: SocketAddr,
+    (addr, via): (SocketAddr, Via),
     outbound: bool,
     purpose: Option<Purpose>,
     mut tie: (u64, u64),
@@ -559,6 +714,7 @@ async fn start(
             purpose: purpose.unwrap_or(h.purpose),
             tie,
             sync_key: h.sync_key,
+            via,
         },
         writer,
         reader,
@@ -572,7 +728,7 @@ async fn start(
 
 async fn read_loop(
     id: ConnId,
-    mut read: Watched<ReadHalf<TlsStream<TcpStream>>>,
+    mut read: Watched<ReadHalf<Stream>>,
     events: mpsc::Sender<ConnEvent>,
     stats: Arc<Stats>,
     go: oneshot::Receiver<()>,
@@ -633,7 +789,7 @@ impl Drained {
 }
 
 async fn write_loop(
-    write: WriteHalf<TlsStream<TcpStream>>,
+    write: WriteHalf<Stream>,
     mut rx: mpsc::UnboundedReceiver<Arc<Vec<u8>>>,
     queued: Arc<AtomicUsize>,
     drained: Drained,

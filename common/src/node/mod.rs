@@ -8,6 +8,7 @@ pub mod conn;
 pub mod control;
 pub mod join;
 pub mod pending;
+pub mod relay;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,14 +34,15 @@ use crate::pki;
 use crate::store::{Durability, STORE_FILE, Store, StoreError};
 use crate::tls::{self, TlsConfigs};
 use crate::wire::{Message, Purpose};
-use conn::{ConnEvent, DialSpec, Heard, SILENCE_LIMIT, Writer};
+use conn::{ConnEvent, DialSpec, Heard, RelayedDial, SILENCE_LIMIT, Writer};
+use relay::RelayService;
 
 pub use crate::core::admission::{MAX_CLOCK_SKEW_MS, decode_chain, encode_chain};
 pub use crate::core::flow::{LAGGING_BYTES, STALLED_BYTES};
 pub use crate::core::mesh::{MAX_BACKOFF, MIN_BACKOFF, TARGET_NEIGHBOURS};
 pub use crate::core::{
     ConnChange, ConnKind, ConnReason, DEFAULT_MAX_NEIGHBOURS, Event, MemberChange, MemberInfo, PeerSpec, Stats, Status,
-    TICK,
+    TICK, Via,
 };
 
 /// Most events waiting for the front end: whispers and member changes come from
@@ -229,6 +231,8 @@ struct Driver {
     next_request: RequestId,
     tls: TlsConfigs,
     advertised: Vec<String>,
+    /// Circuits this node relays for others.
+    relays: Arc<RelayService>,
     conn_tx: mpsc::Sender<ConnEvent>,
     next_id: Arc<AtomicUsize>,
     events: mpsc::Sender<Event>,
@@ -332,6 +336,7 @@ pub async fn start(cfg: NodeConfig) -> Result<(Handle, mpsc::Receiver<Event>, to
     let hello = hello(Purpose::Neighbour, &advertised, 0);
     let stats = core.stats();
     let next_id = Arc::new(AtomicUsize::new(1));
+    let relays = Arc::new(RelayService::new(core.member_id(), conn_tx.clone()));
     tokio::spawn(conn::accept_loop(
         listener,
         tls.clone(),
@@ -340,6 +345,7 @@ pub async fn start(cfg: NodeConfig) -> Result<(Handle, mpsc::Receiver<Event>, to
         next_id.clone(),
         stats.clone(),
         joins,
+        relays.clone(),
     ));
     let handle = Handle {
         tx: cmd_tx,
@@ -365,6 +371,7 @@ pub async fn start(cfg: NodeConfig) -> Result<(Handle, mpsc::Receiver<Event>, to
         next_request: 1,
         tls,
         advertised,
+        relays,
         conn_tx,
         next_id,
         events: events_tx,
@@ -537,6 +544,39 @@ impl Driver {
                         retire(l);
                     }
                 }
+                Output::DialRelayed {
+                    hop,
+                    target,
+                    purpose,
+                    nonce,
+                } => {
+                    let spec = RelayedDial {
+                        id: self.new_conn_id(),
+                        hop,
+                        target,
+                        purpose,
+                        hello: hello(purpose, &self.advertised, nonce),
+                    };
+                    tokio::spawn(conn::dial_relayed(
+                        spec,
+                        self.tls.clone(),
+                        self.conn_tx.clone(),
+                        self.core.stats(),
+                    ));
+                }
+                Output::AcceptRelayed { relay, addr, token } => {
+                    tokio::spawn(conn::accept_relayed(
+                        self.new_conn_id(),
+                        relay,
+                        addr,
+                        token,
+                        self.tls.clone(),
+                        hello(Purpose::Neighbour, &self.advertised, 0),
+                        self.conn_tx.clone(),
+                        self.core.stats(),
+                    ));
+                }
+                Output::RelayRefused { token, refusal } => self.relays.refuse(&token, refusal),
                 Output::Event(e) => {
                     if let Event::Credential { member, until_ms, .. } = &e {
                         self.tls.note_renewed(*member, until_ms.div_euclid(1000));
@@ -607,8 +647,12 @@ impl Driver {
         }
     }
 
+    fn new_conn_id(&self) -> ConnId {
+        self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as ConnId
+    }
+
     fn dial(&mut self, addr: SocketAddr, expected: Option<MemberId>, purpose: Purpose, nonce: u64) {
-        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as ConnId;
+        let id = self.new_conn_id();
         let spec = DialSpec {
             id,
             addr,

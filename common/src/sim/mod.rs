@@ -633,11 +633,15 @@ impl Sim {
                     nonce,
                 } => self.dial(i, addr, expected, purpose, nonce),
                 Output::Close { conn } => self.break_conn(conn),
+                // Every simulated node can dial every other: nothing is relayed.
                 Output::Event(_)
                 | Output::Reply(..)
                 | Output::ChatStored(_)
                 | Output::KnownPeers(_)
-                | Output::Membership(_) => {}
+                | Output::Membership(_)
+                | Output::DialRelayed { .. }
+                | Output::AcceptRelayed { .. }
+                | Output::RelayRefused { .. } => {}
             }
         }
     }
@@ -727,6 +731,7 @@ impl Sim {
                 purpose,
                 tie,
                 sync_key,
+                via: crate::core::Via::Direct,
             })
         };
         let (up_i, up_t) = (up(a, &self.nodes[t], true), up(b, &self.nodes[i], false));

@@ -209,6 +209,13 @@ fn write_all(out: &Path, home: &Path) -> Result<usize> {
                 text: "psst ✓".into()
             },
         ),
+        (
+            "relay-offer",
+            Message::RelayOffer {
+                token: [0x5a; common::wire::RELAY_TOKEN_BYTES],
+                from: common::member::MemberId::from_bytes([0xa5; common::member::MEMBER_ID_BYTES]),
+            },
+        ),
     ];
     let mut messages: Vec<(String, Message)> = messages.into_iter().map(|(n, m)| (n.to_string(), m)).collect();
     for (i, ranges) in rounds.iter().enumerate() {

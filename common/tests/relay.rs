@@ -1,0 +1,155 @@
+//! Relaying through members, in process on 127.0.0.1: a member nobody can dial is
+//! whispered to through a neighbour's relay, end-to-end TLS inside; a relay refuses
+//! what its limits do not allow, for members that do not exist or are not connected
+//! to it, and for tokens it never gave, and goes on chatting meanwhile.
+
+use std::time::Duration;
+
+use common::core::relay::{MAX_CIRCUITS_PER_MEMBER, Refusal};
+use common::core::{ConnChange, Via};
+use common::membership;
+use common::node::Event;
+use common::node::relay::{self, Request};
+use common::tls;
+
+mod support;
+use support::*;
+
+/// An address nobody listens on: a dial to it is refused at once.
+const NOBODY: &str = "127.0.0.1:1";
+
+/// Waits for an event matching `want`, skipping the rest.
+async fn event(r: &mut Running, what: &str, want: impl Fn(&Event) -> bool) -> Event {
+    tokio::time::timeout(WAIT, async {
+        while let Some(e) = r.events.recv().await {
+            if want(&e) {
+                return e;
+            }
+        }
+        panic!("node stopped while waiting for {what}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Three members: m0 reachable, m1 and m2 each connected to m0 only; m2 advertises an
+/// address nobody can dial (as a member behind NAT does).
+async fn relay_fixture() -> (Fixture, Vec<Running>) {
+    let fx = fixture(3);
+    let r0 = fx.start(0, &[]).await;
+    let mut r1 = fx.start(1, &[r0.addr]).await;
+    let mut r2 = fx.start_with(2, &[r0.addr], vec![NOBODY.into()]).await;
+    r1.ready().await;
+    r2.ready().await;
+    (fx, vec![r0, r1, r2])
+}
+
+/// Whispers from `from` to member `to` until it goes (its presence must first name
+/// its relays), within [`WAIT`].
+async fn whisper_until_sent(from: &Running, to: &str, text: &str) {
+    let mut last = String::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        match from.handle.whisper(to, text).await {
+            Ok(_) => return,
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the whisper never went: {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whisper_to_a_member_nobody_can_dial_goes_through_a_relay() {
+    let (_fx, mut nodes) = relay_fixture().await;
+    whisper_until_sent(&nodes[1], "m2", "through the relay").await;
+    // Both ends see a relayed connection at the relay's address, m2 before the whisper.
+    let up = |e: &Event| {
+        matches!(
+            e,
+            Event::Connection {
+                change: ConnChange::Up,
+                via: Some(Via::Relayed),
+                ..
+            }
+        )
+    };
+    let Event::Connection { address, .. } = event(&mut nodes[1], "m1's relayed connection", up).await else {
+        unreachable!()
+    };
+    assert_eq!(address, nodes[0].addr.to_string());
+    event(&mut nodes[2], "m2's relayed connection", up).await;
+    let got = event(&mut nodes[2], "the whisper", |e| matches!(e, Event::Whisper { .. })).await;
+    let Event::Whisper { name, text, .. } = got else {
+        unreachable!()
+    };
+    assert_eq!((name.as_str(), text.as_str()), ("m1", "through the relay"));
+    // And the way back uses the connection now open.
+    nodes[2].handle.whisper("m1", "and back").await.unwrap();
+    let back = event(&mut nodes[1], "the answer", |e| matches!(e, Event::Whisper { .. })).await;
+    assert!(matches!(back, Event::Whisper { text, .. } if text == "and back"));
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_refuses_beyond_its_limits_and_what_it_cannot_do_and_chats_on() {
+    let (fx, nodes) = relay_fixture().await;
+    let relay_id = nodes[0].handle.member_id;
+    let relay_addr = nodes[0].addr;
+    let target = nodes[2].handle.member_id;
+    // m1 as a hostile member would: its own certificates, circuits it never uses.
+    let m1 = membership::find(&fx.home, "m1", GROUP).unwrap();
+    let configs = tls::configs(&fx.identity(1), &m1).unwrap();
+    // m2 is connected to the relay once its presence is known to m1.
+    whisper_until_sent(&nodes[1], "m2", "warm up").await;
+    // The whisper's connection holds one circuit already; the rest fill the limit.
+    let mut held = Vec::new();
+    let over = loop {
+        match relay::open(&configs, relay_id, relay_addr, Request::Connect(target)).await {
+            Ok(c) => held.push(c),
+            Err(e) => break e,
+        }
+        assert!(
+            held.len() < MAX_CIRCUITS_PER_MEMBER,
+            "the relay let {} circuits through",
+            held.len() + 1
+        );
+    };
+    assert_eq!(held.len(), MAX_CIRCUITS_PER_MEMBER - 1, "circuits held before: {over}");
+    assert!(
+        over.contains(&Refusal::PerMember(MAX_CIRCUITS_PER_MEMBER).to_string()),
+        "{over}"
+    );
+    // The relay's own chat goes on meanwhile.
+    nodes[0].handle.publish("still here").await.unwrap();
+    until("the relay's message at m1", || {
+        fx.chats(1).iter().any(|r| r.data == b"still here")
+    })
+    .await;
+    // Circuits given back make room again.
+    drop(held);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match relay::open(&configs, relay_id, relay_addr, Request::Connect(target)).await {
+            Ok(_) => break,
+            Err(e) => assert!(tokio::time::Instant::now() < deadline, "no room after release: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // A member that does not exist, or is not connected to the relay.
+    let nobody = common::member::MemberId::from_bytes([7; 20]);
+    let refused = relay::open(&configs, relay_id, relay_addr, Request::Connect(nobody))
+        .await
+        .expect_err("nobody to relay to");
+    assert!(refused.contains(&Refusal::NotConnected.to_string()), "{refused}");
+    // A token the relay never gave.
+    let refused = relay::open(&configs, relay_id, relay_addr, Request::Accept([1; 16]))
+        .await
+        .expect_err("an unknown token");
+    assert!(refused.contains("no such circuit"), "{refused}");
+    for n in nodes {
+        n.stop().await;
+    }
+}

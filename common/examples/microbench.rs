@@ -194,6 +194,7 @@ async fn start(home: &Home, name: &str, peers: Vec<PeerSpec>) -> (node::Handle, 
         durability: Durability::Normal,
         initial_messages: vec![],
         discover: false,
+        port_mapping: false,
     };
     let (h, e, _task) = node::start(cfg).await.unwrap();
     (h, e)

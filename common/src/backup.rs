@@ -514,6 +514,7 @@ fn check_records(identity: &Identity, m: &Membership, bodies: &[String]) -> Resu
         identity: identity.duplicate(),
         membership: m.clone(),
         advertised: Vec::new(),
+        advertise_given: false,
         peers: Vec::new(),
         max_neighbours: 0,
         discover: false,

@@ -149,7 +149,12 @@ fn change_name(c: MemberChange) -> &'static str {
 }
 
 fn status_json(s: &Status) -> Value {
-    json!({"event": "status", "listening": s.listening, "connected": s.connected, "synchronized": s.synchronized, "neighbours": s.neighbours})
+    let addresses: Vec<Value> = s
+        .addresses
+        .iter()
+        .map(|a| json!({"address": a.address, "how": a.how}))
+        .collect();
+    json!({"event": "status", "listening": s.listening, "connected": s.connected, "synchronized": s.synchronized, "neighbours": s.neighbours, "reachable": s.reachable, "addresses": addresses})
 }
 
 /// The answer to `/who`.
@@ -213,11 +218,21 @@ pub fn event_line(mode: Mode, e: &Event, offset: UtcOffset) -> Option<Line> {
         (Mode::Human, Event::Ready) => Line::Err("* ready: connected and synchronized".into()),
         (Mode::Json, Event::Status(s)) => Line::Out(status_json(s).to_string()),
         (Mode::Human, Event::Status(s)) => human_err(format!(
-            "* status: {}{}{}, {} neighbour(s)",
+            "* status: {}{}{}{}, {} neighbour(s); advertising {}",
             if s.listening { "listening" } else { "not listening" },
             if s.connected { ", connected" } else { "" },
             if s.synchronized { ", synchronized" } else { "" },
-            s.neighbours
+            if s.reachable { ", reachable" } else { "" },
+            s.neighbours,
+            if s.addresses.is_empty() {
+                "nothing".to_string()
+            } else {
+                s.addresses
+                    .iter()
+                    .map(|a| format!("{} ({})", a.address, a.how))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
         )),
         (Mode::Json, Event::Member { change, member, name }) => {
             let mut v = json!({"event": "member", "change": change_name(*change), "member": member, "name": name});

@@ -323,13 +323,16 @@ impl Invitation {
         chain.extend(m.chain.iter().cloned());
         // The inviter's own store, read once: who is present, and the properties in force.
         let store = Store::open_read_only(&m.dir.join(STORE_FILE)).ok();
-        let present = store
+        let (own, present) = store
             .as_ref()
             .map(|s| present_addresses(s, m, now.unix_timestamp().saturating_mul(1000)))
             .unwrap_or_default();
+        // The inviter's own live presence first: it holds what its running node learnt
+        // (a port mapping's public address) beyond where it listens.
         let addresses = membership::merge_addresses(
             spec.addresses
                 .iter()
+                .chain(&own)
                 .chain(&m.advertised_addresses())
                 .chain(&present)
                 .chain(&m.bootstrap),
@@ -756,12 +759,20 @@ pub fn not_joined(home: &Home, identity: &Identity, group: &GroupInfo) -> Result
 /// Addresses of the members `store` (the inviter's own, holding only verified records)
 /// shows present (live presence records), so the invitee can find the group even when
 /// the inviter is gone by then.
-fn present_addresses(store: &Store, m: &Membership, now_ms: i64) -> Vec<String> {
-    store
-        .of_type(&crate::record::PRESENCE_TYPE)
-        .unwrap_or_default()
-        .iter()
-        .filter(|r| !r.deleted && r.expires_ms > now_ms && r.creator != m.membership.member_id)
-        .flat_map(|r| r.presence_addresses())
-        .collect()
+/// The addresses live presence records in `store` advertise: the inviter's own, and
+/// everyone else's.
+fn present_addresses(store: &Store, m: &Membership, now_ms: i64) -> (Vec<String>, Vec<String>) {
+    let (mut own, mut others) = (Vec::new(), Vec::new());
+    for r in store.of_type(&crate::record::PRESENCE_TYPE).unwrap_or_default() {
+        if r.deleted || r.expires_ms <= now_ms {
+            continue;
+        }
+        let into = if r.creator == m.membership.member_id {
+            &mut own
+        } else {
+            &mut others
+        };
+        into.extend(r.presence_addresses());
+    }
+    (own, others)
 }

@@ -33,6 +33,10 @@ struct Args {
     /// Advertise IP:PORT to others instead of the bound addresses (repeatable; behind port forwarding)
     #[arg(long, value_name = "IP:PORT")]
     advertise: Vec<String>,
+    /// Do not ask the home router for a port mapping (UPnP IGD, NAT-PMP/PCP), which is
+    /// asked for when listening on private addresses only and no --advertise is given
+    #[arg(long)]
+    no_port_mapping: bool,
     /// Also dial [MEMBER_ID@]IP:PORT (repeatable); with an id, the peer must be that member
     #[arg(long, value_name = "[ID@]IP:PORT")]
     peer: Vec<PeerSpec>,
@@ -40,7 +44,7 @@ struct Args {
     #[arg(long)]
     json: bool,
     /// Print the stored chat messages and exit, without going online
-    #[arg(long, conflicts_with_all = ["send", "json", "listen", "peer", "advertise"])]
+    #[arg(long, conflicts_with_all = ["send", "json", "listen", "peer", "advertise", "no_port_mapping"])]
     history: bool,
     /// Publish TEXT, wait until a neighbour has it, leave; exit 1 if none is reached in time
     #[arg(long, value_name = "TEXT")]
@@ -152,6 +156,8 @@ async fn online(
         },
         initial_messages: args.send.iter().cloned().collect(),
         discover: true,
+        // --send dials out and leaves: nobody needs to reach it.
+        port_mapping: !args.no_port_mapping && args.send.is_none(),
     };
     // The output thread's own store connection and cursor, opened before going online so
     // that the first events are not held up behind it.

@@ -8,13 +8,17 @@
 //! ranges (miniupnpd refuses a WAN address in those, see `../shared/STACK.md`), and
 //! reachable only inside these namespaces, which have no route to the machine's own
 //! interfaces. Needs root, iproute2 and nftables; [`World::available`] says why not.
+//!
+//! Routers of the kinds [`Nat::Upnp`] and [`Nat::NatPmp`] run a real gateway daemon,
+//! miniupnpd (`scripts/test` installs it), inside their namespace, listening on the LAN
+//! side only.
 
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::netns::Host;
 
-/// How a router translates addresses.
+/// What kind of home router: how it translates addresses, and whether it maps ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Nat {
     /// Port-preserving masquerade, as most home routers (endpoint-independent mapping
@@ -23,6 +27,10 @@ pub enum Nat {
     /// `masquerade random,fully-random`: a new random port per connection (a
     /// symmetric NAT, where hole punching must fail).
     Random,
+    /// Masquerade, and miniupnpd answering UPnP IGD and NAT-PMP/PCP on the LAN.
+    Upnp,
+    /// Masquerade, and miniupnpd answering NAT-PMP/PCP only.
+    NatPmp,
 }
 
 /// A home router: its namespace and WAN address, and the host on its LAN.
@@ -45,6 +53,10 @@ pub struct World {
     pub public: Vec<Host>,
     /// Home routers, each with one host behind it.
     pub routers: Vec<Router>,
+    /// The gateway daemons the routers run, stopped when the world is dropped.
+    daemons: Vec<Child>,
+    /// Their configuration files.
+    dir: tempfile::TempDir,
 }
 
 /// Runs `program args...`, panicking with its stderr on failure.
@@ -86,7 +98,11 @@ impl World {
         if !crate::is_root() {
             return Err("network namespaces and NAT need root (CI runs as root)".into());
         }
-        for (tool, package) in [("ip", "iproute2"), ("nft", "nftables")] {
+        for (tool, package) in [
+            ("ip", "iproute2"),
+            ("nft", "nftables"),
+            ("miniupnpd", "miniupnpd-nftables"),
+        ] {
             if crate::find_program(tool).is_none() {
                 return Err(format!("`{tool}` not found: install {package} (scripts/test does)"));
             }
@@ -105,6 +121,8 @@ impl World {
             namespaces: vec![switch.clone()],
             public: Vec::new(),
             routers: Vec::new(),
+            daemons: Vec::new(),
+            dir: tempfile::tempdir().expect("a temporary directory"),
         };
         run("ip", &["netns", "add", &switch], None);
         ip_in(&switch, &["link", "add", "br0", "type", "bridge"]);
@@ -168,12 +186,26 @@ impl World {
                 None,
             );
             let masquerade = match nat {
-                Nat::Masquerade => "masquerade",
                 Nat::Random => "masquerade random,fully-random",
+                _ => "masquerade",
             };
-            // A home router: the LAN may go out, answers come back, nothing else comes in.
-            let rules = format!(
-                "table inet filter {{\n\
+            // A home router: the LAN may go out, answers come back, nothing else comes in
+            // (but what miniupnpd maps, through the chains it fills: ../shared/STACK.md).
+            let gateway = matches!(nat, Nat::Upnp | Nat::NatPmp);
+            let rules = if gateway {
+                format!(
+                    "table inet filter {{\n\
+                     chain forward {{ type filter hook forward priority 0; policy drop; jump miniupnpd; iifname \"lan\" accept; ct state established,related accept; }}\n\
+                     chain miniupnpd {{ }}\n\
+                     chain prerouting {{ type nat hook prerouting priority -100; policy accept; jump prerouting_miniupnpd; }}\n\
+                     chain postrouting {{ type nat hook postrouting priority 100; policy accept; jump postrouting_miniupnpd; oifname \"wan\" {masquerade}; }}\n\
+                     chain prerouting_miniupnpd {{ }}\n\
+                     chain postrouting_miniupnpd {{ }}\n\
+                     }}\n"
+                )
+            } else {
+                format!(
+                    "table inet filter {{\n\
                  chain forward {{\n\
                  type filter hook forward priority 0; policy drop;\n\
                  iifname \"lan\" accept\n\
@@ -186,8 +218,13 @@ impl World {
                  oifname \"wan\" {masquerade}\n\
                  }}\n\
                  }}\n"
-            );
+                )
+            };
             run("ip", &["netns", "exec", &router, "nft", "-f", "-"], Some(&rules));
+            if gateway {
+                let daemon = world.start_gateway(&router, i, *nat == Nat::Upnp);
+                world.daemons.push(daemon);
+            }
             world.routers.push(Router {
                 ns: router,
                 wan_ip,
@@ -201,8 +238,77 @@ impl World {
     }
 }
 
+impl World {
+    /// Starts miniupnpd in router `ns` (number `i`), on its LAN side only, with UPnP IGD
+    /// or not, NAT-PMP/PCP always; waits until it answers.
+    // The child is returned to the world, whose Drop kills and waits for it.
+    #[allow(clippy::zombie_processes)]
+    fn start_gateway(&self, ns: &str, i: usize, upnp: bool) -> Child {
+        let conf = self.dir.path().join(format!("miniupnpd-{i}.conf"));
+        let pid = self.dir.path().join(format!("miniupnpd-{i}.pid"));
+        let text = format!(
+            "ext_ifname=wan\nlistening_ip=lan\nenable_upnp={}\nenable_natpmp=yes\nsecure_mode=no\n\
+             uuid=00000000-0000-4000-8000-{:012x}\nallow 1024-65535 192.168.{}.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n",
+            if upnp { "yes" } else { "no" },
+            i + 1,
+            i + 1
+        );
+        std::fs::write(&conf, text).expect("write the miniupnpd configuration");
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "miniupnpd", "-d", "-f"])
+            .arg(&conf)
+            .arg("-P")
+            .arg(&pid)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start miniupnpd (scripts/test installs miniupnpd-nftables)");
+        // Ready when it listens for NAT-PMP on the LAN side (UDP 5351).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let out = Command::new("ip")
+                .args(["netns", "exec", ns, "ss", "-uln"])
+                .output()
+                .expect("ss");
+            if String::from_utf8_lossy(&out.stdout).contains(":5351") {
+                return child;
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("miniupnpd did not start in {ns}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// The dnat rules miniupnpd holds in router `i` (what it mapped).
+    pub fn mappings(&self, i: usize) -> String {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.routers[i].ns,
+                "nft",
+                "list",
+                "chain",
+                "inet",
+                "filter",
+                "prerouting_miniupnpd",
+            ])
+            .output()
+            .expect("nft");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
 impl Drop for World {
     fn drop(&mut self) {
+        for d in &mut self.daemons {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
         // Deleting a namespace deletes its interfaces (and the veth peers with them).
         for ns in self.namespaces.iter().rev() {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();

@@ -118,3 +118,94 @@ fn members_all_behind_nat_with_no_way_in_say_so_plainly() {
     assert!(line.contains(&format!("{}:{PORT}", hosts[0].ip)), "{line}");
     assert!(peers[1].events_of("member").is_empty(), "ben met nobody");
 }
+
+/// Whether a `status` event advertises an address mapped by `how`; the address.
+fn mapped_by(e: &serde_json::Value, how: &str) -> Option<String> {
+    if e["event"] != "status" {
+        return None;
+    }
+    e["addresses"]
+        .as_array()?
+        .iter()
+        .find(|a| a["how"] == how)
+        .and_then(|a| a["address"].as_str().map(str::to_string))
+}
+
+/// Scenario 1 of issue 12: every member behind a NAT, no flags. The member behind a
+/// router with UPnP (miniupnpd) is mapped and advertises the router's public address
+/// first; one behind a NAT-PMP/PCP-only router is mapped through that; the third, behind
+/// a plain NAT, reaches both; invitations made while the first is online carry its
+/// mapped address; a clean exit removes the mapping from the router.
+#[test]
+fn members_behind_routers_with_port_mapping_are_mapped_and_the_group_forms_with_no_flags() {
+    if let Err(why) = World::available() {
+        skip_or_fail(&why);
+        return;
+    }
+    let world = World::new(0, &[Nat::Upnp, Nat::NatPmp, Nat::Masquerade]);
+    let hosts: Vec<&Host> = world.routers.iter().map(|r| &r.host).collect();
+    let addr = |i: usize| format!("{}:{PORT}", hosts[i].ip);
+    let started = Instant::now();
+    let ann = group_at(&["ann"], vec![addr(0)], &[]).remove(0);
+    let mut ann_p = start_on(&ann, hosts[0]);
+    let upnp = ann_p.wait_for("ann's mapping", Duration::from_secs(20), |e| {
+        mapped_by(e, "upnp").is_some()
+    });
+    let mapped_at = started.elapsed();
+    assert_eq!(
+        mapped_by(&upnp, "upnp").unwrap(),
+        format!("{}:{PORT}", world.routers[0].wan_ip),
+        "{upnp}"
+    );
+    assert!(
+        world.mappings(0).contains(&hosts[0].ip),
+        "no dnat rule:\n{}",
+        world.mappings(0)
+    );
+    // Invited while ann is online: the invitations carry her mapped address.
+    let ben = invite(&ann, "ben", addr(1));
+    let cat = invite(&ann, "cat", addr(2));
+    let mut ben_p = start_on(&ben, hosts[1]);
+    let mut cat_p = start_on(&cat, hosts[2]);
+    let natpmp = ben_p.wait_for("ben's mapping", Duration::from_secs(20), |e| {
+        mapped_by(e, "nat-pmp").is_some()
+    });
+    assert_eq!(
+        mapped_by(&natpmp, "nat-pmp").unwrap(),
+        format!("{}:{PORT}", world.routers[1].wan_ip),
+        "{natpmp}"
+    );
+    for p in [&mut ann_p, &mut ben_p, &mut cat_p] {
+        wait_ready(p);
+    }
+    wait_present(&mut cat_p, &ben);
+    wait_present(&mut ben_p, &cat);
+    say_and_see(&mut cat_p, "from behind a plain NAT", &mut [&mut ann_p, &mut ben_p]);
+    say_and_see(&mut ann_p, "from behind UPnP", &mut [&mut ben_p, &mut cat_p]);
+    // Nobody could dial cat; ann was dialled at her router's public address.
+    cat_p.wait_for(
+        "cat's connection to ann's mapped address",
+        Duration::from_secs(5),
+        |e| {
+            e["event"] == "connection"
+                && e["change"] == "up"
+                && e["address"] == format!("{}:{PORT}", world.routers[0].wan_ip)
+        },
+    );
+    ann_p.wait_for("ann reachable", Duration::from_secs(5), |e| {
+        e["event"] == "status" && e["reachable"] == true
+    });
+    // A clean exit removes the mapping.
+    ann_p.close_stdin();
+    assert_eq!(ann_p.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(
+        !world.mappings(0).contains(&hosts[0].ip),
+        "still mapped:\n{}",
+        world.mappings(0)
+    );
+    eprintln!(
+        "reach: mapped with UPnP {:.0} ms after start; three members behind NAT (UPnP, NAT-PMP, plain) chatting {:.1} s after start",
+        mapped_at.as_secs_f64() * 1000.0,
+        started.elapsed().as_secs_f64()
+    );
+}

@@ -10,8 +10,18 @@ use crate::record::RecordError;
 use crate::sync::SyncError;
 use crate::wire::Purpose;
 
+/// An address this node advertises, and how it was learnt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertised {
+    /// `IP:PORT`.
+    pub address: String,
+    /// `listen` (where it listens, or its interfaces' addresses), `advertise` (given
+    /// with `--advertise`), or `upnp` / `nat-pmp` (a port mapping on the gateway).
+    pub how: &'static str,
+}
+
 /// Status flags, as `group-chat` reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Status {
     /// Accepting connections.
     pub listening: bool,
@@ -21,6 +31,10 @@ pub struct Status {
     pub synchronized: bool,
     /// Neighbour count.
     pub neighbours: usize,
+    /// A member has dialled this node directly (so some advertised address works).
+    pub reachable: bool,
+    /// What presence advertises, in order.
+    pub addresses: Vec<Advertised>,
 }
 
 /// A present member.

@@ -65,7 +65,7 @@ use crate::store::Put;
 use crate::sync::{Item, ItemSet, SyncKey};
 use crate::wire::{self, Message, Purpose};
 use admission::{Admission, Held, HeldRecord, Lifetimes, Proof, Verdict};
-pub use event::{ConnChange, ConnKind, ConnReason, Event, MemberChange, MemberInfo, Status, Via};
+pub use event::{Advertised, ConnChange, ConnKind, ConnReason, Event, MemberChange, MemberInfo, Status, Via};
 use flow::{Flow, FlowAction, OwedItem};
 use known::KnownPeers;
 pub use mesh::PeerSpec;
@@ -188,6 +188,8 @@ pub struct Config {
     pub membership: Membership,
     /// Addresses others can dial (what presence advertises).
     pub advertised: Vec<String>,
+    /// Whether `advertised` was given by the user (`--advertise`) rather than found.
+    pub advertise_given: bool,
     /// Peers to dial besides those from presence and the invitation.
     pub peers: Vec<PeerSpec>,
     /// Cap on neighbour connections.
@@ -280,6 +282,9 @@ pub enum Input {
         /// To whom.
         target: MemberId,
     },
+    /// A port mapping on the gateway: its public address and the protocol that made it
+    /// (`upnp`, `nat-pmp`), or `None` when it was lost.
+    Mapped(Option<(SocketAddr, &'static str)>),
     /// A circuit through `relay` to `target` failed before the connection was up.
     RelayFailed {
         /// The relay.
@@ -460,6 +465,10 @@ pub struct Core<S: RecordStore> {
     published_relays: Vec<MemberId>,
     /// Whether a member has dialled this node directly (so it needs no relay).
     dialled_in: bool,
+    /// What the node advertises without a mapping, and how it learnt it.
+    base_advertised: Vec<Advertised>,
+    /// The gateway's port mapping, when there is one.
+    mapped: Option<(SocketAddr, &'static str)>,
     /// When an admin next looks for credentials to renew.
     next_renewal_check: Instant,
     last_presence: Instant,
@@ -543,6 +552,15 @@ impl<S: RecordStore> Core<S> {
             presence_version: 0,
             published_relays: Vec::new(),
             dialled_in: false,
+            base_advertised: cfg
+                .advertised
+                .iter()
+                .map(|a| Advertised {
+                    address: a.clone(),
+                    how: if cfg.advertise_given { "advertise" } else { "listen" },
+                })
+                .collect(),
+            mapped: None,
             next_renewal_check: now.instant,
             last_presence: now.instant,
             last_purge: now.instant,
@@ -595,6 +613,7 @@ impl<S: RecordStore> Core<S> {
             } => self.on_dial_failed(addr, purpose, expected, reason, now),
             Input::Renewed(m) => self.adopt_membership(*m, now),
             Input::RelayRequest { token, from, target } => self.on_relay_request(token, from, target),
+            Input::Mapped(mapped) => self.on_mapped(mapped, now),
             Input::RelayFailed {
                 relay,
                 addr,
@@ -721,7 +740,7 @@ impl<S: RecordStore> Core<S> {
 
     /// Status flags.
     pub fn status(&self) -> Status {
-        self.status
+        self.status.clone()
     }
 
     /// Every member known and its newest verified certificate.
@@ -863,15 +882,17 @@ impl<S: RecordStore> Core<S> {
     }
 
     fn set_status(&mut self, f: impl FnOnce(&mut Status)) {
-        let mut s = self.status;
+        let mut s = self.status.clone();
         f(&mut s);
         s.neighbours = self.neighbour_count();
         s.connected = s.neighbours > 0;
+        s.reachable = self.dialled_in;
+        s.addresses = self.advertised_now();
         if s != self.status {
             self.status = s;
-            self.emit(Event::Status(s));
+            self.emit(Event::Status(self.status.clone()));
         }
-        if s.connected && s.synchronized && !self.ready_sent {
+        if self.status.connected && self.status.synchronized && !self.ready_sent {
             self.ready_sent = true;
             self.emit(Event::Ready);
         }
@@ -1172,6 +1193,31 @@ impl<S: RecordStore> Core<S> {
         Ok(())
     }
 
+    /// The gateway mapped a public address to this node (or lost it): advertise it
+    /// first, and tell members at once.
+    fn on_mapped(&mut self, mapped: Option<(SocketAddr, &'static str)>, now: Now) {
+        if mapped == self.mapped {
+            return;
+        }
+        self.mapped = mapped;
+        self.advertised = self.advertised_now().into_iter().map(|a| a.address).collect();
+        self.set_status(|_| {});
+        if !self.stopping
+            && let Err(e) = self.publish_presence(false, now)
+        {
+            self.emit(Event::Error(format!("cannot publish presence: {e}")));
+        }
+    }
+
+    /// What presence advertises, and how each was learnt: the mapping first.
+    fn advertised_now(&self) -> Vec<Advertised> {
+        let mapped = self.mapped.map(|(addr, how)| Advertised {
+            address: addr.to_string(),
+            how,
+        });
+        mapped.into_iter().chain(self.base_advertised.iter().cloned()).collect()
+    }
+
     /// The relays this node names in its presence: neighbours it reached by dialling
     /// them (so others can likely dial them too), at most [`relay::MAX_RELAYS`]; none
     /// once a member has dialled this node directly (it is reachable).
@@ -1208,7 +1254,7 @@ impl<S: RecordStore> Core<S> {
                 }
                 Reply::Members(members)
             }
-            Command::Status => Reply::Status(self.status),
+            Command::Status => Reply::Status(self.status.clone()),
             Command::Leave => {
                 if self.known_dirty {
                     self.known_dirty = false;
@@ -1476,7 +1522,10 @@ impl<S: RecordStore> Core<S> {
         // relay's.
         if up.via == Via::Direct {
             self.mesh.note_up(up.addr, up.member, up.outbound);
-            self.dialled_in |= !up.outbound;
+            if !up.outbound && !self.dialled_in {
+                self.dialled_in = true;
+                self.set_status(|_| {});
+            }
         }
         // The peer's chain was verified in the handshake: keep its certificate, and
         // admit records that were waiting for it.

@@ -36,6 +36,7 @@ pub fn config_of(h: &Held) -> Config {
         identity: h.identity(),
         membership: h.m.clone(),
         advertised: vec!["127.0.0.1:7400".into()],
+        advertise_given: false,
         peers: Vec::new(),
         max_neighbours: 8,
         discover: false,

@@ -8,6 +8,7 @@ pub mod conn;
 pub mod control;
 pub mod join;
 pub mod pending;
+pub mod portmap;
 pub mod relay;
 
 use std::collections::HashMap;
@@ -114,6 +115,9 @@ pub struct NodeConfig {
     /// Dial members found in presence records and the invitation (true), or only
     /// `peers` (false: fixed topologies in tests).
     pub discover: bool,
+    /// Ask the gateway for a port mapping when listening on a private address only
+    /// (see [`portmap`]).
+    pub port_mapping: bool,
 }
 
 /// Where a command's answer goes.
@@ -233,6 +237,8 @@ struct Driver {
     advertised: Vec<String>,
     /// Circuits this node relays for others.
     relays: Arc<RelayService>,
+    /// Stops the port mapping task (which removes the mapping), if one runs.
+    mapping: Option<oneshot::Sender<oneshot::Sender<()>>>,
     conn_tx: mpsc::Sender<ConnEvent>,
     next_id: Arc<AtomicUsize>,
     events: mpsc::Sender<Event>,
@@ -316,6 +322,7 @@ pub async fn start(cfg: NodeConfig) -> Result<(Handle, mpsc::Receiver<Event>, to
         identity: cfg.identity,
         membership: cfg.membership,
         advertised: advertised.clone(),
+        advertise_given: !cfg.advertise.is_empty(),
         peers: cfg.peers,
         max_neighbours: cfg.max_neighbours,
         discover: cfg.discover,
@@ -337,6 +344,12 @@ pub async fn start(cfg: NodeConfig) -> Result<(Handle, mpsc::Receiver<Event>, to
     let stats = core.stats();
     let next_id = Arc::new(AtomicUsize::new(1));
     let relays = Arc::new(RelayService::new(core.member_id(), conn_tx.clone()));
+    // The port mapping lives as long as the node; it is removed on a clean exit.
+    let mapping = portmap::wanted(&advertised, !cfg.advertise.is_empty(), !cfg.port_mapping).map(|lan| {
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(portmap::run(lan, bound.port(), conn_tx.clone(), stopped));
+        stop
+    });
     tokio::spawn(conn::accept_loop(
         listener,
         tls.clone(),
@@ -372,6 +385,7 @@ pub async fn start(cfg: NodeConfig) -> Result<(Handle, mpsc::Receiver<Event>, to
         tls,
         advertised,
         relays,
+        mapping,
         conn_tx,
         next_id,
         events: events_tx,
@@ -672,6 +686,12 @@ impl Driver {
     /// (the tombstone included), then close every connection.
     async fn leave(&mut self) {
         self.carry_out();
+        // The gateway forgets the mapping while the queues drain.
+        let unmapped = self.mapping.take().map(|stop| {
+            let (done, removed) = oneshot::channel();
+            let _ = stop.send(done);
+            removed
+        });
         let deadline = Instant::now() + LEAVE_DRAIN;
         while Instant::now() < deadline && self.links.values().any(|l| l.writer.queued_bytes() > 0) {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -681,5 +701,8 @@ impl Driver {
         }
         // Let the write tasks flush and shut their sockets down.
         tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Some(removed) = unmapped {
+            let _ = tokio::time::timeout(portmap::REMOVE_TIMEOUT * 2, removed).await;
+        }
     }
 }

@@ -108,6 +108,7 @@ impl SimNode {
             },
             membership: self.membership.clone(),
             advertised: vec![self.addr.to_string()],
+            advertise_given: false,
             peers: self.peers.clone(),
             max_neighbours: core::DEFAULT_MAX_NEIGHBOURS,
             discover: false,

@@ -92,6 +92,7 @@ impl Fixture {
             durability: Durability::Normal,
             initial_messages: vec![],
             discover: false,
+            port_mapping: false,
         };
         let (handle, events, task) = node::start(cfg).await.unwrap();
         let addr = handle.addresses[0]

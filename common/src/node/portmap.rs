@@ -1,0 +1,460 @@
+//! Port mapping: a member listening on a private address asks its gateway (the
+//! default route's router) to forward a public port to it, with UPnP IGD (`igd-next`)
+//! or else NAT-PMP/PCP (`crab_nat`), advertises the mapped address, renews it at half
+//! its lease, and removes it on a clean exit. The rules (whether to map, whether an
+//! answer is believable, when to renew) are pure functions with their tests; the rest
+//! talks to the gateway, within timeouts, and never to anything but the gateway.
+//!
+//! A gateway is believed only so far: the external address it reports must be a global
+//! unicast IPv4 address (a private, shared, reserved or documentation one would send
+//! members nowhere), the port non-zero, and a UPnP gateway must be the default route's
+//! router (anyone on the LAN can answer SSDP).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU16;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::conn::ConnEvent;
+use crate::core::Input;
+
+/// The lease asked for, in seconds.
+pub const LEASE_SECS: u32 = 3600;
+/// Shortest time between renewals (a gateway granting seconds is not obeyed to the
+/// letter).
+pub const MIN_RENEW: Duration = Duration::from_secs(30);
+/// How long one attempt (search, map, external address) may take.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long after a failure mapping is tried again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(60);
+/// How long a clean exit waits for the mapping's removal.
+pub const REMOVE_TIMEOUT: Duration = Duration::from_secs(1);
+/// What the mapping is called on the gateway.
+const DESCRIPTION: &str = "peergroup";
+
+/// Which protocol made a mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// UPnP IGD.
+    Upnp,
+    /// NAT-PMP or its successor PCP.
+    NatPmp,
+}
+
+impl Protocol {
+    /// Its name in events.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Upnp => "upnp",
+            Protocol::NatPmp => "nat-pmp",
+        }
+    }
+}
+
+/// The LAN address to map, if any: mapping is wanted when it is not turned off, no
+/// address was given with `--advertise`, and the node advertises no global address,
+/// only private IPv4 ones (the first is mapped).
+pub fn wanted(advertised: &[String], given: bool, disabled: bool) -> Option<Ipv4Addr> {
+    if disabled || given {
+        return None;
+    }
+    let ips: Vec<IpAddr> = advertised
+        .iter()
+        .filter_map(|a| a.parse::<SocketAddr>().ok())
+        .map(|a| a.ip())
+        .collect();
+    if ips.iter().any(|ip| is_global(*ip)) {
+        return None;
+    }
+    ips.into_iter().find_map(|ip| match ip {
+        IpAddr::V4(v4) if v4.is_private() => Some(v4),
+        _ => None,
+    })
+}
+
+/// Whether others on the internet could dial this address: unicast and outside
+/// every private, shared, loopback, link-local, documentation and reserved range.
+pub fn is_global(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (18..20).contains(&b))
+                || (a == 192 && b == 0 && c == 0))
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            // Global unicast is 2000::/3, less the documentation prefix 2001:db8::/32.
+            (first & 0xe000) == 0x2000 && !(first == 0x2001 && v6.segments()[1] == 0x0db8)
+        }
+    }
+}
+
+/// Checks what a gateway says it mapped: a global IPv4 address and a non-zero port.
+pub fn believable(external: IpAddr, port: u16) -> Result<SocketAddr, String> {
+    if !matches!(external, IpAddr::V4(_)) || !is_global(external) {
+        return Err(format!(
+            "the gateway reports {external} as its external address, which no member could dial"
+        ));
+    }
+    if port == 0 {
+        return Err("the gateway mapped port 0".into());
+    }
+    Ok(SocketAddr::new(external, port))
+}
+
+/// When to renew a lease of `granted` seconds: at half of it, not sooner than
+/// [`MIN_RENEW`].
+pub fn renew_after(granted: u32) -> Duration {
+    (Duration::from_secs(u64::from(granted)) / 2).max(MIN_RENEW)
+}
+
+/// The default route's gateway from the text of `/proc/net/route` (destination 0,
+/// mask 0, the gateway flag set; addresses in the kernel's little-endian hex).
+pub fn default_gateway(proc_net_route: &str) -> Option<Ipv4Addr> {
+    proc_net_route.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (dest, gw, flags, mask) = (f.get(1)?, f.get(2)?, f.get(3)?, f.get(7)?);
+        let flags = u16::from_str_radix(flags, 16).ok()?;
+        const RTF_UP: u16 = 0x1;
+        const RTF_GATEWAY: u16 = 0x2;
+        if *dest != "00000000" || *mask != "00000000" || flags & (RTF_UP | RTF_GATEWAY) != RTF_UP | RTF_GATEWAY {
+            return None;
+        }
+        let gw = u32::from_str_radix(gw, 16).ok()?;
+        Some(Ipv4Addr::from(gw.swap_bytes()))
+    })
+}
+
+/// A mapping held on the gateway.
+enum Held {
+    Upnp {
+        gateway: Box<igd_next::Gateway>,
+        local: SocketAddr,
+        external_port: u16,
+    },
+    NatPmp(Box<crab_nat::PortMapping>),
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Held::Upnp { external_port, .. } => write!(f, "Upnp({external_port})"),
+            Held::NatPmp(m) => write!(f, "NatPmp({})", m.external_port()),
+        }
+    }
+}
+
+/// Runs a blocking gateway request on the blocking pool, within [`STEP_TIMEOUT`] (a
+/// gateway that never answers leaves a blocked thread, never a stuck node).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, String> + Send + 'static) -> Result<T, String> {
+    tokio::time::timeout(STEP_TIMEOUT, tokio::task::spawn_blocking(f))
+        .await
+        .map_err(|_| "the gateway did not answer in time".to_string())?
+        .map_err(|e| e.to_string())?
+}
+
+/// Maps `port` to `lan:port` with UPnP IGD: the same external port when free, else any.
+async fn map_upnp(lan: Ipv4Addr, port: u16, gateway_ip: Ipv4Addr) -> Result<(Held, SocketAddr, u32), String> {
+    let gateway = blocking(move || {
+        let opts = igd_next::SearchOptions {
+            bind_addr: SocketAddr::new(IpAddr::V4(lan), 0),
+            timeout: Some(Duration::from_secs(2)),
+            single_search_timeout: Some(Duration::from_secs(2)),
+            ..Default::default()
+        };
+        igd_next::search_gateway(opts).map_err(|e| format!("UPnP: {e}"))
+    })
+    .await?;
+    if gateway.addr.ip() != IpAddr::V4(gateway_ip) {
+        return Err(format!(
+            "UPnP: a device at {} answered, not the default gateway {gateway_ip}",
+            gateway.addr.ip()
+        ));
+    }
+    let local = SocketAddr::new(IpAddr::V4(lan), port);
+    let g = gateway.clone();
+    let (ip, external_port) = blocking(move || {
+        let ip = g.get_external_ip().map_err(|e| format!("UPnP: {e}"))?;
+        let proto = igd_next::PortMappingProtocol::TCP;
+        let port = match g.add_port(proto, port, local, LEASE_SECS, DESCRIPTION) {
+            Ok(()) => port,
+            Err(_) => g
+                .add_any_port(proto, local, LEASE_SECS, DESCRIPTION)
+                .map_err(|e| format!("UPnP: {e}"))?,
+        };
+        Ok((ip, port))
+    })
+    .await?;
+    let held = Held::Upnp {
+        gateway: Box::new(gateway),
+        local,
+        external_port,
+    };
+    match believable(ip, external_port) {
+        Ok(addr) => Ok((held, addr, LEASE_SECS)),
+        Err(e) => {
+            remove(held).await;
+            Err(format!("UPnP: {e}"))
+        }
+    }
+}
+
+/// Maps `port` with PCP, else NAT-PMP.
+async fn map_natpmp(lan: Ipv4Addr, port: u16, gateway_ip: Ipv4Addr) -> Result<(Held, SocketAddr, u32), String> {
+    let timeouts = crab_nat::TimeoutConfig {
+        initial_timeout: Duration::from_millis(250),
+        max_retries: 2,
+        max_retry_timeout: Some(Duration::from_secs(1)),
+    };
+    let options = crab_nat::PortMappingOptions {
+        external_port: NonZeroU16::new(port),
+        lifetime_seconds: Some(LEASE_SECS),
+        timeout_config: Some(timeouts),
+    };
+    let internal = NonZeroU16::new(port).ok_or("cannot map port 0")?;
+    let gateway = crab_nat::GatewayAddress::IpV4(gateway_ip);
+    let mapping = tokio::time::timeout(
+        STEP_TIMEOUT,
+        crab_nat::PortMapping::new(
+            gateway,
+            IpAddr::V4(lan),
+            crab_nat::InternetProtocol::Tcp,
+            internal,
+            options,
+        ),
+    )
+    .await
+    .map_err(|_| "NAT-PMP: the gateway did not answer in time".to_string())?
+    .map_err(|e| format!("NAT-PMP/PCP: {e}"))?;
+    let external_ip = match mapping.mapping_type() {
+        crab_nat::PortMappingType::Pcp { external_ip, .. } => external_ip,
+        crab_nat::PortMappingType::NatPmp => IpAddr::V4(
+            tokio::time::timeout(
+                STEP_TIMEOUT,
+                crab_nat::natpmp::external_address(gateway, Some(timeouts)),
+            )
+            .await
+            .map_err(|_| "NAT-PMP: no external address in time".to_string())?
+            .map_err(|e| format!("NAT-PMP: {e}"))?,
+        ),
+    };
+    let (external_port, lifetime) = (mapping.external_port().get(), mapping.lifetime());
+    let held = Held::NatPmp(Box::new(mapping));
+    match believable(external_ip, external_port) {
+        Ok(addr) => Ok((held, addr, lifetime)),
+        Err(e) => {
+            remove(held).await;
+            Err(format!("NAT-PMP: {e}"))
+        }
+    }
+}
+
+/// Maps with UPnP, else NAT-PMP/PCP; says what went wrong with each when neither did.
+async fn map(lan: Ipv4Addr, port: u16) -> Result<(Held, SocketAddr, u32, Protocol), String> {
+    let route = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    let gateway = default_gateway(&route).ok_or("no default gateway")?;
+    let upnp = match map_upnp(lan, port, gateway).await {
+        Ok((held, addr, lease)) => return Ok((held, addr, lease, Protocol::Upnp)),
+        Err(e) => e,
+    };
+    match map_natpmp(lan, port, gateway).await {
+        Ok((held, addr, lease)) => Ok((held, addr, lease, Protocol::NatPmp)),
+        Err(e) => Err(format!("{upnp}; {e}")),
+    }
+}
+
+/// Renews a mapping; its new lease in seconds.
+async fn renew(held: &mut Held) -> Result<u32, String> {
+    match held {
+        Held::Upnp {
+            gateway,
+            local,
+            external_port,
+        } => {
+            let (g, local, port) = ((**gateway).clone(), *local, *external_port);
+            blocking(move || {
+                g.add_port(igd_next::PortMappingProtocol::TCP, port, local, LEASE_SECS, DESCRIPTION)
+                    .map_err(|e| format!("UPnP: {e}"))
+            })
+            .await?;
+            Ok(LEASE_SECS)
+        }
+        Held::NatPmp(m) => {
+            tokio::time::timeout(STEP_TIMEOUT, m.renew())
+                .await
+                .map_err(|_| "NAT-PMP: the gateway did not answer in time".to_string())?
+                .map_err(|e| format!("NAT-PMP/PCP: {e}"))?;
+            Ok(m.lifetime())
+        }
+    }
+}
+
+/// Removes a mapping, within [`REMOVE_TIMEOUT`].
+async fn remove(held: Held) {
+    let done = match held {
+        Held::Upnp {
+            gateway, external_port, ..
+        } => {
+            let g = *gateway;
+            tokio::time::timeout(
+                REMOVE_TIMEOUT,
+                tokio::task::spawn_blocking(move || {
+                    g.remove_port(igd_next::PortMappingProtocol::TCP, external_port)
+                        .map_err(|e| e.to_string())
+                }),
+            )
+            .await
+            .map_err(|_| "no answer in time".to_string())
+            .and_then(|r| r.map_err(|e| e.to_string())?)
+        }
+        Held::NatPmp(m) => tokio::time::timeout(REMOVE_TIMEOUT, m.try_drop())
+            .await
+            .map_err(|_| "no answer in time".to_string())
+            .and_then(|r| r.map_err(|(e, _)| e.to_string())),
+    };
+    match done {
+        Ok(()) => tracing::info!("removed the port mapping"),
+        Err(e) => tracing::info!("cannot remove the port mapping (it lapses with its lease): {e}"),
+    }
+}
+
+/// Keeps a mapping of `lan:port` for the node: maps, tells the node the address
+/// (`Input::Mapped`), renews, maps again after a failure, and removes it when `stop`
+/// fires (answering on the channel it carries).
+pub async fn run(
+    lan: Ipv4Addr,
+    port: u16,
+    events: mpsc::Sender<ConnEvent>,
+    mut stop: oneshot::Receiver<oneshot::Sender<()>>,
+) {
+    let tell = |mapped: Option<(SocketAddr, Protocol)>| {
+        let events = events.clone();
+        async move {
+            let mapped = mapped.map(|(addr, how): (SocketAddr, Protocol)| (addr, how.name()));
+            let _ = events.send(ConnEvent::Core(Input::Mapped(mapped))).await;
+        }
+    };
+    let mut held: Option<Held> = None;
+    let mut wait = Duration::ZERO;
+    loop {
+        let sleep = tokio::time::sleep(wait);
+        tokio::select! {
+            _ = sleep => {}
+            done = &mut stop => {
+                if let Some(h) = held.take() {
+                    remove(h).await;
+                }
+                if let Ok(done) = done {
+                    let _ = done.send(());
+                }
+                return;
+            }
+        }
+        match held.as_mut() {
+            None => match map(lan, port).await {
+                Ok((h, addr, lease, how)) => {
+                    tracing::info!("mapped {addr} to {lan}:{port} with {} for {lease} s", how.name());
+                    held = Some(h);
+                    wait = renew_after(lease);
+                    tell(Some((addr, how))).await;
+                }
+                Err(e) => {
+                    tracing::info!("no port mapping for {lan}:{port}: {e}");
+                    wait = RETRY_AFTER;
+                }
+            },
+            Some(h) => match renew(h).await {
+                Ok(lease) => wait = renew_after(lease),
+                Err(e) => {
+                    tracing::warn!("the port mapping could not be renewed: {e}");
+                    held = None;
+                    wait = Duration::ZERO;
+                    tell(None).await;
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn only_a_member_with_private_addresses_only_maps_and_only_when_allowed() {
+        let lan = addrs(&["192.168.1.2:7400", "10.0.0.2:7400"]);
+        assert_eq!(wanted(&lan, false, false), Some(Ipv4Addr::new(192, 168, 1, 2)));
+        assert_eq!(wanted(&lan, false, true), None, "--no-port-mapping");
+        assert_eq!(wanted(&lan, true, false), None, "--advertise given");
+        assert_eq!(
+            wanted(&addrs(&["11.11.0.2:7400", "192.168.1.2:7400"]), false, false),
+            None
+        );
+        assert_eq!(wanted(&addrs(&["127.0.0.1:7400"]), false, false), None);
+        assert_eq!(wanted(&addrs(&["[fd00::2]:7400", "junk"]), false, false), None);
+    }
+
+    #[test]
+    fn a_gateway_is_believed_only_for_a_global_address_and_a_port() {
+        let ok = believable("11.11.0.2".parse().unwrap(), 7400);
+        assert_eq!(ok, Ok("11.11.0.2:7400".parse().unwrap()));
+        for lie in [
+            "192.168.1.1",
+            "10.1.2.3",
+            "100.64.0.1",
+            "127.0.0.1",
+            "0.0.0.0",
+            "169.254.1.1",
+            "192.0.2.1",
+            "203.0.113.9",
+            "198.18.0.1",
+            "255.255.255.255",
+            "224.0.0.1",
+            "240.0.0.1",
+            "2001:db8::1",
+        ] {
+            assert!(believable(lie.parse().unwrap(), 7400).is_err(), "{lie} believed");
+        }
+        assert!(believable("11.11.0.2".parse().unwrap(), 0).is_err());
+        assert!(is_global("2a00:1450::1".parse().unwrap()));
+        assert!(!is_global("fe80::1".parse().unwrap()));
+        assert!(!is_global("fd00::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn renewal_at_half_the_lease_but_not_in_a_loop() {
+        assert_eq!(renew_after(3600), Duration::from_secs(1800));
+        assert_eq!(renew_after(0), MIN_RENEW);
+        assert_eq!(renew_after(10), MIN_RENEW);
+    }
+
+    #[test]
+    fn the_default_gateway_from_proc_net_route() {
+        let route = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                     eth0\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+                     eth0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
+        assert_eq!(default_gateway(route), Some(Ipv4Addr::new(192, 168, 1, 1)));
+        assert_eq!(default_gateway("Iface\tDestination\n"), None);
+        assert_eq!(default_gateway("header\neth0 00000000 zz 0003 0 0 0 00000000\n"), None);
+        // A default route without the gateway flag (on-link) names no gateway.
+        assert_eq!(
+            default_gateway("h\neth0\t00000000\t00000000\t0001\t0\t0\t0\t00000000\n"),
+            None
+        );
+    }
+}

@@ -35,13 +35,23 @@ async fn event(r: &mut Running, what: &str, want: impl Fn(&Event) -> bool) -> Ev
 /// Three members: m0 reachable, m1 and m2 each connected to m0 only; m2 advertises an
 /// address nobody can dial (as a member behind NAT does).
 async fn relay_fixture() -> (Fixture, Vec<Running>) {
-    let fx = fixture(3);
-    let r0 = fx.start(0, &[]).await;
-    let mut r1 = fx.start(1, &[r0.addr]).await;
-    let mut r2 = fx.start_with(2, &[r0.addr], vec![NOBODY.into()]).await;
-    r1.ready().await;
-    r2.ready().await;
-    (fx, vec![r0, r1, r2])
+    relay_fixture_of(3).await
+}
+
+/// `n` members: m0 reachable, the others each connected to m0 only, all but m1
+/// advertising an address nobody can dial.
+async fn relay_fixture_of(n: usize) -> (Fixture, Vec<Running>) {
+    let fx = fixture(n);
+    let mut nodes = vec![fx.start(0, &[]).await];
+    let relay = nodes[0].addr;
+    nodes.push(fx.start(1, &[relay]).await);
+    for i in 2..n {
+        nodes.push(fx.start_with(i, &[relay], vec![NOBODY.into()]).await);
+    }
+    for node in &mut nodes[1..] {
+        node.ready().await;
+    }
+    (fx, nodes)
 }
 
 /// Whispers from `from` to member `to` until it goes (its presence must first name
@@ -95,7 +105,7 @@ async fn a_whisper_to_a_member_nobody_can_dial_goes_through_a_relay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_refuses_beyond_its_limits_and_what_it_cannot_do_and_chats_on() {
-    let (fx, nodes) = relay_fixture().await;
+    let (fx, nodes) = relay_fixture_of(4).await;
     let relay_id = nodes[0].handle.member_id;
     let relay_addr = nodes[0].addr;
     let target = nodes[2].handle.member_id;
@@ -128,11 +138,13 @@ async fn a_relay_refuses_beyond_its_limits_and_what_it_cannot_do_and_chats_on() 
         fx.chats(1).iter().any(|r| r.data == b"still here")
     })
     .await;
-    // Circuits given back make room again.
+    // Circuits given back make room again (to another member: m2 takes only a few
+    // offers a minute from one asker).
     drop(held);
+    let other = nodes[3].handle.member_id;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        match relay::open(&configs, relay_id, relay_addr, Request::Connect(target)).await {
+        match relay::open(&configs, relay_id, relay_addr, Request::Connect(other)).await {
             Ok(_) => break,
             Err(e) => assert!(tokio::time::Instant::now() < deadline, "no room after release: {e}"),
         }
@@ -152,4 +164,30 @@ async fn a_relay_refuses_beyond_its_limits_and_what_it_cannot_do_and_chats_on() 
     for n in nodes {
         n.stop().await;
     }
+}
+
+/// Red-team finding: a relay connection gave its handshake slot back as soon as TLS was
+/// up, so a member could hold any number of sockets by never asking for anything. The
+/// slot is held until the request is judged: from one address, the ninth connection
+/// that asks nothing is refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_connections_that_ask_nothing_count_against_the_accept_limits() {
+    use common::node::conn::MAX_PENDING_PER_ADDRESS;
+    let fx = fixture(2);
+    let relay = fx.start(0, &[]).await;
+    let m1 = membership::find(&fx.home, "m1", GROUP).unwrap();
+    let configs = tls::configs(&fx.identity(1), &m1).unwrap();
+    let name = tls::server_name(Some(&relay.handle.member_id)).unwrap();
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..MAX_PENDING_PER_ADDRESS + 4 {
+        let tcp = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(configs.relay_client.clone());
+        match tokio::time::timeout(Duration::from_secs(2), connector.connect(name.clone(), tcp)).await {
+            Ok(Ok(stream)) => held.push(stream),
+            _ => refused += 1,
+        }
+    }
+    assert_eq!(held.len(), MAX_PENDING_PER_ADDRESS, "{refused} refused");
+    relay.stop().await;
 }

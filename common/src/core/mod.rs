@@ -37,6 +37,8 @@ mod hostile_tests;
 #[cfg(test)]
 mod properties_tests;
 #[cfg(test)]
+mod relay_tests;
+#[cfg(test)]
 mod revocation_tests;
 #[cfg(test)]
 mod test_support;
@@ -423,8 +425,6 @@ struct Conn {
     last_used: Instant,
     sync_budget: flow::SyncBudget,
     via: Via,
-    /// Relay offers taken from this peer in the current minute.
-    offers: relay::PerMinute,
 }
 
 /// The node's state machine over a record store `S`.
@@ -463,8 +463,11 @@ pub struct Core<S: RecordStore> {
     presence_version: u64,
     /// The relays the last presence named.
     published_relays: Vec<MemberId>,
-    /// Whether a member has dialled this node directly (so it needs no relay).
+    /// Whether a member dialled this node directly from a global address (so it is
+    /// reachable from the internet and needs no relay).
     dialled_in: bool,
+    /// Relay offers taken, per relay and asker.
+    offers: relay::Offers,
     /// What the node advertises without a mapping, and how it learnt it.
     base_advertised: Vec<Advertised>,
     /// The gateway's port mapping, when there is one.
@@ -552,6 +555,7 @@ impl<S: RecordStore> Core<S> {
             presence_version: 0,
             published_relays: Vec::new(),
             dialled_in: false,
+            offers: relay::Offers::default(),
             base_advertised: cfg
                 .advertised
                 .iter()
@@ -1288,7 +1292,8 @@ impl<S: RecordStore> Core<S> {
             .map(|p| (p.addresses.clone(), p.relays.clone()))
             .unwrap_or_default();
         let hops = relay::hops(self.me, target, &relays, |r| self.address_of(r));
-        match self.whispers.route(target, open, &addresses, &hops, req, text) {
+        let own = &self.advertised;
+        match self.whispers.route(target, open, (&addresses, own), &hops, req, text) {
             (Route::Send(conn), Some((_, text))) => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.last_used = now.instant;
@@ -1337,8 +1342,8 @@ impl<S: RecordStore> Core<S> {
 
     /// A way of reaching `target` for whispers failed: try the next, or fail the
     /// whispers waiting with every reason.
-    fn whisper_way_failed(&mut self, target: MemberId, how: &str, reason: &str) {
-        match self.whispers.failed(&target, how, reason) {
+    fn whisper_way_failed(&mut self, target: MemberId, way: &Way, how: &str, reason: &str) {
+        match self.whispers.failed(&target, way, how, reason) {
             Some(Next::Try(way)) => self.try_way(way, target),
             Some(Next::GiveUp(waiting, reasons)) => {
                 for (req, _) in waiting {
@@ -1356,6 +1361,12 @@ impl<S: RecordStore> Core<S> {
     /// As a relay: offers the circuit `token` to `target` over a neighbour connection,
     /// or refuses it at once.
     fn on_relay_request(&mut self, token: [u8; wire::RELAY_TOKEN_BYTES], from: MemberId, target: MemberId) {
+        // TLS checks chains, not revocations: a revoked member is no one's to relay.
+        let revoked = |m: &MemberId| self.admission.revocations().of(m).is_some();
+        if revoked(&from) || revoked(&target) {
+            let refusal = relay::Refusal::Revoked;
+            return self.out.push_back(Output::RelayRefused { token, refusal });
+        }
         let to = self
             .conns
             .iter()
@@ -1370,23 +1381,28 @@ impl<S: RecordStore> Core<S> {
         }
     }
 
-    /// A relay offers a circuit: take it (dial the relay back) unless it offers too
-    /// often. Where to dial: the address we reached it at, else its presence.
+    /// A relay offers a circuit: take it (dial the relay back where this node reached
+    /// it) when it is a relay this node uses, a neighbour it dialled, for a member known
+    /// and not revoked, within the offer budgets. Any other member's offer would make
+    /// this node dial an address of that member's choosing.
     fn on_relay_offer(&mut self, id: ConnId, token: [u8; wire::RELAY_TOKEN_BYTES], from: MemberId, now: Now) {
-        let Some(c) = self.conns.get_mut(&id) else { return };
-        let relay = c.member;
-        if from == self.me || !c.offers.allow(relay::OFFERS_PER_MINUTE, now.instant) {
-            tracing::info!(
-                "ignored a relay offer from {relay}: more than {} a minute",
-                relay::OFFERS_PER_MINUTE
-            );
-            return;
-        }
-        let Some(addr) = self.address_of(&relay) else {
-            tracing::info!("ignored a relay offer from {relay}: no address to dial it at");
-            return;
+        let Some(c) = self.conns.get(&id) else { return };
+        let (relay, addr) = (c.member, c.addr);
+        let why = if !(c.purpose == Purpose::Neighbour && c.outbound && c.via == Via::Direct) {
+            Some("not a relay this node dialled")
+        } else if from == self.me || from == relay || self.admission.cert(&from).is_none() {
+            Some("for an unknown member")
+        } else if self.admission.revocations().of(&from).is_some() {
+            Some("for a revoked member")
+        } else if !self.offers.allow(relay, from, now.instant) {
+            Some("over the offer budget")
+        } else {
+            None
         };
-        self.out.push_back(Output::AcceptRelayed { relay, addr, token });
+        match why {
+            Some(why) => tracing::debug!("ignored a relay offer from {relay}: {why}"),
+            None => self.out.push_back(Output::AcceptRelayed { relay, addr, token }),
+        }
     }
 
     // ---- connections -----------------------------------------------------------------
@@ -1453,7 +1469,12 @@ impl<S: RecordStore> Core<S> {
         if purpose == Purpose::Direct
             && let Some(target) = expected
         {
-            self.whisper_way_failed(target, &format!("direct to {addr}"), &reason.to_string());
+            self.whisper_way_failed(
+                target,
+                &Way::Dial(addr),
+                &format!("direct to {addr}"),
+                &reason.to_string(),
+            );
         }
     }
 
@@ -1475,7 +1496,8 @@ impl<S: RecordStore> Core<S> {
             via: Some(Via::Relayed),
         });
         if purpose == Purpose::Direct {
-            self.whisper_way_failed(target, &format!("through {name}'s relay"), &reason);
+            let way = Way::Relay(relay::Hop { relay, addr });
+            self.whisper_way_failed(target, &way, &format!("through {name}'s relay"), &reason);
         }
     }
 
@@ -1522,10 +1544,6 @@ impl<S: RecordStore> Core<S> {
         // relay's.
         if up.via == Via::Direct {
             self.mesh.note_up(up.addr, up.member, up.outbound);
-            if !up.outbound && !self.dialled_in {
-                self.dialled_in = true;
-                self.set_status(|_| {});
-            }
         }
         // The peer's chain was verified in the handshake: keep its certificate, and
         // admit records that were waiting for it.
@@ -1535,6 +1553,20 @@ impl<S: RecordStore> Core<S> {
             let mut accepted = Vec::new();
             self.release_held(up.member, now, &mut accepted);
             self.batch.extend(accepted.into_iter().map(|p| (p, None)));
+        }
+        // A circuit carries whispers only: a neighbour through it would count against
+        // the neighbours this node dials, and run sync through a relay's byte limit.
+        if up.purpose == Purpose::Neighbour && up.via == Via::Relayed {
+            self.emit(Event::Connection {
+                kind: ConnKind::Neighbour,
+                change: ConnChange::Failed,
+                member: Some(up.member),
+                address: up.addr.to_string(),
+                reason: Some(ConnReason::OnlyWhispers),
+                via: Some(up.via),
+            });
+            self.out.push_back(Output::Close { conn: up.id });
+            return;
         }
         if up.purpose == Purpose::Neighbour && !self.settle_neighbour(&up, now) {
             self.out.push_back(Output::Close { conn: up.id });
@@ -1603,6 +1635,12 @@ impl<S: RecordStore> Core<S> {
 
     /// Takes an accepted connection in: events, first sync, waiting whispers.
     fn register(&mut self, up: ConnUp, now: Now) {
+        // Dialled from the internet: some advertised address works from outside (a
+        // member on the same LAN proves nothing of the kind).
+        if !up.outbound && up.via == Via::Direct && relay::is_global(up.addr.ip()) && !self.dialled_in {
+            self.dialled_in = true;
+            self.set_status(|_| {});
+        }
         let name = self.admission.names().display(&up.member);
         let had_neighbour = self
             .conns
@@ -1622,7 +1660,6 @@ impl<S: RecordStore> Core<S> {
                 last_used: now.instant,
                 sync_budget: flow::SyncBudget::new(now.instant),
                 via: up.via,
-                offers: relay::PerMinute::new(now.instant),
             },
         );
         self.emit(Event::Connection {
@@ -1709,7 +1746,13 @@ impl<S: RecordStore> Core<S> {
             .filter(|c| c.purpose == Purpose::Neighbour)
             .map(|c| c.member)
             .collect();
-        let connected_addrs: HashSet<SocketAddr> = self.conns.values().map(|c| c.addr).collect();
+        // A relayed connection's address is the relay's, which stays worth dialling.
+        let connected_addrs: HashSet<SocketAddr> = self
+            .conns
+            .values()
+            .filter(|c| c.via == Via::Direct)
+            .map(|c| c.addr)
+            .collect();
         let view = View {
             me: self.me,
             own: &self.advertised,

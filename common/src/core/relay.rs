@@ -29,8 +29,11 @@ pub const REQUESTS_PER_MINUTE: u32 = 20;
 pub const CIRCUIT_BYTES: u64 = 4 * 1024 * 1024;
 /// Longest a circuit stays open.
 pub const CIRCUIT_LIFETIME: Duration = Duration::from_secs(10 * 60);
-/// Most relay offers a member acts on from one relay per minute.
+/// Most relay offers a member acts on from one relay per minute, in all.
 pub const OFFERS_PER_MINUTE: u32 = 20;
+/// Most relay offers a member acts on from one relay for one asker per minute, so one
+/// asker cannot spend the budget of all the others.
+pub const OFFERS_PER_ASKER: u32 = 4;
 /// Most relays a member names in its presence.
 pub const MAX_RELAYS: usize = 3;
 
@@ -49,6 +52,10 @@ pub enum Refusal {
     Pointless,
     /// The target did not take the circuit in time.
     NoAnswer,
+    /// The asker or the target is revoked.
+    Revoked,
+    /// The relay could not make a token.
+    Internal,
 }
 
 impl fmt::Display for Refusal {
@@ -60,6 +67,62 @@ impl fmt::Display for Refusal {
             Refusal::NotConnected => f.write_str("that member is not connected to this relay"),
             Refusal::Pointless => f.write_str("a circuit to oneself or to the relay"),
             Refusal::NoAnswer => f.write_str("the member did not take the relayed connection in time"),
+            Refusal::Revoked => f.write_str("a revoked member"),
+            Refusal::Internal => f.write_str("the relay cannot make a circuit now"),
+        }
+    }
+}
+
+/// The offers a member took from its relays: in all per relay, and per (relay, asker).
+#[derive(Debug, Default)]
+pub struct Offers {
+    per_relay: HashMap<MemberId, PerMinute>,
+    per_asker: HashMap<(MemberId, MemberId), PerMinute>,
+}
+
+impl Offers {
+    /// Counts an offer from `relay` for `from`; false when over either budget.
+    pub fn allow(&mut self, relay: MemberId, from: MemberId, now: Instant) -> bool {
+        let live = |w: &PerMinute| now.duration_since(w.since) < Duration::from_secs(60);
+        self.per_relay.retain(|_, w| live(w));
+        self.per_asker.retain(|_, w| live(w));
+        let asker = self
+            .per_asker
+            .entry((relay, from))
+            .or_insert_with(|| PerMinute::new(now))
+            .allow(OFFERS_PER_ASKER, now);
+        let relay = self
+            .per_relay
+            .entry(relay)
+            .or_insert_with(|| PerMinute::new(now))
+            .allow(OFFERS_PER_MINUTE, now);
+        asker && relay
+    }
+}
+
+/// Whether others on the internet could dial this address: unicast and outside
+/// every private, shared, loopback, link-local, documentation and reserved range.
+pub fn is_global(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (18..20).contains(&b))
+                || (a == 192 && b == 0 && c == 0))
+        }
+        std::net::IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            // Global unicast is 2000::/3, less the documentation prefix 2001:db8::/32.
+            (first & 0xe000) == 0x2000 && !(first == 0x2001 && v6.segments()[1] == 0x0db8)
         }
     }
 }
@@ -263,6 +326,30 @@ mod tests {
         assert!(!relays_stale(&[a], &[a, b], false), "a new neighbour is no reason");
         assert!(relays_stale(&[a, c], &[a, b], false), "c is gone");
         assert!(!relays_stale(&[], &[a], true), "a reachable member needs no relay");
+    }
+
+    #[test]
+    fn one_asker_cannot_spend_the_offers_of_all_the_others() {
+        let t = Instant::now();
+        let mut o = Offers::default();
+        let (r, h, a) = (id('0'), id('e'), id('a'));
+        for _ in 0..OFFERS_PER_ASKER {
+            assert!(o.allow(r, h, t));
+        }
+        assert!(!o.allow(r, h, t), "the hostile asker's share is spent");
+        assert!(o.allow(r, a, t), "an honest asker still gets through the same relay");
+        // Made-up askers share the relay's budget.
+        let mut n = 0;
+        for i in 0..200u8 {
+            if o.allow(r, MemberId::from_bytes([i; 20]), t) {
+                n += 1;
+            }
+        }
+        assert!(
+            n <= OFFERS_PER_MINUTE as usize,
+            "{n} offers taken from one relay in a minute"
+        );
+        assert!(o.allow(id('1'), a, t), "another relay has its own budget");
     }
 
     #[test]

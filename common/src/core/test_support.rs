@@ -55,17 +55,46 @@ pub fn drain(core: &mut Core<MemStore>) -> Vec<Output> {
 
 /// `h` connecting as connection `id`, with the chain it presents.
 pub fn up(id: ConnId, h: &Held) -> Input {
+    up_with(id, h, Link::default())
+}
+
+/// How a connection in a test came about.
+#[derive(Debug, Clone, Copy)]
+pub struct Link {
+    /// Where the peer is.
+    pub addr: SocketAddr,
+    /// Whether this node dialled.
+    pub outbound: bool,
+    /// Why.
+    pub purpose: Purpose,
+    /// Directly or through a relay.
+    pub via: Via,
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Link {
+            addr: "127.0.0.2:7400".parse().unwrap(),
+            outbound: false,
+            purpose: Purpose::Neighbour,
+            via: Via::Direct,
+        }
+    }
+}
+
+/// `h` connecting as connection `id` as `link` says.
+pub fn up_with(id: ConnId, h: &Held, link: Link) -> Input {
     Input::Up(Box::new(ConnUp {
         id,
         member: h.m.membership.member_id,
         cert: h.m.membership.clone(),
         chain: h.m.chain.clone(),
-        addr: "127.0.0.2:7400".parse().unwrap(),
-        outbound: false,
-        purpose: Purpose::Neighbour,
+        addr: link.addr,
+        outbound: link.outbound,
+        purpose: link.purpose,
         tie: (id, 1),
         sync_key: crate::sync::SyncKey::new([id as u8; 16]),
-        via: crate::core::Via::Direct,
+        via: link.via,
     }))
 }
 

@@ -4,7 +4,7 @@
 //! When every way failed, every whisper waiting for the target fails with the reasons.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::ConnId;
 use super::relay::Hop;
@@ -45,6 +45,8 @@ pub enum Next<R> {
 #[derive(Debug)]
 struct Attempt<R> {
     waiting: Vec<(R, String)>,
+    /// The way under way: only its failure moves the attempt on.
+    current: Way,
     left: Vec<Way>,
     failures: Vec<String>,
 }
@@ -65,13 +67,13 @@ impl<R> Default for Whispers<R> {
 
 impl<R> Whispers<R> {
     /// Routes a whisper to `target`: `open` is a connection to it if any, `addresses`
-    /// what its presence advertises, `relays` the relays it names. Queued whispers
-    /// keep `reply` for their answer.
+    /// what its presence advertises and `own` this node's, `relays` the relays it
+    /// names. Queued whispers keep `reply` for their answer.
     pub fn route(
         &mut self,
         target: MemberId,
         open: Option<ConnId>,
-        addresses: &[String],
+        (addresses, own): (&[String], &[String]),
         relays: &[Hop],
         reply: R,
         text: String,
@@ -87,10 +89,12 @@ impl<R> Whispers<R> {
             .iter()
             .find_map(|a| a.parse::<SocketAddr>().ok())
             .map(Way::Dial);
-        let mut ways: Vec<Way> = direct
-            .into_iter()
-            .chain(relays.iter().copied().map(Way::Relay))
-            .collect();
+        let relayed = relays.iter().copied().map(Way::Relay);
+        let mut ways: Vec<Way> = if !relays.is_empty() && out_of_reach(addresses, own) {
+            relayed.chain(direct).collect()
+        } else {
+            direct.into_iter().chain(relayed).collect()
+        };
         if ways.is_empty() {
             return (Route::Unreachable, Some((reply, text)));
         }
@@ -99,6 +103,7 @@ impl<R> Whispers<R> {
             target,
             Attempt {
                 waiting: vec![(reply, text)],
+                current: first.clone(),
                 left: ways,
                 failures: Vec::new(),
             },
@@ -106,13 +111,18 @@ impl<R> Whispers<R> {
         (Route::Try(first), None)
     }
 
-    /// A way to `target` failed for `reason` (`how` names the way, for the message):
-    /// the next one to try, or the whispers to fail.
-    pub fn failed(&mut self, target: &MemberId, how: &str, reason: &str) -> Option<Next<R>> {
+    /// `way` to `target` failed for `reason` (`how` names it, for the message): the
+    /// next one to try, or the whispers to fail. A failure of any other way (a late one
+    /// from an earlier attempt) changes nothing.
+    pub fn failed(&mut self, target: &MemberId, way: &Way, how: &str, reason: &str) -> Option<Next<R>> {
         let attempt = self.waiting.get_mut(target)?;
+        if attempt.current != *way {
+            return None;
+        }
         attempt.failures.push(format!("{how}: {reason}"));
         if !attempt.left.is_empty() {
-            return Some(Next::Try(attempt.left.remove(0)));
+            attempt.current = attempt.left.remove(0);
+            return Some(Next::Try(attempt.current.clone()));
         }
         let attempt = self.waiting.remove(target)?;
         Some(Next::GiveUp(attempt.waiting, attempt.failures.join("; ")))
@@ -122,6 +132,28 @@ impl<R> Whispers<R> {
     pub fn take(&mut self, member: &MemberId) -> Vec<(R, String)> {
         self.waiting.remove(member).map(|a| a.waiting).unwrap_or_default()
     }
+}
+
+/// Whether a member advertising `addresses` is surely not dialled directly from a node
+/// advertising `own`: every address of its is private (or otherwise not global) and
+/// none lies in a /24 (IPv4) or /64 (IPv6) of ours, so it is behind another NAT. Then
+/// its relays come first, and the direct dial (which would only time out) last.
+pub fn out_of_reach(addresses: &[String], own: &[String]) -> bool {
+    let ips = |list: &[String]| -> Vec<IpAddr> {
+        list.iter()
+            .filter_map(|a| a.parse::<SocketAddr>().ok())
+            .map(|a| a.ip())
+            .collect()
+    };
+    let (theirs, ours) = (ips(addresses), ips(own));
+    let near = |a: &IpAddr, b: &IpAddr| match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => a.octets()[..3] == b.octets()[..3],
+        (IpAddr::V6(a), IpAddr::V6(b)) => a.segments()[..4] == b.segments()[..4],
+        _ => false,
+    };
+    theirs
+        .iter()
+        .all(|t| !super::relay::is_global(*t) && !t.is_loopback() && !ours.iter().any(|o| near(t, o)))
 }
 
 #[cfg(test)]
@@ -135,53 +167,117 @@ mod tests {
     #[test]
     fn open_connections_first_then_one_attempt_for_all_waiting() {
         let mut w: Whispers<u32> = Whispers::default();
+        let own: Vec<String> = Vec::new();
         let addrs = vec!["junk".to_string(), "192.0.2.1:7".to_string()];
-        assert_eq!(w.route(id('a'), Some(4), &addrs, &[], 1, "hi".into()).0, Route::Send(4));
         assert_eq!(
-            w.route(id('a'), None, &addrs, &[], 2, "one".into()).0,
+            w.route(id('a'), Some(4), (&addrs, &own), &[], 1, "hi".into()).0,
+            Route::Send(4)
+        );
+        assert_eq!(
+            w.route(id('a'), None, (&addrs, &own), &[], 2, "one".into()).0,
             Route::Try(Way::Dial("192.0.2.1:7".parse().unwrap()))
         );
-        assert_eq!(w.route(id('a'), None, &addrs, &[], 3, "two".into()).0, Route::Wait);
         assert_eq!(
-            w.route(id('b'), None, &[], &[], 4, "x".into()),
+            w.route(id('a'), None, (&addrs, &own), &[], 3, "two".into()).0,
+            Route::Wait
+        );
+        assert_eq!(
+            w.route(id('b'), None, (&[], &own), &[], 4, "x".into()),
             (Route::Unreachable, Some((4, "x".into())))
         );
         assert_eq!(w.take(&id('a')), vec![(2, "one".into()), (3, "two".into())]);
         assert!(w.take(&id('a')).is_empty());
     }
 
+    /// Red-team finding: a late failure from an attempt that ended moved a new attempt
+    /// on while its own way was still under way.
+    #[test]
+    fn a_late_failure_of_an_earlier_attempt_changes_nothing() {
+        let mut w: Whispers<u32> = Whispers::default();
+        let own: Vec<String> = Vec::new();
+        let addrs = vec!["192.0.2.1:7".to_string()];
+        let hop = Hop {
+            relay: id('c'),
+            addr: "11.11.0.1:7400".parse().unwrap(),
+        };
+        let direct = Way::Dial("192.0.2.1:7".parse().unwrap());
+        w.route(id('b'), None, (&addrs, &own), &[hop], 1, "one".into());
+        assert_eq!(w.take(&id('b')).len(), 1, "the connection came up");
+        w.route(id('b'), None, (&[], &own), &[hop], 2, "two".into());
+        assert_eq!(w.failed(&id('b'), &direct, "direct", "late"), None);
+    }
+
     #[test]
     fn a_failed_dial_moves_on_to_each_relay_then_gives_up_with_every_reason() {
         let mut w: Whispers<u32> = Whispers::default();
+        // On the same LAN: the direct dial first.
+        let own = vec!["192.168.1.9:7400".to_string()];
         let addrs = vec!["192.168.1.2:7400".to_string()];
         let hop = |c| Hop {
             relay: id(c),
             addr: "11.11.0.1:7400".parse().unwrap(),
         };
         let relays = [hop('c'), hop('d')];
-        let (route, _) = w.route(id('b'), None, &addrs, &relays, 1, "one".into());
+        let direct = Way::Dial("192.168.1.2:7400".parse().unwrap());
+        let (route, _) = w.route(id('b'), None, (&addrs, &own), &relays, 1, "one".into());
         assert_eq!(route, Route::Try(Way::Dial("192.168.1.2:7400".parse().unwrap())));
-        assert_eq!(w.route(id('b'), None, &addrs, &relays, 2, "two".into()).0, Route::Wait);
         assert_eq!(
-            w.failed(&id('b'), "direct", "connect timed out"),
+            w.route(id('b'), None, (&addrs, &own), &relays, 2, "two".into()).0,
+            Route::Wait
+        );
+        assert_eq!(
+            w.failed(&id('b'), &direct, "direct", "connect timed out"),
             Some(Next::Try(Way::Relay(hop('c'))))
         );
         assert_eq!(
-            w.failed(&id('b'), "relay", "full"),
+            w.failed(&id('b'), &direct, "direct", "late"),
+            None,
+            "not the way under way"
+        );
+        assert_eq!(
+            w.failed(&id('b'), &Way::Relay(hop('c')), "relay", "full"),
             Some(Next::Try(Way::Relay(hop('d'))))
         );
         assert_eq!(
-            w.failed(&id('b'), "relay", "gone"),
+            w.failed(&id('b'), &Way::Relay(hop('d')), "relay", "gone"),
             Some(Next::GiveUp(
                 vec![(1, "one".into()), (2, "two".into())],
                 "direct: connect timed out; relay: full; relay: gone".into()
             ))
         );
-        assert_eq!(w.failed(&id('b'), "relay", "late"), None, "nothing waits any more");
+        assert_eq!(
+            w.failed(&id('b'), &Way::Relay(hop('d')), "relay", "late"),
+            None,
+            "nothing waits any more"
+        );
         // No address at all: the relays straight away.
         assert_eq!(
-            w.route(id('e'), None, &[], &relays, 3, "x".into()).0,
+            w.route(id('e'), None, (&[], &own), &relays, 3, "x".into()).0,
             Route::Try(Way::Relay(hop('c')))
         );
+    }
+
+    /// A member behind another NAT: its relays first, the direct dial (which would
+    /// only time out) last.
+    #[test]
+    fn a_member_behind_another_nat_is_tried_through_its_relays_first() {
+        let mut w: Whispers<u32> = Whispers::default();
+        let hop = Hop {
+            relay: id('c'),
+            addr: "11.11.0.1:7400".parse().unwrap(),
+        };
+        let theirs = vec!["192.168.2.2:7400".to_string()];
+        let own = vec!["192.168.1.2:7400".to_string()];
+        let (route, _) = w.route(id('b'), None, (&theirs, &own), &[hop], 1, "x".into());
+        assert_eq!(route, Route::Try(Way::Relay(hop)));
+        let direct = Way::Dial("192.168.2.2:7400".parse().unwrap());
+        assert_eq!(
+            w.failed(&id('b'), &Way::Relay(hop), "relay", "gone"),
+            Some(Next::Try(direct))
+        );
+        assert!(out_of_reach(&theirs, &own));
+        assert!(!out_of_reach(&theirs, &["192.168.2.9:1".to_string()]), "the same LAN");
+        assert!(!out_of_reach(&["11.11.0.5:7400".to_string()], &own), "a public address");
+        assert!(!out_of_reach(&["127.0.0.1:7400".to_string()], &[]), "this host");
     }
 }

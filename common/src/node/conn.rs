@@ -511,12 +511,14 @@ pub async fn accept_loop(
                     return;
                 }
                 Ok(Ok(Accepted::Relay(stream))) => {
-                    // A member (TLS proved it) asking for a circuit: the relay's own
-                    // limits hold it from here, not a handshake slot.
-                    drop(slot);
+                    // A member (TLS proved it) asking for a circuit: the handshake slot
+                    // is held until its request is judged, the relay's limits after.
                     let peer = tls::peer_certificate(stream.get_ref().1.peer_certificates()).map(|c| c.member_id);
-                    let Some(peer) = peer else { return };
-                    match relays.serve(*stream, peer).await {
+                    let Some(peer) = peer else {
+                        tracing::info!("refused a relay connection from {addr}: no membership certificate");
+                        return;
+                    };
+                    match relays.serve(*stream, peer, slot).await {
                         Ok(done) => tracing::info!("{done}"),
                         Err(why) => tracing::info!("from {addr}: {why}"),
                     }

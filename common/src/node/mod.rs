@@ -345,9 +345,10 @@ pub async fn start(cfg: NodeConfig) -> Result<(Handle, mpsc::Receiver<Event>, to
     let next_id = Arc::new(AtomicUsize::new(1));
     let relays = Arc::new(RelayService::new(core.member_id(), conn_tx.clone()));
     // The port mapping lives as long as the node; it is removed on a clean exit.
-    let mapping = portmap::wanted(&advertised, !cfg.advertise.is_empty(), !cfg.port_mapping).map(|lan| {
+    let lans = portmap::wanted(&advertised, !cfg.advertise.is_empty(), !cfg.port_mapping);
+    let mapping = (!lans.is_empty()).then(|| {
         let (stop, stopped) = oneshot::channel();
-        tokio::spawn(portmap::run(lan, bound.port(), conn_tx.clone(), stopped));
+        tokio::spawn(portmap::run(lans, bound.port(), conn_tx.clone(), stopped));
         stop
     });
     tokio::spawn(conn::accept_loop(

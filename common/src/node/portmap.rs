@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::conn::ConnEvent;
 use crate::core::Input;
+pub use crate::core::relay::is_global;
 
 /// The lease asked for, in seconds.
 pub const LEASE_SECS: u32 = 3600;
@@ -52,12 +53,12 @@ impl Protocol {
     }
 }
 
-/// The LAN address to map, if any: mapping is wanted when it is not turned off, no
-/// address was given with `--advertise`, and the node advertises no global address,
-/// only private IPv4 ones (the first is mapped).
-pub fn wanted(advertised: &[String], given: bool, disabled: bool) -> Option<Ipv4Addr> {
+/// The LAN addresses that could be mapped: mapping is wanted when it is not turned
+/// off, no address was given with `--advertise`, and the node advertises no global
+/// address, only private IPv4 ones (empty otherwise).
+pub fn wanted(advertised: &[String], given: bool, disabled: bool) -> Vec<Ipv4Addr> {
     if disabled || given {
-        return None;
+        return Vec::new();
     }
     let ips: Vec<IpAddr> = advertised
         .iter()
@@ -65,38 +66,32 @@ pub fn wanted(advertised: &[String], given: bool, disabled: bool) -> Option<Ipv4
         .map(|a| a.ip())
         .collect();
     if ips.iter().any(|ip| is_global(*ip)) {
-        return None;
+        return Vec::new();
     }
-    ips.into_iter().find_map(|ip| match ip {
-        IpAddr::V4(v4) if v4.is_private() => Some(v4),
-        _ => None,
-    })
+    ips.into_iter()
+        .filter_map(|ip| match ip {
+            IpAddr::V4(v4) if v4.is_private() => Some(v4),
+            _ => None,
+        })
+        .collect()
 }
 
-/// Whether others on the internet could dial this address: unicast and outside
-/// every private, shared, loopback, link-local, documentation and reserved range.
-pub fn is_global(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            !(v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || a == 0
-                || a >= 240
-                || (a == 100 && (64..128).contains(&b))
-                || (a == 198 && (18..20).contains(&b))
-                || (a == 192 && b == 0 && c == 0))
-        }
-        IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            // Global unicast is 2000::/3, less the documentation prefix 2001:db8::/32.
-            (first & 0xe000) == 0x2000 && !(first == 0x2001 && v6.segments()[1] == 0x0db8)
-        }
+/// Which of `candidates` to map: the one this host reaches the gateway from (`local`,
+/// when it is one of them), else the first.
+pub fn choose_lan(candidates: &[Ipv4Addr], local: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
+    local
+        .filter(|l| candidates.contains(l))
+        .or_else(|| candidates.first().copied())
+}
+
+/// The address this host sends from towards `gateway` (a connected UDP socket; nothing
+/// is sent).
+fn local_towards(gateway: Ipv4Addr) -> Option<Ipv4Addr> {
+    let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    socket.connect((gateway, crab_nat::GATEWAY_PORT)).ok()?;
+    match socket.local_addr().ok()?.ip() {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(_) => None,
     }
 }
 
@@ -261,9 +256,10 @@ async fn map_natpmp(lan: Ipv4Addr, port: u16, gateway_ip: Ipv4Addr) -> Result<(H
 }
 
 /// Maps with UPnP, else NAT-PMP/PCP; says what went wrong with each when neither did.
-async fn map(lan: Ipv4Addr, port: u16) -> Result<(Held, SocketAddr, u32, Protocol), String> {
+async fn map(candidates: &[Ipv4Addr], port: u16) -> Result<(Held, SocketAddr, u32, Protocol), String> {
     let route = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
     let gateway = default_gateway(&route).ok_or("no default gateway")?;
+    let lan = choose_lan(candidates, local_towards(gateway)).ok_or("no private address to map")?;
     let upnp = match map_upnp(lan, port, gateway).await {
         Ok((held, addr, lease)) => return Ok((held, addr, lease, Protocol::Upnp)),
         Err(e) => e,
@@ -333,7 +329,7 @@ async fn remove(held: Held) {
 /// (`Input::Mapped`), renews, maps again after a failure, and removes it when `stop`
 /// fires (answering on the channel it carries).
 pub async fn run(
-    lan: Ipv4Addr,
+    candidates: Vec<Ipv4Addr>,
     port: u16,
     events: mpsc::Sender<ConnEvent>,
     mut stop: oneshot::Receiver<oneshot::Sender<()>>,
@@ -362,15 +358,15 @@ pub async fn run(
             }
         }
         match held.as_mut() {
-            None => match map(lan, port).await {
+            None => match map(&candidates, port).await {
                 Ok((h, addr, lease, how)) => {
-                    tracing::info!("mapped {addr} to {lan}:{port} with {} for {lease} s", how.name());
+                    tracing::info!("mapped {addr} to port {port} with {} for {lease} s", how.name());
                     held = Some(h);
                     wait = renew_after(lease);
                     tell(Some((addr, how))).await;
                 }
                 Err(e) => {
-                    tracing::info!("no port mapping for {lan}:{port}: {e}");
+                    tracing::info!("no port mapping for port {port}: {e}");
                     wait = RETRY_AFTER;
                 }
             },
@@ -397,16 +393,19 @@ mod tests {
 
     #[test]
     fn only_a_member_with_private_addresses_only_maps_and_only_when_allowed() {
-        let lan = addrs(&["192.168.1.2:7400", "10.0.0.2:7400"]);
-        assert_eq!(wanted(&lan, false, false), Some(Ipv4Addr::new(192, 168, 1, 2)));
-        assert_eq!(wanted(&lan, false, true), None, "--no-port-mapping");
-        assert_eq!(wanted(&lan, true, false), None, "--advertise given");
-        assert_eq!(
-            wanted(&addrs(&["11.11.0.2:7400", "192.168.1.2:7400"]), false, false),
-            None
-        );
-        assert_eq!(wanted(&addrs(&["127.0.0.1:7400"]), false, false), None);
-        assert_eq!(wanted(&addrs(&["[fd00::2]:7400", "junk"]), false, false), None);
+        let lan = addrs(&["192.168.1.2:7400", "127.0.0.1:7400", "10.0.0.2:7400"]);
+        let (a, b) = (Ipv4Addr::new(192, 168, 1, 2), Ipv4Addr::new(10, 0, 0, 2));
+        assert_eq!(wanted(&lan, false, false), [a, b]);
+        assert!(wanted(&lan, false, true).is_empty(), "--no-port-mapping");
+        assert!(wanted(&lan, true, false).is_empty(), "--advertise given");
+        assert!(wanted(&addrs(&["11.11.0.2:7400", "192.168.1.2:7400"]), false, false).is_empty());
+        assert!(wanted(&addrs(&["127.0.0.1:7400"]), false, false).is_empty());
+        assert!(wanted(&addrs(&["[fd00::2]:7400", "junk"]), false, false).is_empty());
+        // The address the gateway is reached from, when the node listens there.
+        assert_eq!(choose_lan(&[a, b], Some(b)), Some(b));
+        assert_eq!(choose_lan(&[a, b], Some(Ipv4Addr::new(172, 17, 0, 1))), Some(a));
+        assert_eq!(choose_lan(&[a, b], None), Some(a));
+        assert_eq!(choose_lan(&[], Some(b)), None);
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub const MAX_ANSWER: usize = 512;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a relay waits for the target to take a circuit.
 pub const TAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a circuit's end may take to tell each side.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the member asking waits for the relay's answer (the target dials back
 /// meanwhile).
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(8);
@@ -220,8 +222,15 @@ impl RelayService {
     }
 
     /// Serves one relay connection from member `peer` (proved by TLS) until its
-    /// circuit ends; returns what happened, for the log.
-    pub async fn serve(&self, mut stream: server::TlsStream<TcpStream>, peer: MemberId) -> Result<String, String> {
+    /// circuit ends; returns what happened, for the log. `slot` (the connection's
+    /// handshake slot) is held until the request is read and judged: a connection that
+    /// never asks counts against the accept limits, as a handshake does.
+    pub async fn serve<S>(
+        &self,
+        mut stream: server::TlsStream<TcpStream>,
+        peer: MemberId,
+        slot: S,
+    ) -> Result<String, String> {
         let req = tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut stream, MAX_REQUEST))
             .await
             .map_err(|_| "no relay request in time".to_string())?
@@ -236,6 +245,7 @@ impl RelayService {
         match req {
             Request::Accept(token) => {
                 let w = lock(&self.waiting).remove(&token);
+                drop(slot);
                 match w {
                     Some(w) if w.target == peer => {
                         // The asking side's task answers both and carries the circuit.
@@ -254,24 +264,30 @@ impl RelayService {
                     }
                 }
             }
-            Request::Connect(target) => self.connect(stream, peer, target).await,
+            Request::Connect(target) => self.connect(stream, peer, target, slot).await,
         }
     }
 
-    async fn connect(
+    async fn connect<S>(
         &self,
         mut a: server::TlsStream<TcpStream>,
         from: MemberId,
         target: MemberId,
+        slot: S,
     ) -> Result<String, String> {
         let admitted = lock(&self.circuits).admit(self.me, from, target, Instant::now());
         if let Err(refusal) = admitted {
             let _ = answer(&mut a, &Err(refusal.to_string())).await;
             return Err(format!("refused a circuit from {from} to {target}: {refusal}"));
         }
+        // The circuit limits hold it from here.
+        drop(slot);
         let _place = Place { service: self, from };
         let mut token = [0u8; RELAY_TOKEN_BYTES];
-        let _ = aws_lc_rs::rand::fill(&mut token);
+        if aws_lc_rs::rand::fill(&mut token).is_err() || lock(&self.waiting).contains_key(&token) {
+            let _ = answer(&mut a, &Err(Refusal::Internal.to_string())).await;
+            return Err(format!("no circuit from {from} to {target}: no fresh token"));
+        }
         let (taken, take) = oneshot::channel();
         lock(&self.waiting).insert(token, Waiting { from, target, taken });
         let asked = self
@@ -318,8 +334,10 @@ where
         }
     })
     .await;
-    let _ = aw.shutdown().await;
-    let _ = bw.shutdown().await;
+    // A side that reads nothing would keep a shutdown (its close_notify) waiting for
+    // ever, and the circuit's place with it.
+    let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, aw.shutdown()).await;
+    let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, bw.shutdown()).await;
     match ended {
         Ok(why) => why,
         Err(_) => format!("its {CIRCUIT_LIFETIME:?} were up"),
@@ -365,6 +383,52 @@ mod tests {
         }
         assert!(Request::decode(&[]).is_err());
         assert!(Request::decode(&[9; 21]).is_err());
+    }
+
+    /// A stream that ends at once when read and never takes a byte or a shutdown.
+    struct Stalled;
+
+    impl AsyncRead for Stalled {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Stalled {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Pending
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Pending
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    /// Red-team finding: a side that half-closed and never read kept the circuit's end
+    /// (its shutdown) waiting for ever, and the circuit's place with it.
+    #[tokio::test(start_paused = true)]
+    async fn a_circuit_ends_even_when_a_side_never_reads() {
+        let (near, _far) = tokio::io::duplex(1024);
+        let ended = tokio::time::timeout(CIRCUIT_LIFETIME + Duration::from_secs(30), splice(Stalled, near)).await;
+        assert!(ended.is_ok(), "the circuit never ended");
     }
 
     #[tokio::test]

@@ -261,9 +261,13 @@ fn seeded_key(rng: &mut Rng) -> Result<(rcgen::KeyPair, Vec<u8>), PkiError> {
     Ok((key, pkcs8))
 }
 
+/// A node's address: public ones (11.1.0.0/16, outside every private and reserved
+/// range), as on the internet, where every node can dial every other and a node
+/// dialled by others knows it needs no relay. Nothing is sent to them: the network is
+/// simulated.
 fn sim_addr(i: usize) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(
-        Ipv4Addr::new(10, 1, (i / 250) as u8, (i % 250 + 1) as u8),
+        Ipv4Addr::new(11, 1, (i / 250) as u8, (i % 250 + 1) as u8),
         7400,
     ))
 }

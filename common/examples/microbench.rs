@@ -195,6 +195,7 @@ async fn start(home: &Home, name: &str, peers: Vec<PeerSpec>) -> (node::Handle, 
         initial_messages: vec![],
         discover: false,
         port_mapping: false,
+        mdns: false,
     };
     let (h, e, _task) = node::start(cfg).await.unwrap();
     (h, e)

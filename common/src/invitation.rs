@@ -332,7 +332,7 @@ impl Invitation {
         let addresses = membership::merge_addresses(
             spec.addresses
                 .iter()
-                .chain(&own)
+                .chain(own.iter().take(OWN_PRESENCE_ADDRESSES))
                 .chain(&m.advertised_addresses())
                 .chain(&present)
                 .chain(&m.bootstrap),
@@ -759,6 +759,10 @@ pub fn not_joined(home: &Home, identity: &Identity, group: &GroupInfo) -> Result
 /// Addresses of the members `store` (the inviter's own, holding only verified records)
 /// shows present (live presence records), so the invitee can find the group even when
 /// the inviter is gone by then.
+/// Most addresses taken from the inviter's own presence, so a long list there (after
+/// a crash, from an old network) cannot crowd out other members' addresses.
+const OWN_PRESENCE_ADDRESSES: usize = 4;
+
 /// The addresses live presence records in `store` advertise: the inviter's own, and
 /// everyone else's.
 fn present_addresses(store: &Store, m: &Membership, now_ms: i64) -> (Vec<String>, Vec<String>) {

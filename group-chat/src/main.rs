@@ -37,6 +37,10 @@ struct Args {
     /// asked for when listening on private addresses only and no --advertise is given
     #[arg(long)]
     no_port_mapping: bool,
+    /// Do not announce this member on the LAN or look for others there (mDNS), which
+    /// happens when listening on LAN addresses
+    #[arg(long)]
+    no_mdns: bool,
     /// Also dial [MEMBER_ID@]IP:PORT (repeatable); with an id, the peer must be that member
     #[arg(long, value_name = "[ID@]IP:PORT")]
     peer: Vec<PeerSpec>,
@@ -44,7 +48,7 @@ struct Args {
     #[arg(long)]
     json: bool,
     /// Print the stored chat messages and exit, without going online
-    #[arg(long, conflicts_with_all = ["send", "json", "listen", "peer", "advertise", "no_port_mapping"])]
+    #[arg(long, conflicts_with_all = ["send", "json", "listen", "peer", "advertise", "no_port_mapping", "no_mdns"])]
     history: bool,
     /// Publish TEXT, wait until a neighbour has it, leave; exit 1 if none is reached in time
     #[arg(long, value_name = "TEXT")]
@@ -158,6 +162,7 @@ async fn online(
         discover: true,
         // --send dials out and leaves: nobody needs to reach it.
         port_mapping: !args.no_port_mapping && args.send.is_none(),
+        mdns: !args.no_mdns && args.send.is_none(),
     };
     // The output thread's own store connection and cursor, opened before going online so
     // that the first events are not held up behind it.

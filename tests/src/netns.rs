@@ -121,6 +121,15 @@ impl Net {
         net
     }
 
+    /// Moves host `i` to the address `new_ip` (its old one is gone), as a laptop moved
+    /// to another network is.
+    pub fn renumber(&mut self, i: usize, new_ip: &str) {
+        let host = &mut self.hosts[i];
+        ip(&["-n", &host.ns, "addr", "flush", "dev", "eth0"]);
+        ip(&["-n", &host.ns, "addr", "add", &format!("{new_ip}/24"), "dev", "eth0"]);
+        host.ip = new_ip.to_string();
+    }
+
     /// Hosts on switch `a` (the first half).
     pub fn half_a(&self) -> std::ops::Range<usize> {
         0..self.hosts.len() / 2

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use peergroup_tests::group::*;
 use peergroup_tests::natworld::{Nat, World};
-use peergroup_tests::netns::Host;
+use peergroup_tests::netns::{Host, Net};
 use peergroup_tests::{Peer, skip_or_fail};
 
 /// Within a namespace of our own nothing else can hold a port, so a fixed one is safe.
@@ -210,5 +210,60 @@ fn members_behind_routers_with_port_mapping_are_mapped_and_the_group_forms_with_
         "reach: mapped with UPnP {:.0} ms after start; three members behind NAT (UPnP, NAT-PMP, plain) chatting {:.1} s after start",
         mapped_at.as_secs_f64() * 1000.0,
         started.elapsed().as_secs_f64()
+    );
+}
+
+/// Scenario 4 of issue 12: every member moved to new addresses while offline, so every
+/// address it remembers (invitation, presence, known peers) is stale. Members on one
+/// LAN find each other by mDNS (a hash of the group id, never its name) and the group
+/// forms again, the connection saying `via: lan`.
+#[test]
+fn members_that_all_moved_find_each_other_on_the_lan_and_the_group_re_forms() {
+    if let Err(why) = Net::available() {
+        skip_or_fail(&why);
+        return;
+    }
+    let mut net = Net::new(2);
+    let addrs = net.hosts.iter().map(|h| format!("{}:{PORT}", h.ip)).collect();
+    let g = group_at(&["ann", "ben"], addrs, &[]);
+    {
+        let mut peers: Vec<Peer> = g.iter().zip(&net.hosts).map(|(m, h)| start_on(m, h)).collect();
+        for p in peers.iter_mut() {
+            wait_ready(p);
+        }
+        let (ann, ben) = peers.split_at_mut(1);
+        say_and_see(&mut ann[0], "before the move", &mut [&mut ben[0]]);
+        for p in peers.iter_mut() {
+            p.close_stdin();
+            assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+        }
+    }
+    net.renumber(0, "10.77.0.101");
+    net.renumber(1, "10.77.0.102");
+    let started = Instant::now();
+    let listen = format!("0.0.0.0:{PORT}");
+    let mut peers: Vec<Peer> = g
+        .iter()
+        .zip(&net.hosts)
+        .map(|(m, h)| {
+            let args = ["--identity", m.name, "--group", GROUP, "--json", "--listen", &listen];
+            Peer::spawn(m.name, h.command(&m.home.command("group-chat", &args)))
+        })
+        .collect();
+    for p in peers.iter_mut() {
+        wait_ready(p);
+    }
+    let ready = started.elapsed();
+    let lan = peers.iter().any(|p| {
+        p.events_of("connection")
+            .iter()
+            .any(|e| e["change"] == "up" && e["via"] == "lan")
+    });
+    assert!(lan, "no connection by way of the LAN");
+    let (ann, ben) = peers.split_at_mut(1);
+    say_and_see(&mut ben[0], "after the move", &mut [&mut ann[0]]);
+    eprintln!(
+        "reach: two members that both moved found each other by mDNS and were ready {:.1} s after start",
+        ready.as_secs_f64()
     );
 }

@@ -95,6 +95,8 @@ pub enum Via {
     Direct,
     /// Through a third member's relay, with the two members' own TLS inside.
     Relayed,
+    /// Dialled at an address found on the LAN by mDNS.
+    Lan,
 }
 
 impl Via {
@@ -103,6 +105,7 @@ impl Via {
         match self {
             Via::Direct => "direct",
             Via::Relayed => "relayed",
+            Via::Lan => "lan",
         }
     }
 }

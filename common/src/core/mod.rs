@@ -105,6 +105,8 @@ pub const KNOWN_PEERS_EVERY: Duration = Duration::from_secs(5);
 pub const DIRECT_IDLE: Duration = Duration::from_secs(60);
 /// Most failed incoming handshakes reported per second (the rest are only logged).
 pub const AUTH_EVENTS_PER_SECOND: u32 = 5;
+/// Most addresses found on the LAN kept to dial.
+pub const LAN_FOUND: usize = 16;
 /// Soonest presence is published again because a relay it names was lost.
 pub const RELAYS_REPUBLISH: Duration = Duration::from_secs(5);
 /// Largest Records frame the node builds.
@@ -284,6 +286,9 @@ pub enum Input {
         /// To whom.
         target: MemberId,
     },
+    /// Addresses where members of this group announce themselves on the LAN (mDNS):
+    /// dialled as an invitation's are, any member may answer.
+    Found(Vec<SocketAddr>),
     /// A port mapping on the gateway: its public address and the protocol that made it
     /// (`upnp`, `nat-pmp`), or `None` when it was lost.
     Mapped(Option<(SocketAddr, &'static str)>),
@@ -472,6 +477,9 @@ pub struct Core<S: RecordStore> {
     base_advertised: Vec<Advertised>,
     /// The gateway's port mapping, when there is one.
     mapped: Option<(SocketAddr, &'static str)>,
+    /// Addresses found on the LAN (mDNS), newest first, at most
+    /// [`LAN_FOUND`].
+    lan_found: VecDeque<SocketAddr>,
     /// When an admin next looks for credentials to renew.
     next_renewal_check: Instant,
     last_presence: Instant,
@@ -565,6 +573,7 @@ impl<S: RecordStore> Core<S> {
                 })
                 .collect(),
             mapped: None,
+            lan_found: VecDeque::new(),
             next_renewal_check: now.instant,
             last_presence: now.instant,
             last_purge: now.instant,
@@ -618,6 +627,13 @@ impl<S: RecordStore> Core<S> {
             Input::Renewed(m) => self.adopt_membership(*m, now),
             Input::RelayRequest { token, from, target } => self.on_relay_request(token, from, target),
             Input::Mapped(mapped) => self.on_mapped(mapped, now),
+            Input::Found(addrs) => {
+                for a in addrs {
+                    self.lan_found.retain(|f| *f != a);
+                    self.lan_found.push_front(a);
+                }
+                self.lan_found.truncate(LAN_FOUND);
+            }
             Input::RelayFailed {
                 relay,
                 addr,
@@ -1203,6 +1219,11 @@ impl<S: RecordStore> Core<S> {
         if mapped == self.mapped {
             return;
         }
+        // A member dialled in through a mapping now lost is reachable no longer (as far
+        // as it knows): it names relays again.
+        if mapped.is_none() {
+            self.dialled_in = false;
+        }
         self.mapped = mapped;
         self.advertised = self.advertised_now().into_iter().map(|a| a.address).collect();
         self.set_status(|_| {});
@@ -1219,7 +1240,11 @@ impl<S: RecordStore> Core<S> {
             address: addr.to_string(),
             how,
         });
-        mapped.into_iter().chain(self.base_advertised.iter().cloned()).collect()
+        mapped
+            .into_iter()
+            .chain(self.base_advertised.iter().cloned())
+            .take(crate::membership::MAX_ADDRESSES)
+            .collect()
     }
 
     /// The relays this node names in its presence: neighbours it reached by dialling
@@ -1662,13 +1687,19 @@ impl<S: RecordStore> Core<S> {
                 via: up.via,
             },
         );
+        // A dial to an address mDNS found came by way of the LAN.
+        let via = if up.outbound && up.via == Via::Direct && self.lan_found.contains(&up.addr) {
+            Via::Lan
+        } else {
+            up.via
+        };
         self.emit(Event::Connection {
             kind: ConnKind::from(up.purpose),
             change: ConnChange::Up,
             member: Some(up.member),
             address: up.addr.to_string(),
             reason: None,
-            via: Some(up.via),
+            via: Some(via),
         });
         if up.purpose == Purpose::Neighbour {
             if !had_neighbour {
@@ -1753,13 +1784,20 @@ impl<S: RecordStore> Core<S> {
             .filter(|c| c.via == Via::Direct)
             .map(|c| c.addr)
             .collect();
+        // Where mDNS found members on the LAN, then the invitation's addresses.
+        let bootstrap: Vec<String> = self
+            .lan_found
+            .iter()
+            .map(SocketAddr::to_string)
+            .chain(self.membership.bootstrap.iter().cloned())
+            .collect();
         let view = View {
             me: self.me,
             own: &self.advertised,
             connected: &connected,
             connected_addrs: &connected_addrs,
             present: self.roster.iter().map(|(m, p)| (*m, p.addresses.as_slice())).collect(),
-            bootstrap: &self.membership.bootstrap,
+            bootstrap: &bootstrap,
             wanted: target - have,
             discover: self.discover,
         };

@@ -174,3 +174,24 @@ fn only_a_dial_from_the_internet_makes_a_member_reachable() {
     core.handle(now, up_with(2, &f.creator, internet));
     assert!(core.status().reachable);
 }
+
+/// Red-team finding: a member dialled in through a port mapping stayed "reachable"
+/// after the mapping was lost, naming neither a working address nor a relay.
+#[test]
+fn losing_the_mapping_makes_a_member_name_its_relays_again() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let now = at(clock::add(f.t0, DAY));
+    let mut core = core_of(&f.member, now);
+    core.handle(now, up_with(1, &f.admin, dialled("11.11.0.1:7400")));
+    core.handle(now, Input::Mapped(Some(("11.11.0.2:7400".parse().unwrap(), "upnp"))));
+    let internet = Link {
+        addr: "11.11.0.9:41000".parse().unwrap(),
+        ..Link::default()
+    };
+    core.handle(now, up_with(2, &f.creator, internet));
+    assert!(core.status().reachable);
+    assert_eq!(core.status().addresses[0].how, "upnp");
+    core.handle(now, Input::Mapped(None));
+    assert!(!core.status().reachable, "reachable without the mapping");
+    assert_eq!(core.relay_ids(), [f.admin.m.membership.member_id]);
+}

@@ -7,6 +7,7 @@
 pub mod conn;
 pub mod control;
 pub mod join;
+pub mod lan;
 pub mod pending;
 pub mod portmap;
 pub mod relay;
@@ -118,6 +119,8 @@ pub struct NodeConfig {
     /// Ask the gateway for a port mapping when listening on a private address only
     /// (see [`portmap`]).
     pub port_mapping: bool,
+    /// Announce this member on the LAN and look for others there (see [`lan`]).
+    pub mdns: bool,
 }
 
 /// Where a command's answer goes.
@@ -239,6 +242,8 @@ struct Driver {
     relays: Arc<RelayService>,
     /// Stops the port mapping task (which removes the mapping), if one runs.
     mapping: Option<oneshot::Sender<oneshot::Sender<()>>>,
+    /// Stops LAN discovery (which withdraws the announcement), if it runs.
+    discovery: Option<oneshot::Sender<oneshot::Sender<()>>>,
     conn_tx: mpsc::Sender<ConnEvent>,
     next_id: Arc<AtomicUsize>,
     events: mpsc::Sender<Event>,
@@ -345,6 +350,23 @@ pub async fn start(cfg: NodeConfig) -> Result<(Handle, mpsc::Receiver<Event>, to
     let next_id = Arc::new(AtomicUsize::new(1));
     let relays = Arc::new(RelayService::new(core.member_id(), conn_tx.clone()));
     // The port mapping lives as long as the node; it is removed on a clean exit.
+    // mDNS on the interfaces of the LAN addresses it listens on, if any.
+    let lan_ips = if cfg.mdns {
+        lan::announced(&advertised)
+    } else {
+        Vec::new()
+    };
+    let discovery = (!lan_ips.is_empty()).then(|| {
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(lan::run(
+            core.membership().group.id,
+            lan_ips,
+            bound.port(),
+            conn_tx.clone(),
+            stopped,
+        ));
+        stop
+    });
     let lans = portmap::wanted(&advertised, !cfg.advertise.is_empty(), !cfg.port_mapping);
     let mapping = (!lans.is_empty()).then(|| {
         let (stop, stopped) = oneshot::channel();
@@ -387,6 +409,7 @@ pub async fn start(cfg: NodeConfig) -> Result<(Handle, mpsc::Receiver<Event>, to
         advertised,
         relays,
         mapping,
+        discovery,
         conn_tx,
         next_id,
         events: events_tx,
@@ -687,12 +710,17 @@ impl Driver {
     /// (the tombstone included), then close every connection.
     async fn leave(&mut self) {
         self.carry_out();
-        // The gateway forgets the mapping while the queues drain.
-        let unmapped = self.mapping.take().map(|stop| {
-            let (done, removed) = oneshot::channel();
-            let _ = stop.send(done);
-            removed
-        });
+        // The gateway forgets the mapping, and the LAN the announcement, while the
+        // queues drain.
+        let stop = |task: Option<oneshot::Sender<oneshot::Sender<()>>>| {
+            task.map(|stop| {
+                let (done, stopped) = oneshot::channel();
+                let _ = stop.send(done);
+                stopped
+            })
+        };
+        let unmapped = stop(self.mapping.take());
+        let unannounced = stop(self.discovery.take());
         let deadline = Instant::now() + LEAVE_DRAIN;
         while Instant::now() < deadline && self.links.values().any(|l| l.writer.queued_bytes() > 0) {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -702,8 +730,8 @@ impl Driver {
         }
         // Let the write tasks flush and shut their sockets down.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        if let Some(removed) = unmapped {
-            let _ = tokio::time::timeout(portmap::REMOVE_TIMEOUT * 2, removed).await;
+        for stopped in [unmapped, unannounced].into_iter().flatten() {
+            let _ = tokio::time::timeout(portmap::REMOVE_TIMEOUT * 2, stopped).await;
         }
     }
 }

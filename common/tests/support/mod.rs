@@ -93,6 +93,7 @@ impl Fixture {
             initial_messages: vec![],
             discover: false,
             port_mapping: false,
+            mdns: false,
         };
         let (handle, events, task) = node::start(cfg).await.unwrap();
         let addr = handle.addresses[0]

@@ -276,14 +276,19 @@ pub fn event_line(mode: Mode, e: &Event, offset: UtcOffset) -> Option<Line> {
                     json!({"event": "connection", "kind": kind, "change": change, "member": member, "address": address, "reason": text, "via": via.map(Via::name)}).to_string(),
                 ),
                 Mode::Human => {
-                    // Failed dials repeat while peers are away; only the log shows them.
+                    // Failed dials repeat while peers are away, and a failed hole punch
+                    // leaves the relay carrying on: only the log shows them.
                     let auth = matches!(reason, Some(ConnReason::AuthFailed(_)));
-                    if change == "failed" && kind == "neighbour" && !auth {
+                    if change == "failed" && (kind == "neighbour" && !auth || *via == Some(Via::Punched)) {
                         return None;
                     }
                     let who = member.map(|m| format!(" {}", m.short())).unwrap_or_default();
                     let why = text.map(|r| format!(": {r}")).unwrap_or_default();
-                    let relayed = if *via == Some(Via::Relayed) { " (relayed)" } else { "" };
+                    let relayed = match via {
+                        Some(Via::Relayed) => " (relayed)",
+                        Some(Via::Punched) => " (punched through NAT)",
+                        _ => "",
+                    };
                     human_err(format!("* {kind} connection{who} {address}{relayed} {change}{why}"))
                 }
             }

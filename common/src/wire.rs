@@ -17,7 +17,7 @@ pub const MAX_WANT_IDS: usize = 4096;
 /// Largest whisper text, in bytes: a chat message's limit.
 pub const MAX_WHISPER_BYTES: usize = crate::record::MAX_CHAT_BYTES;
 /// Protocol version spoken in `Hello` (2: Hello carries a tie-break nonce; 3: relay
-/// offers).
+/// offers and hole punching).
 pub const PROTOCOL_VERSION: u8 = 3;
 /// Bytes of a relay circuit's token.
 pub const RELAY_TOKEN_BYTES: usize = 16;
@@ -101,6 +101,11 @@ pub enum Message {
         /// inside proves it again, end to end).
         from: MemberId,
     },
+    /// On a relayed direct connection: let us both dial each other now, from our
+    /// listening ports, for a direct connection (TCP simultaneous open). The one who
+    /// asked for the circuit sends it first; the other answers it and dials at once;
+    /// the first dials when the answer arrives.
+    Punch,
 }
 
 const T_HELLO: u8 = 1;
@@ -112,6 +117,7 @@ const T_SYNC_END_ACK: u8 = 6;
 const T_WHISPER: u8 = 7;
 const T_PING: u8 = 8;
 const T_RELAY_OFFER: u8 = 9;
+const T_PUNCH: u8 = 10;
 
 impl Message {
     /// Encodes the message as a complete frame (length prefix included).
@@ -162,6 +168,7 @@ impl Message {
             Message::SyncEnd => p.push(T_SYNC_END),
             Message::SyncEndAck => p.push(T_SYNC_END_ACK),
             Message::Ping => p.push(T_PING),
+            Message::Punch => p.push(T_PUNCH),
             Message::Whisper { text } => {
                 p.push(T_WHISPER);
                 p.extend_from_slice(text.as_bytes());
@@ -257,6 +264,7 @@ impl Message {
             T_SYNC_END => Message::SyncEnd,
             T_SYNC_END_ACK => Message::SyncEndAck,
             T_PING => Message::Ping,
+            T_PUNCH => Message::Punch,
             T_WHISPER => {
                 if rest.len() > MAX_WHISPER_BYTES {
                     return Err(WireError::Malformed("whisper over the size limit"));
@@ -374,6 +382,7 @@ mod tests {
                 token: [7; RELAY_TOKEN_BYTES],
                 from: MemberId::from_bytes([9; MEMBER_ID_BYTES]),
             },
+            Message::Punch,
         ]
     }
 

@@ -189,6 +189,7 @@ fn ends_with(f: &Fixture, order: &[usize], chunk: usize) -> Vec<Item> {
             tie: (1, 2),
             sync_key: common::sync::SyncKey::new([1; 16]),
             via: common::core::Via::Direct,
+            observed: None,
         })),
     );
     let bodies: Vec<Vec<u8>> = order.iter().map(|&i| f.records[i].encode()).collect();

@@ -190,12 +190,15 @@ impl World {
                 _ => "masquerade",
             };
             // A home router: the LAN may go out, answers come back, nothing else comes in
-            // (but what miniupnpd maps, through the chains it fills: ../shared/STACK.md).
+            // (but what miniupnpd maps, through the chains it fills: ../shared/STACK.md);
+            // a connection to the router itself from outside is dropped unanswered, as
+            // most home routers do (not refused with a reset).
             let gateway = matches!(nat, Nat::Upnp | Nat::NatPmp);
             let rules = if gateway {
                 format!(
                     "table inet filter {{\n\
                      chain forward {{ type filter hook forward priority 0; policy drop; jump miniupnpd; iifname \"lan\" accept; ct state established,related accept; }}\n\
+                     chain input {{ type filter hook input priority 0; policy accept; iifname \"wan\" ct state new tcp flags syn drop; }}\n\
                      chain miniupnpd {{ }}\n\
                      chain prerouting {{ type nat hook prerouting priority -100; policy accept; jump prerouting_miniupnpd; }}\n\
                      chain postrouting {{ type nat hook postrouting priority 100; policy accept; jump postrouting_miniupnpd; oifname \"wan\" {masquerade}; }}\n\
@@ -210,6 +213,10 @@ impl World {
                  type filter hook forward priority 0; policy drop;\n\
                  iifname \"lan\" accept\n\
                  ct state established,related accept\n\
+                 }}\n\
+                 chain input {{\n\
+                 type filter hook input priority 0; policy accept;\n\
+                 iifname \"wan\" ct state new tcp flags syn drop\n\
                  }}\n\
                  }}\n\
                  table ip nat {{\n\

@@ -267,3 +267,209 @@ fn members_that_all_moved_find_each_other_on_the_lan_and_the_group_re_forms() {
         ready.as_secs_f64()
     );
 }
+
+/// Runs `f` on a thread of its own inside network namespace `ns`, as a program on that
+/// host would (setns moves only the calling thread).
+fn in_namespace<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let fd = rustix::fs::open(
+            &path,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap_or_else(|e| panic!("open {path}: {e}"));
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&fd),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+        f()
+    })
+    .join()
+    .expect("the thread in the namespace")
+}
+
+/// Scenario 5 of issue 12: a member that tries to use a relay beyond its limits. Cat,
+/// a member on a public host, asks ann's relay (a real `group-chat`) for circuits to
+/// ben (behind NAT) and never uses them: the relay gives four, refuses the fifth
+/// naming its limit, refuses a circuit to a member that is not connected to it, and
+/// chats on with ben meanwhile.
+#[test]
+fn a_member_asking_a_relay_beyond_its_limits_is_refused_and_the_relay_chats_on() {
+    use common::core::relay::{MAX_CIRCUITS_PER_MEMBER, Refusal};
+    use common::node::relay::{self, Request};
+    if let Err(why) = World::available() {
+        skip_or_fail(&why);
+        return;
+    }
+    let world = World::new(2, &[Nat::Masquerade]);
+    let hosts = [&world.public[0], &world.routers[0].host, &world.public[1]];
+    let addrs = hosts.iter().map(|h| format!("{}:{PORT}", h.ip)).collect();
+    let g = group_at(&["ann", "ben", "cat"], addrs, &[]);
+    let mut ann = start_on(&g[0], hosts[0]);
+    let mut ben = start_on(&g[1], hosts[1]);
+    wait_ready(&mut ben);
+    // Cat goes online once, so that ben knows its membership, then leaves.
+    let mut cat = start_on(&g[2], hosts[2]);
+    wait_present(&mut ben, &g[2]);
+    cat.close_stdin();
+    assert_eq!(cat.wait_exit(Duration::from_secs(10)), Some(0));
+    let home = common::home::Home::resolve(Some(g[2].home.path())).unwrap();
+    let identity = common::identity::Identity::load(&home, "cat").unwrap();
+    let membership = common::membership::find(&home, "cat", GROUP).unwrap();
+    let (ann_id, ben_id) = (g[0].id.parse().unwrap(), g[1].id.parse().unwrap());
+    let relay_addr = format!("{}:{PORT}", hosts[0].ip).parse().unwrap();
+    let (opened, over, stranger) = in_namespace(&hosts[2].ns, move || {
+        common::tls::install_default_provider();
+        let configs = common::tls::configs(&identity, &membership).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut held = Vec::new();
+            let over = loop {
+                match relay::open(&configs, ann_id, relay_addr, Request::Connect(ben_id)).await {
+                    Ok(c) => held.push(c),
+                    Err(e) => break e,
+                }
+                if held.len() > MAX_CIRCUITS_PER_MEMBER {
+                    break "no refusal".into();
+                }
+            };
+            let opened = held.len();
+            drop(held);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let nobody = common::member::MemberId::from_bytes([7; 20]);
+            let stranger = relay::open(&configs, ann_id, relay_addr, Request::Connect(nobody))
+                .await
+                .err()
+                .unwrap_or_default();
+            (opened, over, stranger)
+        })
+    });
+    assert_eq!(opened, MAX_CIRCUITS_PER_MEMBER, "{over}");
+    assert!(
+        over.contains(&Refusal::PerMember(MAX_CIRCUITS_PER_MEMBER).to_string()),
+        "{over}"
+    );
+    assert!(stranger.contains(&Refusal::NotConnected.to_string()), "{stranger}");
+    say_and_see(&mut ann, "the relay chats on", &mut [&mut ben]);
+    say_and_see(&mut ben, "and so does ben", &mut [&mut ann]);
+}
+
+/// Scenario 3 of issue 12: two members behind port-preserving NATs share a neighbour.
+/// A whisper goes through the neighbour's relay first; the two then dial each other at
+/// once from their listening ports (the relay told each where it sees the other) and
+/// the connection becomes direct (`via: punched`), replacing the relayed one; the next
+/// whispers take it.
+#[test]
+fn members_behind_two_nats_punch_a_direct_connection_through_a_shared_neighbour() {
+    if let Err(why) = World::available() {
+        skip_or_fail(&why);
+        return;
+    }
+    let world = World::new(1, &[Nat::Masquerade, Nat::Masquerade]);
+    let hosts = [&world.public[0], &world.routers[0].host, &world.routers[1].host];
+    let addrs = hosts.iter().map(|h| format!("{}:{PORT}", h.ip)).collect();
+    let g = group_at(&["ann", "ben", "cat"], addrs, &[]);
+    let mut peers: Vec<Peer> = g.iter().zip(hosts).map(|(m, h)| start_on(m, h)).collect();
+    for p in peers.iter_mut() {
+        wait_ready(p);
+    }
+    let (_ann, rest) = peers.split_at_mut(1);
+    let (ben, cat) = rest.split_at_mut(1);
+    let (ben, cat) = (&mut ben[0], &mut cat[0]);
+    wait_present(ben, &g[2]);
+    wait_present(cat, &g[1]);
+    whisper_until_it_arrives(ben, cat, "cat", "first through the relay");
+    let started = Instant::now();
+    let punched = |e: &serde_json::Value| {
+        e["event"] == "connection" && e["kind"] == "direct" && e["change"] == "up" && e["via"] == "punched"
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && !ben.events_of("connection").iter().any(punched) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let direct = |p: &Peer| {
+        p.events_of("connection")
+            .into_iter()
+            .filter(|e| e["kind"] == "direct")
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let up = ben
+        .events_of("connection")
+        .into_iter()
+        .find(punched)
+        .unwrap_or_else(|| panic!("no punched connection:\nben:\n{}\ncat:\n{}", direct(ben), direct(cat)));
+    let took = started.elapsed();
+    assert_eq!(up["address"], format!("{}:{PORT}", world.routers[1].wan_ip), "{up}");
+    cat.wait_for("a punched connection", Duration::from_secs(5), punched);
+    ben.wait_for("the relayed connection replaced", Duration::from_secs(5), |e| {
+        e["event"] == "connection" && e["change"] == "down" && e["via"] == "relayed"
+    });
+    ben.send("/msg cat now direct");
+    cat.wait_for("the whisper", Duration::from_secs(5), |e| {
+        e["event"] == "whisper" && e["text"] == "now direct"
+    });
+    eprintln!(
+        "reach: a hole punched through two port-preserving NATs {:.0} ms after the relayed whisper",
+        took.as_secs_f64() * 1000.0
+    );
+}
+
+/// For `scripts/bench` (ignored in `scripts/test`): how often two members behind NATs
+/// of one kind get a punched connection, `PUNCH_TRIES` fresh worlds per kind (default
+/// 20). Port-preserving NATs should punch; fully random ones cannot (the relay carries
+/// the traffic).
+#[test]
+#[ignore]
+fn punch_success_rate() {
+    if let Err(why) = World::available() {
+        skip_or_fail(&why);
+        return;
+    }
+    let tries: usize = std::env::var("PUNCH_TRIES")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(20);
+    for nat in [Nat::Masquerade, Nat::Random] {
+        let mut punched = 0;
+        let mut took = Vec::new();
+        for _ in 0..tries {
+            let world = World::new(1, &[nat, nat]);
+            let hosts = [&world.public[0], &world.routers[0].host, &world.routers[1].host];
+            let addrs = hosts.iter().map(|h| format!("{}:{PORT}", h.ip)).collect();
+            let g = group_at(&["ann", "ben", "cat"], addrs, &[]);
+            let mut peers: Vec<Peer> = g.iter().zip(hosts).map(|(m, h)| start_on(m, h)).collect();
+            for p in peers.iter_mut() {
+                wait_ready(p);
+            }
+            let (_ann, rest) = peers.split_at_mut(1);
+            let (ben, cat) = rest.split_at_mut(1);
+            let (ben, cat) = (&mut ben[0], &mut cat[0]);
+            wait_present(ben, &g[2]);
+            whisper_until_it_arrives(ben, cat, "cat", "punch?");
+            let started = Instant::now();
+            let settled = ben.wait_until("the punch to end", Duration::from_secs(15), |evs| {
+                evs.iter()
+                    .any(|e| e["event"] == "connection" && e["via"] == "punched" && e["change"] != "down")
+            });
+            let up = settled
+                .iter()
+                .any(|e| e["event"] == "connection" && e["via"] == "punched" && e["change"] == "up");
+            if up {
+                punched += 1;
+                took.push(started.elapsed().as_millis());
+            }
+        }
+        took.sort_unstable();
+        eprintln!(
+            "punch rate {nat:?}: {punched} of {tries} tries direct; median {} ms after the relayed whisper arrived",
+            took.get(took.len() / 2).copied().unwrap_or(0)
+        );
+    }
+}

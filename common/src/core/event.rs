@@ -97,6 +97,9 @@ pub enum Via {
     Relayed,
     /// Dialled at an address found on the LAN by mDNS.
     Lan,
+    /// A direct connection through two NATs, both ends dialling at once (hole
+    /// punching), replacing a relayed one.
+    Punched,
 }
 
 impl Via {
@@ -106,6 +109,7 @@ impl Via {
             Via::Direct => "direct",
             Via::Relayed => "relayed",
             Via::Lan => "lan",
+            Via::Punched => "punched",
         }
     }
 }

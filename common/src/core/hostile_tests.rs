@@ -48,6 +48,7 @@ impl Bench {
             tie: (i as u64, 1),
             sync_key: crate::sync::SyncKey::new([i as u8; 16]),
             via: crate::core::Via::Direct,
+            observed: None,
         };
         self.core.handle(self.now, Input::Up(Box::new(up)));
         self.drain();

@@ -26,6 +26,9 @@ pub const SELF_BACKOFF: Duration = Duration::from_secs(3600);
 /// third connection, whose settling could close the winner too, over and over.
 pub const REPLACE_GRACE: Duration = Duration::from_secs(1);
 
+/// How long a backoff is remembered after it ended.
+pub const BACKOFF_MEMORY: Duration = Duration::from_secs(60);
+
 /// A peer to dial: `[MEMBER_ID@]IP:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerSpec {
@@ -175,6 +178,16 @@ impl Mesh {
             self.quiet.remove(&m);
             self.owners.retain(|_, o| *o != m);
         }
+        // Backoffs that ended a while ago are forgotten: addresses come and go (mDNS
+        // answers, presence), and the map must not grow with every one ever tried.
+        self.backoff
+            .retain(|_, b| now.checked_duration_since(b.until).is_none_or(|d| d < BACKOFF_MEMORY));
+    }
+
+    /// Backoffs held, for tests.
+    #[cfg(test)]
+    pub fn backoffs(&self) -> usize {
+        self.backoff.len()
     }
 
     /// The address turned out to be this node's own: not dialled for a long while.
@@ -478,6 +491,23 @@ mod tests {
             mesh.candidates(&only_peers, later, &mut rng),
             vec![(addr("192.0.2.1:1"), None)]
         );
+    }
+
+    /// Red-team finding: every address ever tried stayed in the backoff map, and mDNS
+    /// answers (anyone on the link) can name new ones without end.
+    #[test]
+    fn backoffs_that_ended_long_ago_are_forgotten() {
+        let mut mesh = Mesh::new(Vec::new(), KnownPeers::default());
+        let mut rng = Rng::new(1);
+        let t = Instant::now();
+        for i in 0..1000u16 {
+            mesh.note_failure(SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 7400)), t, &mut rng);
+        }
+        assert_eq!(mesh.backoffs(), 1000);
+        mesh.tidy(t + MAX_BACKOFF);
+        assert_eq!(mesh.backoffs(), 1000, "remembered for a while after ending");
+        mesh.tidy(t + MAX_BACKOFF * 2 + BACKOFF_MEMORY);
+        assert_eq!(mesh.backoffs(), 0);
     }
 
     #[test]

@@ -43,8 +43,8 @@ mod revocation_tests;
 #[cfg(test)]
 mod test_support;
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -107,6 +107,26 @@ pub const DIRECT_IDLE: Duration = Duration::from_secs(60);
 pub const AUTH_EVENTS_PER_SECOND: u32 = 5;
 /// Most addresses found on the LAN kept to dial.
 pub const LAN_FOUND: usize = 16;
+
+/// Takes addresses mDNS found into `kept` (newest first, at most [`LAN_FOUND`]): new
+/// ones push out the oldest where no member answered, never one where a member did,
+/// so answers from anyone on the link cannot crowd real members out.
+pub fn lan_found(kept: &mut VecDeque<(SocketAddr, bool)>, addrs: Vec<SocketAddr>) {
+    for a in addrs {
+        if kept.iter().any(|(k, _)| *k == a) {
+            continue;
+        }
+        if kept.len() >= LAN_FOUND {
+            match kept.iter().rposition(|(_, answered)| !answered) {
+                Some(i) => {
+                    kept.remove(i);
+                }
+                None => continue,
+            }
+        }
+        kept.push_front((a, false));
+    }
+}
 /// Soonest presence is published again because a relay it names was lost.
 pub const RELAYS_REPUBLISH: Duration = Duration::from_secs(5);
 /// Largest Records frame the node builds.
@@ -237,6 +257,9 @@ pub struct ConnUp {
     pub sync_key: SyncKey,
     /// How it reached the peer (`addr` is the relay's when relayed).
     pub via: Via,
+    /// Where the relay saw the peer's own connection come from (relayed only): with
+    /// the peer's listening port, where to try a direct connection.
+    pub observed: Option<IpAddr>,
 }
 
 /// What a driver tells the core.
@@ -292,6 +315,15 @@ pub enum Input {
     /// A port mapping on the gateway: its public address and the protocol that made it
     /// (`upnp`, `nat-pmp`), or `None` when it was lost.
     Mapped(Option<(SocketAddr, &'static str)>),
+    /// A hole punch to `target` at `addr` failed (the relayed connection stays).
+    PunchFailed {
+        /// The member.
+        target: MemberId,
+        /// Where it was tried.
+        addr: SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
     /// A circuit through `relay` to `target` failed before the connection was up.
     RelayFailed {
         /// The relay.
@@ -408,6 +440,18 @@ pub enum Output {
         /// The circuit.
         token: [u8; wire::RELAY_TOKEN_BYTES],
     },
+    /// Dial `target` at `addr` from this node's listening port, while it dials this
+    /// node the same way (TCP simultaneous open), then run TLS as `client` or server.
+    Punch {
+        /// The member.
+        target: MemberId,
+        /// Its predicted public address.
+        addr: SocketAddr,
+        /// Whether this node is the TLS client (it asked for the circuit).
+        client: bool,
+        /// Our tie-break nonce.
+        nonce: u64,
+    },
     /// As a relay: the circuit `token` cannot be offered to its target.
     RelayRefused {
         /// The circuit.
@@ -430,6 +474,8 @@ struct Conn {
     last_used: Instant,
     sync_budget: flow::SyncBudget,
     via: Via,
+    /// Where the relay saw the peer (relayed connections only).
+    observed: Option<IpAddr>,
 }
 
 /// The node's state machine over a record store `S`.
@@ -473,13 +519,16 @@ pub struct Core<S: RecordStore> {
     dialled_in: bool,
     /// Relay offers taken, per relay and asker.
     offers: relay::Offers,
+    /// When a hole punch with each member was last tried (one a minute each) and,
+    /// for punches this node started, whether the answer is awaited.
+    punches: HashMap<MemberId, (Instant, bool)>,
     /// What the node advertises without a mapping, and how it learnt it.
     base_advertised: Vec<Advertised>,
     /// The gateway's port mapping, when there is one.
     mapped: Option<(SocketAddr, &'static str)>,
-    /// Addresses found on the LAN (mDNS), newest first, at most
-    /// [`LAN_FOUND`].
-    lan_found: VecDeque<SocketAddr>,
+    /// Addresses found on the LAN (mDNS), newest first, at most [`LAN_FOUND`], each
+    /// with whether a member answered there (kept when new ones push the rest out).
+    lan_found: VecDeque<(SocketAddr, bool)>,
     /// When an admin next looks for credentials to renew.
     next_renewal_check: Instant,
     last_presence: Instant,
@@ -564,6 +613,7 @@ impl<S: RecordStore> Core<S> {
             published_relays: Vec::new(),
             dialled_in: false,
             offers: relay::Offers::default(),
+            punches: HashMap::new(),
             base_advertised: cfg
                 .advertised
                 .iter()
@@ -627,13 +677,15 @@ impl<S: RecordStore> Core<S> {
             Input::Renewed(m) => self.adopt_membership(*m, now),
             Input::RelayRequest { token, from, target } => self.on_relay_request(token, from, target),
             Input::Mapped(mapped) => self.on_mapped(mapped, now),
-            Input::Found(addrs) => {
-                for a in addrs {
-                    self.lan_found.retain(|f| *f != a);
-                    self.lan_found.push_front(a);
-                }
-                self.lan_found.truncate(LAN_FOUND);
-            }
+            Input::PunchFailed { target, addr, reason } => self.emit(Event::Connection {
+                kind: ConnKind::Direct,
+                change: ConnChange::Failed,
+                member: Some(target),
+                address: addr.to_string(),
+                reason: Some(ConnReason::Transport(reason)),
+                via: Some(Via::Punched),
+            }),
+            Input::Found(addrs) => lan_found(&mut self.lan_found, addrs),
             Input::RelayFailed {
                 relay,
                 addr,
@@ -1430,6 +1482,83 @@ impl<S: RecordStore> Core<S> {
         }
     }
 
+    /// Where to try a direct connection to the peer of relayed connection `c`: the
+    /// address the relay saw it at (a global one only: a relay cannot aim this node's
+    /// dials into a LAN), with the port its presence advertises.
+    fn punch_target(&self, c: &Conn) -> Option<SocketAddr> {
+        let ip = c.observed.filter(|ip| relay::is_global(*ip))?;
+        let port = self
+            .roster
+            .get(&c.member)?
+            .addresses
+            .iter()
+            .find_map(|a| a.parse::<SocketAddr>().ok())?
+            .port();
+        Some(SocketAddr::new(ip, port))
+    }
+
+    /// Whether a punch with `member` may start now: one a minute each.
+    fn may_punch(&self, member: &MemberId, now: Now) -> bool {
+        self.punches
+            .get(member)
+            .is_none_or(|(at, _)| now.instant.duration_since(*at) >= relay::PUNCH_EVERY)
+    }
+
+    /// A relayed direct connection this node asked for came up: ask the other end to
+    /// punch a direct one with it.
+    fn start_punch(&mut self, id: ConnId, now: Now) {
+        let Some(c) = self.conns.get(&id) else { return };
+        if self.punch_target(c).is_none() || !self.may_punch(&c.member, now) {
+            return;
+        }
+        self.punches.insert(c.member, (now.instant, true));
+        self.transmit(id, &Message::Punch);
+    }
+
+    /// A Punch on a relayed direct connection: the other end answers it and dials at
+    /// once; the end that asked dials when the answer arrives. Anywhere else, or too
+    /// often, it is ignored.
+    fn on_punch(&mut self, id: ConnId, now: Now) {
+        let Some(c) = self.conns.get(&id) else { return };
+        if c.via != Via::Relayed || c.purpose != Purpose::Direct {
+            return;
+        }
+        let (member, outbound) = (c.member, c.outbound);
+        let Some(addr) = self.punch_target(c) else { return };
+        if outbound {
+            match self.punches.get_mut(&member) {
+                Some((_, awaited)) if *awaited => *awaited = false,
+                _ => return,
+            }
+        } else {
+            if !self.may_punch(&member, now) {
+                return;
+            }
+            self.punches.insert(member, (now.instant, false));
+            self.transmit(id, &Message::Punch);
+        }
+        let nonce = self.rng.next_u64();
+        self.out.push_back(Output::Punch {
+            target: member,
+            addr,
+            client: outbound,
+            nonce,
+        });
+    }
+
+    /// A punched connection replaces the relayed ones to the same member.
+    fn replace_relayed(&mut self, punched: &ConnUp, now: Now) {
+        let relayed: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(id, c)| **id != punched.id && c.member == punched.member && c.via == Via::Relayed)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in relayed {
+            self.close(id, ConnReason::Replaced, now);
+        }
+    }
+
     // ---- connections -----------------------------------------------------------------
 
     fn dial(&mut self, addr: SocketAddr, expected: Option<MemberId>, purpose: Purpose) {
@@ -1581,7 +1710,7 @@ impl<S: RecordStore> Core<S> {
         }
         // A circuit carries whispers only: a neighbour through it would count against
         // the neighbours this node dials, and run sync through a relay's byte limit.
-        if up.purpose == Purpose::Neighbour && up.via == Via::Relayed {
+        if up.purpose == Purpose::Neighbour && up.via != Via::Direct {
             self.emit(Event::Connection {
                 kind: ConnKind::Neighbour,
                 change: ConnChange::Failed,
@@ -1685,14 +1814,26 @@ impl<S: RecordStore> Core<S> {
                 last_used: now.instant,
                 sync_budget: flow::SyncBudget::new(now.instant),
                 via: up.via,
+                observed: up.observed,
             },
         );
-        // A dial to an address mDNS found came by way of the LAN.
-        let via = if up.outbound && up.via == Via::Direct && self.lan_found.contains(&up.addr) {
-            Via::Lan
-        } else {
-            up.via
-        };
+        // A dial to an address only mDNS found came by way of the LAN; a member
+        // answered there, so the address is kept.
+        let mut via = up.via;
+        if up.outbound && up.via == Via::Direct {
+            let presence = self
+                .roster
+                .get(&up.member)
+                .map(|p| p.addresses.as_slice())
+                .unwrap_or(&[]);
+            let advertised = presence.iter().any(|a| a.parse() == Ok(up.addr));
+            if let Some(found) = self.lan_found.iter_mut().find(|(a, _)| *a == up.addr) {
+                found.1 = true;
+                if !advertised {
+                    via = Via::Lan;
+                }
+            }
+        }
         self.emit(Event::Connection {
             kind: ConnKind::from(up.purpose),
             change: ConnChange::Up,
@@ -1718,6 +1859,11 @@ impl<S: RecordStore> Core<S> {
         for (req, text) in self.whispers.take(&up.member) {
             self.transmit(up.id, &Message::Whisper { text });
             self.out.push_back(Output::Reply(req, Reply::Whispered(Ok(up.member))));
+        }
+        match up.via {
+            Via::Relayed if up.outbound => self.start_punch(up.id, now),
+            Via::Punched => self.replace_relayed(&up, now),
+            _ => {}
         }
     }
 
@@ -1788,7 +1934,7 @@ impl<S: RecordStore> Core<S> {
         let bootstrap: Vec<String> = self
             .lan_found
             .iter()
-            .map(SocketAddr::to_string)
+            .map(|(a, _)| a.to_string())
             .chain(self.membership.bootstrap.iter().cloned())
             .collect();
         let view = View {
@@ -1855,6 +2001,7 @@ impl<S: RecordStore> Core<S> {
             }
             // Readers drop pings; nothing to do should one get here.
             Message::Ping => {}
+            Message::Punch => self.on_punch(id, now),
             _ if purpose == Purpose::Direct => self.close(id, ConnReason::OnlyWhispers, now),
             Message::Hello { .. } => self.close(id, ConnReason::UnexpectedHello, now),
             Message::Records { sync, bodies } => self.on_records(id, bodies, sync, now),
@@ -2629,6 +2776,7 @@ mod tests {
             tie: (1, 1),
             sync_key: SyncKey::new([1; 16]),
             via: crate::core::Via::Direct,
+            observed: None,
         };
         core.handle(now, Input::Up(Box::new(up)));
         while core.poll_output().is_some() {}

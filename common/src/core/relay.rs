@@ -34,6 +34,9 @@ pub const OFFERS_PER_MINUTE: u32 = 20;
 /// Most relay offers a member acts on from one relay for one asker per minute, so one
 /// asker cannot spend the budget of all the others.
 pub const OFFERS_PER_ASKER: u32 = 4;
+/// Soonest a hole punch with one member is tried again (each costs a few SYNs to an
+/// address a relay reported).
+pub const PUNCH_EVERY: Duration = Duration::from_secs(60);
 /// Most relays a member names in its presence.
 pub const MAX_RELAYS: usize = 3;
 

@@ -195,3 +195,52 @@ fn losing_the_mapping_makes_a_member_name_its_relays_again() {
     assert!(!core.status().reachable, "reachable without the mapping");
     assert_eq!(core.relay_ids(), [f.admin.m.membership.member_id]);
 }
+
+/// A relayed connection's address is the relay's: it kept the mesh from dialling the
+/// relay as a neighbour.
+#[test]
+fn a_relayed_connection_does_not_keep_the_relay_from_being_dialled() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let now = at(clock::add(f.t0, DAY));
+    let relay: SocketAddr = "11.11.0.1:7400".parse().unwrap();
+    let mut cfg = config_of(&f.member);
+    cfg.peers = vec![PeerSpec {
+        member: None,
+        addr: relay,
+    }];
+    let mut core = Core::new(cfg, MemStore::new(), now).unwrap();
+    let whisper_through_it = Link {
+        addr: relay,
+        outbound: true,
+        purpose: Purpose::Direct,
+        via: Via::Relayed,
+        observed: None,
+    };
+    core.handle(now, up_with(1, &f.admin, whisper_through_it));
+    drain(&mut core);
+    core.handle_timeout(now);
+    let out = drain(&mut core);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Dial { addr, purpose: Purpose::Neighbour, .. } if *addr == relay)),
+        "{out:?}"
+    );
+}
+
+/// Red-team finding: four answers from anyone on the link pushed every real member's
+/// address out of the addresses mDNS found. An address where a member answered stays.
+#[test]
+fn addresses_where_a_member_answered_are_not_pushed_out_by_new_answers() {
+    let real: SocketAddr = "10.77.0.2:7400".parse().unwrap();
+    let mut kept = VecDeque::new();
+    lan_found(&mut kept, vec![real]);
+    kept[0].1 = true;
+    for i in 0..40u8 {
+        lan_found(
+            &mut kept,
+            vec![SocketAddr::from(([10, 77, 0, 100], 1000 + u16::from(i)))],
+        );
+    }
+    assert_eq!(kept.len(), LAN_FOUND);
+    assert!(kept.contains(&(real, true)));
+}

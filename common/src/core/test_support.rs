@@ -69,6 +69,8 @@ pub struct Link {
     pub purpose: Purpose,
     /// Directly or through a relay.
     pub via: Via,
+    /// Where the relay saw the peer.
+    pub observed: Option<std::net::IpAddr>,
 }
 
 impl Default for Link {
@@ -78,6 +80,7 @@ impl Default for Link {
             outbound: false,
             purpose: Purpose::Neighbour,
             via: Via::Direct,
+            observed: None,
         }
     }
 }
@@ -95,6 +98,7 @@ pub fn up_with(id: ConnId, h: &Held, link: Link) -> Input {
         tie: (id, 1),
         sync_key: crate::sync::SyncKey::new([id as u8; 16]),
         via: link.via,
+        observed: link.observed,
     }))
 }
 

@@ -2,7 +2,7 @@
 //! reader and one writer task per connection. The tasks only move frames; every
 //! decision is the node actor's.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -263,7 +263,7 @@ pub async fn dial(spec: DialSpec, tls: TlsConfigs, events: mpsc::Sender<ConnEven
             start(
                 id,
                 h,
-                (addr, Via::Direct),
+                (addr, Via::Direct, None),
                 true,
                 Some(purpose),
                 (mine, 0),
@@ -311,7 +311,7 @@ pub async fn dial_relayed(spec: RelayedDial, tls: TlsConfigs, events: mpsc::Send
         hello,
     } = spec;
     let result = async {
-        let circuit = relay::open(&tls, hop.relay, hop.addr, relay::Request::Connect(target)).await?;
+        let (circuit, seen) = relay::open(&tls, hop.relay, hop.addr, relay::Request::Connect(target)).await?;
         let name = tls::server_name(Some(&target)).map_err(|e| e.to_string())?;
         tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
             let inner = TlsConnector::from(tls.client.clone())
@@ -325,15 +325,16 @@ pub async fn dial_relayed(spec: RelayedDial, tls: TlsConfigs, events: mpsc::Send
         })
         .await
         .map_err(|_| "the handshake inside the circuit timed out".to_string())?
+        .map(|h| (h, seen))
     }
     .await;
     match result {
-        Ok(h) => {
+        Ok((h, seen)) => {
             let mine = hello_nonce(&hello);
             start(
                 id,
                 h,
-                (hop.addr, Via::Relayed),
+                (hop.addr, Via::Relayed, seen),
                 true,
                 Some(purpose),
                 (mine, 0),
@@ -372,7 +373,7 @@ pub async fn accept_relayed(
         *nonce = random_nonce();
     }
     let result = async {
-        let circuit = relay::open(&tls, relay, addr, relay::Request::Accept(token)).await?;
+        let (circuit, seen) = relay::open(&tls, relay, addr, relay::Request::Accept(token)).await?;
         tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
             let inner = TlsAcceptor::from(tls.server.clone())
                 .accept(circuit)
@@ -382,17 +383,133 @@ pub async fn accept_relayed(
         })
         .await
         .map_err(|_| "the handshake inside the circuit timed out".to_string())?
+        .map(|h| (h, seen))
     }
     .await;
     match result {
-        Ok(h) => {
+        Ok((h, seen)) => {
             let mine = hello_nonce(&hello);
-            start(id, h, (addr, Via::Relayed), false, None, (0, mine), events, stats).await;
+            start(id, h, (addr, Via::Relayed, seen), false, None, (0, mine), events, stats).await;
         }
         Err(reason) => {
             let reason = format!("relayed by {}: {reason}", relay.short());
             tracing::info!("{reason}");
             let _ = events.send(ConnEvent::Core(Input::AcceptFailed { addr, reason })).await;
+        }
+    }
+}
+
+/// Listens on `addr` with SO_REUSEPORT, so hole punches can leave from the same port
+/// (a NAT then maps them as it maps the listening port). The port is first bound
+/// without it, so a port another program (or another member) holds is refused as
+/// before rather than shared.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    if addr.port() != 0 {
+        drop(std::net::TcpListener::bind(addr)?);
+    }
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// How long a hole punch keeps dialling.
+pub const PUNCH_WINDOW: Duration = Duration::from_secs(5);
+
+/// A hole punch: the member, its predicted address, our listening address (the punch
+/// leaves from its port), our role in TLS, our Hello.
+#[derive(Debug, Clone)]
+pub struct PunchSpec {
+    /// The connection's id.
+    pub id: ConnId,
+    /// The member.
+    pub target: MemberId,
+    /// Where it should be reachable from outside.
+    pub addr: SocketAddr,
+    /// Our listening address.
+    pub local: SocketAddr,
+    /// Whether we are the TLS client.
+    pub client: bool,
+    /// Our Hello.
+    pub hello: Message,
+}
+
+/// Dials the target from our listening port while it dials us (TCP simultaneous
+/// open), again and again for [`PUNCH_WINDOW`], then runs TLS in the role agreed and
+/// Hello; reports the connection up (`via: punched`) or the failure.
+pub async fn punch(spec: PunchSpec, tls: TlsConfigs, events: mpsc::Sender<ConnEvent>, stats: Arc<Stats>) {
+    let PunchSpec {
+        id,
+        target,
+        addr,
+        local,
+        client,
+        hello,
+    } = spec;
+    let started = Instant::now();
+    let result = async {
+        let tcp = loop {
+            let socket = match addr {
+                SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+                SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+            }
+            .map_err(|e| format!("socket: {e}"))?;
+            // The listener shares its port (SO_REUSEPORT), so the NAT maps this
+            // connection as it maps the listening port.
+            socket.set_reuseaddr(true).map_err(|e| e.to_string())?;
+            socket.set_reuseport(true).map_err(|e| e.to_string())?;
+            socket.bind(local).map_err(|e| format!("bind {local}: {e}"))?;
+            match tokio::time::timeout(Duration::from_secs(1), socket.connect(addr)).await {
+                Ok(Ok(tcp)) => break tcp,
+                Ok(Err(e)) if started.elapsed() >= PUNCH_WINDOW => return Err(format!("connect: {e}")),
+                Err(_) if started.elapsed() >= PUNCH_WINDOW => return Err("no answer".to_string()),
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+            if client {
+                let name = tls::server_name(Some(&target)).map_err(|e| e.to_string())?;
+                let stream = TlsConnector::from(tls.client.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS: {e}"))?;
+                finish(TlsStream::Client(stream), &hello, true).await
+            } else {
+                let stream = TlsAcceptor::from(tls.server.clone())
+                    .accept(tcp)
+                    .await
+                    .map_err(|e| format!("TLS: {e}"))?;
+                finish(TlsStream::Server(stream), &hello, false).await
+            }
+        })
+        .await
+        .map_err(|_| "handshake timed out".to_string())?
+    }
+    .await;
+    match result {
+        // The server side's TLS takes any member: the one punched to must answer.
+        Ok(h) if h.cert.member_id == target => {
+            let mine = hello_nonce(&hello);
+            let tie = if client { (mine, 0) } else { (0, mine) };
+            let purpose = client.then_some(Purpose::Direct);
+            start(id, h, (addr, Via::Punched, None), client, purpose, tie, events, stats).await;
+        }
+        Ok(h) => {
+            let reason = format!("{} answered instead", h.cert.member_id.short());
+            let _ = events
+                .send(ConnEvent::Core(Input::PunchFailed { target, addr, reason }))
+                .await;
+        }
+        Err(reason) => {
+            tracing::debug!("hole punch to {addr} failed: {reason}");
+            let _ = events
+                .send(ConnEvent::Core(Input::PunchFailed { target, addr, reason }))
+                .await;
         }
     }
 }
@@ -532,7 +649,7 @@ pub async fn accept_loop(
             match result {
                 Ok(Ok(h)) => {
                     let mine = hello_nonce(&hello);
-                    start(id, h, (addr, Via::Direct), false, None, (0, mine), events, stats).await;
+                    start(id, h, (addr, Via::Direct, None), false, None, (0, mine), events, stats).await;
                 }
                 Ok(Err(reason)) => {
                     tracing::info!("refused connection from {addr}: {reason}");
@@ -666,7 +783,7 @@ fn sync_key<S>(stream: &TlsStream<S>) -> Result<SyncKey, String> {
 async fn start(
     id: ConnId,
     h: Handshaken,
-    (addr, via): (SocketAddr, Via),
+    (addr, via, observed): (SocketAddr, Via, Option<IpAddr>),
     outbound: bool,
     purpose: Option<Purpose>,
     mut tie: (u64, u64),
@@ -717,6 +834,7 @@ async fn start(
             tie,
             sync_key: h.sync_key,
             via,
+            observed,
         },
         writer,
         reader,

@@ -20,7 +20,6 @@ use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
@@ -36,7 +35,7 @@ use crate::pki;
 use crate::store::{Durability, STORE_FILE, Store, StoreError};
 use crate::tls::{self, TlsConfigs};
 use crate::wire::{Message, Purpose};
-use conn::{ConnEvent, DialSpec, Heard, RelayedDial, SILENCE_LIMIT, Writer};
+use conn::{ConnEvent, DialSpec, Heard, PunchSpec, RelayedDial, SILENCE_LIMIT, Writer};
 use relay::RelayService;
 
 pub use crate::core::admission::{MAX_CLOCK_SKEW_MS, decode_chain, encode_chain};
@@ -240,10 +239,14 @@ struct Driver {
     advertised: Vec<String>,
     /// Circuits this node relays for others.
     relays: Arc<RelayService>,
+    /// Where it listens (hole punches leave from this port).
+    bound: SocketAddr,
     /// Stops the port mapping task (which removes the mapping), if one runs.
     mapping: Option<oneshot::Sender<oneshot::Sender<()>>>,
     /// Stops LAN discovery (which withdraws the announcement), if it runs.
     discovery: Option<oneshot::Sender<oneshot::Sender<()>>>,
+    /// Whether the node has no neighbour (LAN discovery looks only then).
+    alone: watch::Sender<bool>,
     conn_tx: mpsc::Sender<ConnEvent>,
     next_id: Arc<AtomicUsize>,
     events: mpsc::Sender<Event>,
@@ -305,12 +308,10 @@ pub async fn start(cfg: NodeConfig) -> Result<(Handle, mpsc::Receiver<Event>, to
     let checkpointer = store.spawn_checkpointer()?;
     let tls = tls::configs(&cfg.identity, m)?;
     let joins = Arc::new(join::JoinService::new(&cfg.identity, m.dir.clone()));
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| NodeError::Listen {
-            addr: cfg.listen,
-            source,
-        })?;
+    let listener = conn::listen(cfg.listen).map_err(|source| NodeError::Listen {
+        addr: cfg.listen,
+        source,
+    })?;
     let bound = listener.local_addr().map_err(|source| NodeError::Listen {
         addr: cfg.listen,
         source,
@@ -356,13 +357,16 @@ pub async fn start(cfg: NodeConfig) -> Result<(Handle, mpsc::Receiver<Event>, to
     } else {
         Vec::new()
     };
+    let (alone_tx, alone_rx) = watch::channel(true);
     let discovery = (!lan_ips.is_empty()).then(|| {
         let (stop, stopped) = oneshot::channel();
+        let group = core.membership().group.id;
         tokio::spawn(lan::run(
-            core.membership().group.id,
+            group,
             lan_ips,
             bound.port(),
             conn_tx.clone(),
+            alone_rx,
             stopped,
         ));
         stop
@@ -408,8 +412,10 @@ pub async fn start(cfg: NodeConfig) -> Result<(Handle, mpsc::Receiver<Event>, to
         tls,
         advertised,
         relays,
+        bound,
         mapping,
         discovery,
+        alone: alone_tx,
         conn_tx,
         next_id,
         events: events_tx,
@@ -615,9 +621,37 @@ impl Driver {
                     ));
                 }
                 Output::RelayRefused { token, refusal } => self.relays.refuse(&token, refusal),
+                Output::Punch {
+                    target,
+                    addr,
+                    client,
+                    nonce,
+                } => {
+                    let spec = PunchSpec {
+                        id: self.new_conn_id(),
+                        target,
+                        addr,
+                        local: self.bound,
+                        client,
+                        hello: hello(Purpose::Direct, &self.advertised, nonce),
+                    };
+                    tokio::spawn(conn::punch(
+                        spec,
+                        self.tls.clone(),
+                        self.conn_tx.clone(),
+                        self.core.stats(),
+                    ));
+                }
                 Output::Event(e) => {
                     if let Event::Credential { member, until_ms, .. } = &e {
                         self.tls.note_renewed(*member, until_ms.div_euclid(1000));
+                    }
+                    if let Event::Status(s) = &e {
+                        self.alone.send_if_modified(|alone| {
+                            let changed = *alone != (s.neighbours == 0);
+                            *alone = s.neighbours == 0;
+                            changed
+                        });
                     }
                     self.tell(e);
                 }

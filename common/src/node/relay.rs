@@ -16,7 +16,7 @@
 //! most [`MAX_REQUEST`] (request) or [`MAX_ANSWER`] (answer) bytes.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -109,10 +109,19 @@ async fn read_frame<S: AsyncRead + Unpin>(s: &mut S, max: usize) -> Result<Vec<u
     Ok(payload)
 }
 
-/// The relay's answer: `Ok`, or a refusal with its reason.
-async fn answer<S: AsyncWrite + Unpin>(s: &mut S, result: &Result<(), String>) -> Result<(), String> {
+/// The relay's answer: `Ok` (with the address it sees the other end at, so the two
+/// can try a direct connection), or a refusal with its reason.
+async fn answer<S: AsyncWrite + Unpin>(s: &mut S, result: &Result<Option<IpAddr>, String>) -> Result<(), String> {
     match result {
-        Ok(()) => write_frame(s, &[OK]).await,
+        Ok(seen) => {
+            let mut p = vec![OK];
+            match seen {
+                Some(IpAddr::V4(v4)) => p.extend_from_slice(&v4.octets()),
+                Some(IpAddr::V6(v6)) => p.extend_from_slice(&v6.octets()),
+                None => {}
+            }
+            write_frame(s, &p).await
+        }
         Err(why) => {
             let mut p = vec![REFUSED];
             p.extend_from_slice(&why.as_bytes()[..why.len().min(MAX_ANSWER - 1)]);
@@ -121,14 +130,24 @@ async fn answer<S: AsyncWrite + Unpin>(s: &mut S, result: &Result<(), String>) -
     }
 }
 
+/// What the relay saw the other end's connection come from, in an `Ok` answer.
+fn seen(p: &[u8]) -> Option<Option<IpAddr>> {
+    match p.len() {
+        0 => Some(None),
+        4 => <[u8; 4]>::try_from(p).ok().map(|b| Some(IpAddr::from(b))),
+        16 => <[u8; 16]>::try_from(p).ok().map(|b| Some(IpAddr::from(b))),
+        _ => None,
+    }
+}
+
 /// Dials `relay` at `addr` and asks `req`; the stream, once the relay said `Ok`, is
-/// the circuit.
+/// the circuit; with it, the address the relay sees the other end at.
 pub async fn open(
     tls: &TlsConfigs,
     relay: MemberId,
     addr: SocketAddr,
     req: Request,
-) -> Result<client::TlsStream<TcpStream>, String> {
+) -> Result<(client::TlsStream<TcpStream>, Option<IpAddr>), String> {
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| "connect timed out".to_string())?
@@ -148,7 +167,7 @@ pub async fn open(
             .await
             .map_err(|e| format!("no answer from the relay: {e}"))?;
         match reply.split_first() {
-            Some((&OK, [])) => Ok(stream),
+            Some((&OK, rest)) if seen(rest).is_some() => Ok((stream, seen(rest).flatten())),
             Some((&REFUSED, why)) => Err(format!(
                 "refused: {}",
                 crate::names::sanitize(&String::from_utf8_lossy(why))
@@ -310,8 +329,11 @@ impl RelayService {
                 return Err(format!("no circuit from {from} to {target}: {refusal}"));
             }
         };
-        answer(&mut b, &Ok(())).await?;
-        answer(&mut a, &Ok(())).await?;
+        // Each end learns where the relay sees the other (for hole punching).
+        let ip = |s: &server::TlsStream<TcpStream>| s.get_ref().0.peer_addr().ok().map(|a| a.ip());
+        let (a_ip, b_ip) = (ip(&a), ip(&b));
+        answer(&mut b, &Ok(a_ip)).await?;
+        answer(&mut a, &Ok(b_ip)).await?;
         tracing::info!("relaying between {from} and {target}");
         let carried = splice(a, b).await;
         Ok(format!("relayed circuit from {from} to {target} ended: {carried}"))

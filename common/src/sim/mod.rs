@@ -646,7 +646,8 @@ impl Sim {
                 | Output::Membership(_)
                 | Output::DialRelayed { .. }
                 | Output::AcceptRelayed { .. }
-                | Output::RelayRefused { .. } => {}
+                | Output::RelayRefused { .. }
+                | Output::Punch { .. } => {}
             }
         }
     }
@@ -737,6 +738,7 @@ impl Sim {
                 tie,
                 sync_key,
                 via: crate::core::Via::Direct,
+                observed: None,
             })
         };
         let (up_i, up_t) = (up(a, &self.nodes[t], true), up(b, &self.nodes[i], false));

@@ -107,6 +107,11 @@ pub const DIRECT_IDLE: Duration = Duration::from_secs(60);
 pub const AUTH_EVENTS_PER_SECOND: u32 = 5;
 /// Most addresses found on the LAN kept to dial.
 pub const LAN_FOUND: usize = 16;
+/// How long a relayed connection replaced by a direct one stays open, so whispers the
+/// other end sent on it before it switched still arrive.
+pub const RELAYED_GRACE: Duration = Duration::from_secs(2);
+/// How long the member that asked for a hole punch waits for the answer.
+pub const PUNCH_ANSWER: Duration = Duration::from_secs(10);
 
 /// Takes addresses mDNS found into `kept` (newest first, at most [`LAN_FOUND`]): new
 /// ones push out the oldest where no member answered, never one where a member did,
@@ -476,6 +481,8 @@ struct Conn {
     via: Via,
     /// Where the relay saw the peer (relayed connections only).
     observed: Option<IpAddr>,
+    /// When a relayed connection replaced by a direct one closes.
+    retire_at: Option<Instant>,
 }
 
 /// The node's state machine over a record store `S`.
@@ -738,6 +745,15 @@ impl<S: RecordStore> Core<S> {
             .collect();
         for id in idle {
             self.close(id, ConnReason::Idle, now);
+        }
+        let replaced: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.retire_at.is_some_and(|t| now.instant >= t))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in replaced {
+            self.close(id, ConnReason::Replaced, now);
         }
         if now.instant >= self.next_renewal_check {
             self.renew_due(now);
@@ -1362,7 +1378,13 @@ impl<S: RecordStore> Core<S> {
             Ok(t) => t,
             Err(e) => return Some(Err(e.into())),
         };
-        let open = self.conns.iter().find(|(_, c)| c.member == target).map(|(id, _)| *id);
+        // A relayed connection only when there is no other (one being replaced drains).
+        let open = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.member == target)
+            .min_by_key(|(_, c)| c.via == Via::Relayed)
+            .map(|(id, _)| *id);
         let (addresses, relays) = self
             .roster
             .get(&target)
@@ -1527,7 +1549,7 @@ impl<S: RecordStore> Core<S> {
         let Some(addr) = self.punch_target(c) else { return };
         if outbound {
             match self.punches.get_mut(&member) {
-                Some((_, awaited)) if *awaited => *awaited = false,
+                Some((at, awaited)) if *awaited && now.instant.duration_since(*at) < PUNCH_ANSWER => *awaited = false,
                 _ => return,
             }
         } else {
@@ -1546,16 +1568,15 @@ impl<S: RecordStore> Core<S> {
         });
     }
 
-    /// A punched connection replaces the relayed ones to the same member.
-    fn replace_relayed(&mut self, punched: &ConnUp, now: Now) {
-        let relayed: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(id, c)| **id != punched.id && c.member == punched.member && c.via == Via::Relayed)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in relayed {
-            self.close(id, ConnReason::Replaced, now);
+    /// A direct connection replaces the relayed ones to the same member: whispers go
+    /// the direct way from now on, and the relayed ones close after
+    /// [`RELAYED_GRACE`], so what the other end sent on them before it switched still
+    /// arrives.
+    fn replace_relayed(&mut self, direct: &ConnUp, now: Now) {
+        for (id, c) in self.conns.iter_mut() {
+            if *id != direct.id && c.member == direct.member && c.via == Via::Relayed && c.retire_at.is_none() {
+                c.retire_at = Some(now.instant + RELAYED_GRACE);
+            }
         }
     }
 
@@ -1726,7 +1747,10 @@ impl<S: RecordStore> Core<S> {
             self.out.push_back(Output::Close { conn: up.id });
             return;
         }
-        if up.purpose == Purpose::Direct && !up.outbound && !self.admits_direct(&up) {
+        // A punched connection replaces a relayed one (and punches are one a minute per
+        // member): the caps, which count the relayed one, would refuse it at one end
+        // while the other end moved to it.
+        if up.purpose == Purpose::Direct && !up.outbound && up.via != Via::Punched && !self.admits_direct(&up) {
             self.out.push_back(Output::Close { conn: up.id });
             return;
         }
@@ -1791,7 +1815,10 @@ impl<S: RecordStore> Core<S> {
     fn register(&mut self, up: ConnUp, now: Now) {
         // Dialled from the internet: some advertised address works from outside (a
         // member on the same LAN proves nothing of the kind).
-        if !up.outbound && up.via == Via::Direct && relay::is_global(up.addr.ip()) && !self.dialled_in {
+        // A neighbour dial only: a whisper's connection may be a hole punch's SYN that
+        // reached the listener, which proves nothing of the kind.
+        let neighbour = up.purpose == Purpose::Neighbour;
+        if !up.outbound && neighbour && up.via == Via::Direct && relay::is_global(up.addr.ip()) && !self.dialled_in {
             self.dialled_in = true;
             self.set_status(|_| {});
         }
@@ -1815,6 +1842,7 @@ impl<S: RecordStore> Core<S> {
                 sync_budget: flow::SyncBudget::new(now.instant),
                 via: up.via,
                 observed: up.observed,
+                retire_at: None,
             },
         );
         // A dial to an address only mDNS found came by way of the LAN; a member
@@ -1862,7 +1890,8 @@ impl<S: RecordStore> Core<S> {
         }
         match up.via {
             Via::Relayed if up.outbound => self.start_punch(up.id, now),
-            Via::Punched => self.replace_relayed(&up, now),
+            // Punched, or the peer's punch reached the listener: direct either way.
+            _ if up.purpose == Purpose::Direct => self.replace_relayed(&up, now),
             _ => {}
         }
     }

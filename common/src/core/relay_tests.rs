@@ -244,3 +244,82 @@ fn addresses_where_a_member_answered_are_not_pushed_out_by_new_answers() {
     assert_eq!(kept.len(), LAN_FOUND);
     assert!(kept.contains(&(real, true)));
 }
+
+/// `h` reached directly for whispers, as `via` says.
+fn whisper_link(via: Via, outbound: bool) -> Link {
+    Link {
+        addr: "11.11.0.7:7400".parse().unwrap(),
+        outbound,
+        purpose: Purpose::Direct,
+        via,
+        observed: None,
+    }
+}
+
+/// Red-team finding (hole punching): the relayed connection closed the moment the
+/// punched one came up at this end, dropping whispers the other end had just sent on
+/// it. It now stays for a grace period, then closes.
+#[test]
+fn a_relayed_connection_replaced_by_a_punched_one_drains_before_it_closes() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let now = at(clock::add(f.t0, DAY));
+    let mut core = core_of(&f.member, now);
+    core.handle(now, up_with(1, &f.admin, whisper_link(Via::Relayed, true)));
+    core.handle(now, up_with(2, &f.admin, whisper_link(Via::Punched, true)));
+    drain(&mut core);
+    core.handle(
+        now,
+        Input::Frame(
+            1,
+            Message::Whisper {
+                text: "in flight".into(),
+            },
+        ),
+    );
+    let out = drain(&mut core);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Event(Event::Whisper { text, .. }) if text == "in flight")),
+        "{out:?}"
+    );
+    let later = Now {
+        instant: now.instant + RELAYED_GRACE + Duration::from_millis(1),
+        ..now
+    };
+    core.handle_timeout(later);
+    let out = drain(&mut core);
+    assert!(out.iter().any(|o| matches!(o, Output::Close { conn: 1 })), "{out:?}");
+    assert!(!out.iter().any(|o| matches!(o, Output::Close { conn: 2 })));
+}
+
+/// Red-team finding (hole punching): the peer's punch SYN can reach the listener
+/// instead of the punching socket; that connection from a global address made a member
+/// behind NAT believe it was reachable and stop naming relays. Only a neighbour dial
+/// counts; the direct connection still replaces the relayed one.
+#[test]
+fn a_punch_that_reached_the_listener_does_not_make_a_member_reachable() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let now = at(clock::add(f.t0, DAY));
+    let mut core = core_of(&f.member, now);
+    core.handle(now, up_with(1, &f.admin, whisper_link(Via::Relayed, false)));
+    core.handle(now, up_with(2, &f.admin, whisper_link(Via::Direct, false)));
+    assert!(!core.status().reachable);
+    assert!(core.conns[&1].retire_at.is_some(), "the relayed one is replaced");
+}
+
+/// Red-team finding (hole punching): the caps on incoming direct connections counted
+/// the relayed connection being replaced, so the punched one was refused at one end
+/// while the other end moved to it.
+#[test]
+fn a_punched_connection_is_not_refused_by_the_direct_caps() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let now = at(clock::add(f.t0, DAY));
+    let mut core = core_of(&f.member, now);
+    for id in 1..=MAX_DIRECT_PER_MEMBER as ConnId {
+        core.handle(now, up_with(id, &f.admin, whisper_link(Via::Relayed, false)));
+    }
+    drain(&mut core);
+    core.handle(now, up_with(9, &f.admin, whisper_link(Via::Punched, false)));
+    let out = drain(&mut core);
+    assert!(!out.iter().any(|o| matches!(o, Output::Close { conn: 9 })), "{out:?}");
+}

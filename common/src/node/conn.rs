@@ -451,9 +451,14 @@ pub async fn punch(spec: PunchSpec, tls: TlsConfigs, events: mpsc::Sender<ConnEv
         hello,
     } = spec;
     let started = Instant::now();
+    // From a node listening on [::], an IPv4 peer is dialled at its mapped address.
+    let to = match (local, addr) {
+        (SocketAddr::V6(_), SocketAddr::V4(v4)) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
+        _ => addr,
+    };
     let result = async {
         let tcp = loop {
-            let socket = match addr {
+            let socket = match local {
                 SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
                 SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
             }
@@ -463,11 +468,13 @@ pub async fn punch(spec: PunchSpec, tls: TlsConfigs, events: mpsc::Sender<ConnEv
             socket.set_reuseaddr(true).map_err(|e| e.to_string())?;
             socket.set_reuseport(true).map_err(|e| e.to_string())?;
             socket.bind(local).map_err(|e| format!("bind {local}: {e}"))?;
-            match tokio::time::timeout(Duration::from_secs(1), socket.connect(addr)).await {
+            match tokio::time::timeout(Duration::from_secs(1), socket.connect(to)).await {
                 Ok(Ok(tcp)) => break tcp,
                 Ok(Err(e)) if started.elapsed() >= PUNCH_WINDOW => return Err(format!("connect: {e}")),
                 Err(_) if started.elapsed() >= PUNCH_WINDOW => return Err("no answer".to_string()),
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                // A target that refuses at once is tried about ten times in the window,
+                // not as fast as it answers.
+                _ => tokio::time::sleep(Duration::from_millis(400)).await,
             }
         };
         let _ = tcp.set_nodelay(true);

@@ -330,7 +330,8 @@ impl RelayService {
             }
         };
         // Each end learns where the relay sees the other (for hole punching).
-        let ip = |s: &server::TlsStream<TcpStream>| s.get_ref().0.peer_addr().ok().map(|a| a.ip());
+        // Canonical: a relay listening on [::] sees IPv4 peers as ::ffff:a.b.c.d.
+        let ip = |s: &server::TlsStream<TcpStream>| s.get_ref().0.peer_addr().ok().map(|a| a.ip().to_canonical());
         let (a_ip, b_ip) = (ip(&a), ip(&b));
         answer(&mut b, &Ok(a_ip)).await?;
         answer(&mut a, &Ok(b_ip)).await?;

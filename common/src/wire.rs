@@ -338,6 +338,24 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<V
     Ok(Some(buf))
 }
 
+/// Reads one frame of a side protocol (a password join, a relay request) of at most
+/// `max` bytes: the length is checked before anything is allocated; errors are lines
+/// for a log.
+pub async fn read_bounded<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> Result<Vec<u8>, String> {
+    let mut len = [0u8; 4];
+    reader
+        .read_exact(&mut len)
+        .await
+        .map_err(|_| "the other end closed the connection".to_string())?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len == 0 || len > max {
+        return Err(format!("a frame of {len} bytes (at most {max})"));
+    }
+    let mut payload = vec![0u8; len];
+    reader.read_exact(&mut payload).await.map_err(|e| e.to_string())?;
+    Ok(payload)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

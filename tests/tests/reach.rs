@@ -359,6 +359,22 @@ fn a_member_asking_a_relay_beyond_its_limits_is_refused_and_the_relay_chats_on()
     say_and_see(&mut ben, "and so does ben", &mut [&mut ann]);
 }
 
+/// One public member (ann, the relay) and two members behind routers of kind `nat`
+/// (ben and cat), all online and ready, ben and cat present to each other.
+fn two_behind(nat: Nat) -> (World, Vec<Member>, Vec<Peer>) {
+    let world = World::new(1, &[nat, nat]);
+    let hosts = [&world.public[0], &world.routers[0].host, &world.routers[1].host];
+    let addrs = hosts.iter().map(|h| format!("{}:{PORT}", h.ip)).collect();
+    let g = group_at(&["ann", "ben", "cat"], addrs, &[]);
+    let mut peers: Vec<Peer> = g.iter().zip(hosts).map(|(m, h)| start_on(m, h)).collect();
+    for p in peers.iter_mut() {
+        wait_ready(p);
+    }
+    wait_present(&mut peers[1], &g[2]);
+    wait_present(&mut peers[2], &g[1]);
+    (world, g, peers)
+}
+
 /// Scenario 3 of issue 12: two members behind port-preserving NATs share a neighbour.
 /// A whisper goes through the neighbour's relay first; the two then dial each other at
 /// once from their listening ports (the relay told each where it sees the other) and
@@ -370,19 +386,10 @@ fn members_behind_two_nats_punch_a_direct_connection_through_a_shared_neighbour(
         skip_or_fail(&why);
         return;
     }
-    let world = World::new(1, &[Nat::Masquerade, Nat::Masquerade]);
-    let hosts = [&world.public[0], &world.routers[0].host, &world.routers[1].host];
-    let addrs = hosts.iter().map(|h| format!("{}:{PORT}", h.ip)).collect();
-    let g = group_at(&["ann", "ben", "cat"], addrs, &[]);
-    let mut peers: Vec<Peer> = g.iter().zip(hosts).map(|(m, h)| start_on(m, h)).collect();
-    for p in peers.iter_mut() {
-        wait_ready(p);
-    }
+    let (world, _g, mut peers) = two_behind(Nat::Masquerade);
     let (_ann, rest) = peers.split_at_mut(1);
     let (ben, cat) = rest.split_at_mut(1);
     let (ben, cat) = (&mut ben[0], &mut cat[0]);
-    wait_present(ben, &g[2]);
-    wait_present(cat, &g[1]);
     whisper_until_it_arrives(ben, cat, "cat", "first through the relay");
     let started = Instant::now();
     let punched = |e: &serde_json::Value| {
@@ -440,18 +447,10 @@ fn punch_success_rate() {
         let mut punched = 0;
         let mut took = Vec::new();
         for _ in 0..tries {
-            let world = World::new(1, &[nat, nat]);
-            let hosts = [&world.public[0], &world.routers[0].host, &world.routers[1].host];
-            let addrs = hosts.iter().map(|h| format!("{}:{PORT}", h.ip)).collect();
-            let g = group_at(&["ann", "ben", "cat"], addrs, &[]);
-            let mut peers: Vec<Peer> = g.iter().zip(hosts).map(|(m, h)| start_on(m, h)).collect();
-            for p in peers.iter_mut() {
-                wait_ready(p);
-            }
+            let (_world, _g, mut peers) = two_behind(nat);
             let (_ann, rest) = peers.split_at_mut(1);
             let (ben, cat) = rest.split_at_mut(1);
             let (ben, cat) = (&mut ben[0], &mut cat[0]);
-            wait_present(ben, &g[2]);
             whisper_until_it_arrives(ben, cat, "cat", "punch?");
             let started = Instant::now();
             let settled = ben.wait_until("the punch to end", Duration::from_secs(15), |evs| {

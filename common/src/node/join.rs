@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use uuid::Uuid;
@@ -341,17 +341,7 @@ async fn write_json<S: AsyncWrite + Unpin, T: Serialize>(stream: &mut S, msg: &T
 /// Reads one frame of at most `max` bytes (the length is checked before anything is
 /// allocated) and parses it.
 async fn read_json<S: AsyncRead + Unpin, T: DeserializeOwned>(stream: &mut S, max: usize) -> Result<T, String> {
-    let mut len = [0u8; 4];
-    stream
-        .read_exact(&mut len)
-        .await
-        .map_err(|_| "the other end closed the connection".to_string())?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len == 0 || len > max {
-        return Err(format!("a frame of {len} bytes (at most {max})"));
-    }
-    let mut payload = vec![0u8; len];
-    stream.read_exact(&mut payload).await.map_err(|e| e.to_string())?;
+    let payload = crate::wire::read_bounded(stream, max).await?;
     serde_json::from_slice(&payload).map_err(|e| format!("malformed message: {e}"))
 }
 

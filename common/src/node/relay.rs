@@ -94,21 +94,6 @@ async fn write_frame<S: AsyncWrite + Unpin>(s: &mut S, payload: &[u8]) -> Result
     s.flush().await.map_err(|e| e.to_string())
 }
 
-/// Reads one frame of at most `max` bytes (checked before anything is allocated).
-async fn read_frame<S: AsyncRead + Unpin>(s: &mut S, max: usize) -> Result<Vec<u8>, String> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len)
-        .await
-        .map_err(|_| "the other end closed the connection".to_string())?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len == 0 || len > max {
-        return Err(format!("a frame of {len} bytes (at most {max})"));
-    }
-    let mut payload = vec![0u8; len];
-    s.read_exact(&mut payload).await.map_err(|e| e.to_string())?;
-    Ok(payload)
-}
-
 /// The relay's answer: `Ok` (with the address it sees the other end at, so the two
 /// can try a direct connection), or a refusal with its reason.
 async fn answer<S: AsyncWrite + Unpin>(s: &mut S, result: &Result<Option<IpAddr>, String>) -> Result<(), String> {
@@ -163,7 +148,7 @@ pub async fn open(
                 None => format!("TLS: {e}"),
             })?;
         write_frame(&mut stream, &req.encode()).await?;
-        let reply = read_frame(&mut stream, MAX_ANSWER)
+        let reply = crate::wire::read_bounded(&mut stream, MAX_ANSWER)
             .await
             .map_err(|e| format!("no answer from the relay: {e}"))?;
         match reply.split_first() {
@@ -250,7 +235,7 @@ impl RelayService {
         peer: MemberId,
         slot: S,
     ) -> Result<String, String> {
-        let req = tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut stream, MAX_REQUEST))
+        let req = tokio::time::timeout(REQUEST_TIMEOUT, crate::wire::read_bounded(&mut stream, MAX_REQUEST))
             .await
             .map_err(|_| "no relay request in time".to_string())?
             .and_then(|p| Request::decode(&p));

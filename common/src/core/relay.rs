@@ -199,6 +199,7 @@ impl Circuits {
     }
 
     /// Circuits open in all.
+    #[cfg(test)]
     pub fn total(&self) -> usize {
         self.total
     }

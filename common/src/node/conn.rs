@@ -312,20 +312,8 @@ pub async fn dial_relayed(spec: RelayedDial, tls: TlsConfigs, events: mpsc::Send
     } = spec;
     let result = async {
         let (circuit, seen) = relay::open(&tls, hop.relay, hop.addr, relay::Request::Connect(target)).await?;
-        let name = tls::server_name(Some(&target)).map_err(|e| e.to_string())?;
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-            let inner = TlsConnector::from(tls.client.clone())
-                .connect(name, circuit)
-                .await
-                .map_err(|e| match tls::wrong_member(&e) {
-                    Some(w) => w.to_string(),
-                    None => format!("TLS inside the circuit: {e}"),
-                })?;
-            finish(TlsStream::Client(inner), &hello, true).await
-        })
-        .await
-        .map_err(|_| "the handshake inside the circuit timed out".to_string())?
-        .map(|h| (h, seen))
+        let h = secure(circuit, &tls, Some(target), &hello).await;
+        h.map(|h| (h, seen)).map_err(|e| format!("inside the circuit: {e}"))
     }
     .await;
     match result {
@@ -374,16 +362,8 @@ pub async fn accept_relayed(
     }
     let result = async {
         let (circuit, seen) = relay::open(&tls, relay, addr, relay::Request::Accept(token)).await?;
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-            let inner = TlsAcceptor::from(tls.server.clone())
-                .accept(circuit)
-                .await
-                .map_err(|e| format!("TLS inside the circuit: {e}"))?;
-            finish(TlsStream::Server(inner), &hello, false).await
-        })
-        .await
-        .map_err(|_| "the handshake inside the circuit timed out".to_string())?
-        .map(|h| (h, seen))
+        let h = secure(circuit, &tls, None, &hello).await;
+        h.map(|h| (h, seen)).map_err(|e| format!("inside the circuit: {e}"))
     }
     .await;
     match result {
@@ -478,24 +458,7 @@ pub async fn punch(spec: PunchSpec, tls: TlsConfigs, events: mpsc::Sender<ConnEv
             }
         };
         let _ = tcp.set_nodelay(true);
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-            if client {
-                let name = tls::server_name(Some(&target)).map_err(|e| e.to_string())?;
-                let stream = TlsConnector::from(tls.client.clone())
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| format!("TLS: {e}"))?;
-                finish(TlsStream::Client(stream), &hello, true).await
-            } else {
-                let stream = TlsAcceptor::from(tls.server.clone())
-                    .accept(tcp)
-                    .await
-                    .map_err(|e| format!("TLS: {e}"))?;
-                finish(TlsStream::Server(stream), &hello, false).await
-            }
-        })
-        .await
-        .map_err(|_| "handshake timed out".to_string())?
+        secure(tcp, &tls, client.then_some(target), &hello).await
     }
     .await;
     match result {
@@ -519,6 +482,41 @@ pub async fn punch(spec: PunchSpec, tls: TlsConfigs, events: mpsc::Sender<ConnEv
                 .await;
         }
     }
+}
+
+/// TLS over `stream`, as the client expecting member `expect`, or (`None`) as the
+/// server taking any member, then the Hello exchange; within [`HANDSHAKE_TIMEOUT`].
+/// For streams other than a plain dial or accept: relay circuits and hole punches.
+async fn secure<S: Io>(
+    stream: S,
+    tls: &TlsConfigs,
+    expect: Option<MemberId>,
+    hello: &Message,
+) -> Result<Handshaken, String> {
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        match expect {
+            Some(member) => {
+                let name = tls::server_name(Some(&member)).map_err(|e| e.to_string())?;
+                let stream = TlsConnector::from(tls.client.clone())
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| match tls::wrong_member(&e) {
+                        Some(w) => w.to_string(),
+                        None => format!("TLS: {e}"),
+                    })?;
+                finish(TlsStream::Client(stream), hello, true).await
+            }
+            None => {
+                let stream = TlsAcceptor::from(tls.server.clone())
+                    .accept(stream)
+                    .await
+                    .map_err(|e| format!("TLS: {e}"))?;
+                finish(TlsStream::Server(stream), hello, false).await
+            }
+        }
+    })
+    .await
+    .map_err(|_| "the handshake timed out".to_string())?
 }
 
 /// Our nonce in a Hello.

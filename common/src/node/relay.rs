@@ -220,11 +220,6 @@ impl RelayService {
         }
     }
 
-    /// Circuits open or waiting.
-    pub fn open_circuits(&self) -> usize {
-        lock(&self.circuits).total()
-    }
-
     /// Serves one relay connection from member `peer` (proved by TLS) until its
     /// circuit ends; returns what happened, for the log. `slot` (the connection's
     /// handshake slot) is held until the request is read and judged: a connection that
@@ -378,6 +373,18 @@ async fn pipe<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(r: &mut R, w: &mut W)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The address in an `Ok` answer: none, IPv4 or IPv6; any other length is a
+    /// malformed answer.
+    #[test]
+    fn an_answer_carries_no_address_or_a_whole_one() {
+        assert_eq!(seen(&[]), Some(None));
+        assert_eq!(seen(&[11, 11, 0, 2]), Some(Some("11.11.0.2".parse().unwrap())));
+        assert_eq!(seen(&[0; 16]), Some(Some("::".parse().unwrap())));
+        for n in [1, 3, 5, 15, 17] {
+            assert_eq!(seen(&vec![1; n]), None, "{n} bytes");
+        }
+    }
 
     #[test]
     fn requests_round_trip_and_nothing_else_is_taken() {

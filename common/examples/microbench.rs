@@ -196,6 +196,7 @@ async fn start(home: &Home, name: &str, peers: Vec<PeerSpec>) -> (node::Handle, 
         discover: false,
         port_mapping: false,
         mdns: false,
+        check_reach: true,
     };
     let (h, e, _task) = node::start(cfg).await.unwrap();
     (h, e)

@@ -152,7 +152,7 @@ fn status_json(s: &Status) -> Value {
     let addresses: Vec<Value> = s
         .addresses
         .iter()
-        .map(|a| json!({"address": a.address, "how": a.how}))
+        .map(|a| json!({"address": a.address, "how": a.how, "checked": a.checked}))
         .collect();
     json!({"event": "status", "listening": s.listening, "connected": s.connected, "synchronized": s.synchronized, "neighbours": s.neighbours, "reachable": s.reachable, "addresses": addresses})
 }
@@ -229,7 +229,7 @@ pub fn event_line(mode: Mode, e: &Event, offset: UtcOffset) -> Option<Line> {
             } else {
                 s.addresses
                     .iter()
-                    .map(|a| format!("{} ({})", a.address, a.how))
+                    .map(|a| format!("{} ({}{})", a.address, a.how, if a.checked { ", checked" } else { "" }))
                     .collect::<Vec<_>>()
                     .join(", ")
             }

@@ -17,8 +17,8 @@ pub const MAX_WANT_IDS: usize = 4096;
 /// Largest whisper text, in bytes: a chat message's limit.
 pub const MAX_WHISPER_BYTES: usize = crate::record::MAX_CHAT_BYTES;
 /// Protocol version spoken in `Hello` (2: Hello carries a tie-break nonce; 3: relay
-/// offers and hole punching).
-pub const PROTOCOL_VERSION: u8 = 3;
+/// offers and hole punching; 4: reachability checks).
+pub const PROTOCOL_VERSION: u8 = 4;
 /// Bytes of a relay circuit's token.
 pub const RELAY_TOKEN_BYTES: usize = 16;
 
@@ -43,6 +43,20 @@ pub enum Purpose {
     Neighbour,
     /// A direct connection between two members, for whispers only.
     Direct,
+    /// A neighbour dialling this member back at its request (a reachability check):
+    /// the Hello's nonce is the request's; nothing follows the Hello exchange.
+    DialBack,
+}
+
+/// How a reachability check went, as the member that dialled back says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialOutcome {
+    /// The dial failed: no connection, or no TLS with the member that asked.
+    Failed,
+    /// TLS with the member that asked completed at the address.
+    Works,
+    /// Not tried: the asker is over this member's limits for such checks.
+    Refused,
 }
 
 /// A message between peers.
@@ -106,6 +120,23 @@ pub enum Message {
     /// asked for the circuit sends it first; the other answers it and dials at once;
     /// the first dials when the answer arrives.
     Punch,
+    /// On a neighbour connection: please dial me back at the IP address you see this
+    /// connection come from, on `port`, and say how it went (a reachability check).
+    DialBack {
+        /// Names the check; the dial-back's Hello carries it.
+        nonce: u64,
+        /// Where this member listens (or is mapped), on the address the peer sees.
+        port: u16,
+    },
+    /// The answer to [`Message::DialBack`]: where it was dialled and how it went.
+    DialBackResult {
+        /// The request's nonce.
+        nonce: u64,
+        /// How it went.
+        outcome: DialOutcome,
+        /// The address dialled: the IP the request came from, the port it named.
+        addr: std::net::SocketAddr,
+    },
 }
 
 const T_HELLO: u8 = 1;
@@ -118,6 +149,8 @@ const T_WHISPER: u8 = 7;
 const T_PING: u8 = 8;
 const T_RELAY_OFFER: u8 = 9;
 const T_PUNCH: u8 = 10;
+const T_DIAL_BACK: u8 = 11;
+const T_DIAL_BACK_RESULT: u8 = 12;
 
 impl Message {
     /// Encodes the message as a complete frame (length prefix included).
@@ -135,6 +168,7 @@ impl Message {
                 p.push(match purpose {
                     Purpose::Neighbour => 0,
                     Purpose::Direct => 1,
+                    Purpose::DialBack => 2,
                 });
                 p.push(addresses.len().min(16) as u8);
                 for a in addresses.iter().take(16) {
@@ -178,6 +212,32 @@ impl Message {
                 p.extend_from_slice(token);
                 p.extend_from_slice(from.as_bytes());
             }
+            Message::DialBack { nonce, port } => {
+                p.push(T_DIAL_BACK);
+                p.extend_from_slice(&nonce.to_be_bytes());
+                p.extend_from_slice(&port.to_be_bytes());
+            }
+            Message::DialBackResult { nonce, outcome, addr } => {
+                p.push(T_DIAL_BACK_RESULT);
+                p.extend_from_slice(&nonce.to_be_bytes());
+                p.push(match outcome {
+                    DialOutcome::Failed => 0,
+                    DialOutcome::Works => 1,
+                    DialOutcome::Refused => 2,
+                });
+                p.extend_from_slice(&addr.port().to_be_bytes());
+                // The family first: an IPv6 address cut short would read as IPv4.
+                match addr.ip() {
+                    std::net::IpAddr::V4(v4) => {
+                        p.push(4);
+                        p.extend_from_slice(&v4.octets());
+                    }
+                    std::net::IpAddr::V6(v6) => {
+                        p.push(6);
+                        p.extend_from_slice(&v6.octets());
+                    }
+                }
+            }
         }
         let len = (p.len() - 4) as u32;
         p[..4].copy_from_slice(&len.to_be_bytes());
@@ -193,6 +253,7 @@ impl Message {
                 let purpose = match take_u8(&mut rest)? {
                     0 => Purpose::Neighbour,
                     1 => Purpose::Direct,
+                    2 => Purpose::DialBack,
                     _ => return Err(WireError::Malformed("unknown purpose")),
                 };
                 let n = take_u8(&mut rest)? as usize;
@@ -281,6 +342,35 @@ impl Message {
                     MemberId::from_slice(take(&mut rest, MEMBER_ID_BYTES)?).ok_or(WireError::Malformed("member id"))?;
                 Message::RelayOffer { token, from }
             }
+            T_DIAL_BACK => {
+                let nonce = take_u64(&mut rest)?;
+                let port = take_u16(&mut rest)?;
+                Message::DialBack { nonce, port }
+            }
+            T_DIAL_BACK_RESULT => {
+                let nonce = take_u64(&mut rest)?;
+                let outcome = match take_u8(&mut rest)? {
+                    0 => DialOutcome::Failed,
+                    1 => DialOutcome::Works,
+                    2 => DialOutcome::Refused,
+                    _ => return Err(WireError::Malformed("unknown dial-back outcome")),
+                };
+                let port = take_u16(&mut rest)?;
+                let ip = match take_u8(&mut rest)? {
+                    4 => std::net::IpAddr::from(
+                        <[u8; 4]>::try_from(take(&mut rest, 4)?).map_err(|_| WireError::Malformed("ip"))?,
+                    ),
+                    6 => std::net::IpAddr::from(
+                        <[u8; 16]>::try_from(take(&mut rest, 16)?).map_err(|_| WireError::Malformed("ip"))?,
+                    ),
+                    _ => return Err(WireError::Malformed("dial-back address family")),
+                };
+                Message::DialBackResult {
+                    nonce,
+                    outcome,
+                    addr: std::net::SocketAddr::new(ip, port),
+                }
+            }
             _ => return Err(WireError::Malformed("unknown message type")),
         };
         if !rest.is_empty() {
@@ -312,9 +402,21 @@ fn take_u8(rest: &mut &[u8]) -> Result<u8, WireError> {
     Ok(take(rest, 1)?[0])
 }
 
+fn take_u16(rest: &mut &[u8]) -> Result<u16, WireError> {
+    let b = take(rest, 2)?;
+    Ok(u16::from_be_bytes([b[0], b[1]]))
+}
+
 fn take_u32(rest: &mut &[u8]) -> Result<u32, WireError> {
     let b = take(rest, 4)?;
     Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn take_u64(rest: &mut &[u8]) -> Result<u64, WireError> {
+    let b: [u8; 8] = take(rest, 8)?
+        .try_into()
+        .map_err(|_| WireError::Malformed("truncated"))?;
+    Ok(u64::from_be_bytes(b))
 }
 
 /// Reads one frame's payload; `Ok(None)` at a clean end of stream between frames.
@@ -401,6 +503,23 @@ mod tests {
                 from: MemberId::from_bytes([9; MEMBER_ID_BYTES]),
             },
             Message::Punch,
+            Message::DialBack { nonce: 77, port: 7400 },
+            Message::DialBackResult {
+                nonce: 77,
+                outcome: DialOutcome::Works,
+                addr: "11.0.0.2:7400".parse().unwrap(),
+            },
+            Message::DialBackResult {
+                nonce: 78,
+                outcome: DialOutcome::Refused,
+                addr: "[2001:470::5]:7401".parse().unwrap(),
+            },
+            Message::Hello {
+                version: PROTOCOL_VERSION,
+                purpose: Purpose::DialBack,
+                addresses: vec![],
+                nonce: 77,
+            },
         ]
     }
 

@@ -1,7 +1,8 @@
 //! Relaying through members, in process on 127.0.0.1: a member nobody can dial is
 //! whispered to through a neighbour's relay, end-to-end TLS inside; a relay refuses
 //! what its limits do not allow, for members that do not exist or are not connected
-//! to it, and for tokens it never gave, and goes on chatting meanwhile.
+//! to it, and for tokens it never gave, and goes on chatting meanwhile. Members dial
+//! each other back to check the addresses they advertise.
 
 use std::time::Duration;
 
@@ -190,4 +191,43 @@ async fn relay_connections_that_ask_nothing_count_against_the_accept_limits() {
     }
     assert_eq!(held.len(), MAX_PENDING_PER_ADDRESS, "{refused} refused");
     relay.stop().await;
+}
+
+/// Polls `node`'s status until `check` holds, within [`WAIT`].
+async fn status_until(node: &Running, what: &str, check: impl Fn(&common::core::Status) -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = node.handle.status().await.unwrap();
+        if check(&status) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reachability checks for real: neighbours dial a member back where it listens (TLS,
+/// a Hello naming the check), so its address shows as checked; an address nobody
+/// listens on, tried by two members, is no longer advertised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn neighbours_dial_members_back_and_an_address_nobody_reaches_is_dropped() {
+    let fx = fixture(3);
+    let m0 = fx.start(0, &[]).await;
+    let m1 = fx.start(1, &[m0.addr]).await;
+    let mut m2 = fx.start_with(2, &[m0.addr, m1.addr], vec![NOBODY.into()]).await;
+    m2.ready().await;
+    status_until(&m0, "m0's address checked", |s| s.addresses.iter().all(|a| a.checked)).await;
+    assert_eq!(
+        m0.handle.status().await.unwrap().addresses[0].address,
+        m0.addr.to_string()
+    );
+    status_until(&m2, "m2's dead address dropped", |s| s.addresses.is_empty()).await;
+    // Loopback is no address the internet can dial.
+    assert!(!m0.handle.status().await.unwrap().reachable);
+    for node in [m0, m1, m2] {
+        node.stop().await;
+    }
 }

@@ -195,9 +195,27 @@ fn members_behind_routers_with_port_mapping_are_mapped_and_the_group_forms_with_
                 && e["address"] == format!("{}:{PORT}", world.routers[0].wan_ip)
         },
     );
-    ann_p.wait_for("ann reachable", Duration::from_secs(5), |e| {
-        e["event"] == "status" && e["reachable"] == true
-    });
+    // Reachable, and her neighbours dialled her back at the mapped address (the
+    // reachability check); ben's NAT-PMP mapping is checked the same way.
+    let checked = |how: &'static str| {
+        move |e: &serde_json::Value| {
+            e["event"] == "status"
+                && e["reachable"] == true
+                && e["addresses"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|a| a["how"] == how && a["checked"] == true))
+        }
+    };
+    ann_p.wait_for(
+        "ann reachable, her mapping checked",
+        Duration::from_secs(10),
+        checked("upnp"),
+    );
+    ben_p.wait_for(
+        "ben reachable, his mapping checked",
+        Duration::from_secs(10),
+        checked("nat-pmp"),
+    );
     // A clean exit removes the mapping.
     ann_p.close_stdin();
     assert_eq!(ann_p.wait_exit(Duration::from_secs(10)), Some(0));

@@ -16,8 +16,13 @@ pub struct Advertised {
     /// `IP:PORT`.
     pub address: String,
     /// `listen` (where it listens, or its interfaces' addresses), `advertise` (given
-    /// with `--advertise`), or `upnp` / `nat-pmp` (a port mapping on the gateway).
+    /// with `--advertise`), `upnp` / `nat-pmp` (a port mapping on the gateway), or
+    /// `observed` (members dialled this node back there, though it did not know it
+    /// had the address: a forwarded port).
     pub how: &'static str,
+    /// A member dialled this node back there (a reachability check) in the last half
+    /// hour.
+    pub checked: bool,
 }
 
 /// Status flags, as `group-chat` reports them.
@@ -31,7 +36,8 @@ pub struct Status {
     pub synchronized: bool,
     /// Neighbour count.
     pub neighbours: usize,
-    /// A member has dialled this node directly (so some advertised address works).
+    /// Members on the internet can dial this node: one did, or a reachability check
+    /// succeeded at a global address.
     pub reachable: bool,
     /// What presence advertises, in order.
     pub addresses: Vec<Advertised>,
@@ -82,7 +88,10 @@ impl From<Purpose> for ConnKind {
     fn from(p: Purpose) -> ConnKind {
         match p {
             Purpose::Neighbour => ConnKind::Neighbour,
-            Purpose::Direct => ConnKind::Direct,
+            // A dial-back is over at its Hello; should one reach the core (through a
+            // relay or a punch, where the Hello's purpose is the peer's word), it is
+            // refused as the short direct connection it is.
+            Purpose::Direct | Purpose::DialBack => ConnKind::Direct,
         }
     }
 }

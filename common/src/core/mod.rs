@@ -23,6 +23,7 @@ pub mod mesh;
 pub mod presence;
 pub mod properties;
 pub mod quota;
+pub mod reach;
 pub mod relay;
 pub mod revocation;
 pub mod rng;
@@ -36,6 +37,8 @@ mod credential_tests;
 mod hostile_tests;
 #[cfg(test)]
 mod properties_tests;
+#[cfg(test)]
+mod reach_tests;
 #[cfg(test)]
 mod relay_tests;
 #[cfg(test)]
@@ -65,7 +68,7 @@ use crate::record::{
 };
 use crate::store::Put;
 use crate::sync::{Item, ItemSet, SyncKey};
-use crate::wire::{self, Message, Purpose};
+use crate::wire::{self, DialOutcome, Message, Purpose};
 use admission::{Admission, Held, HeldRecord, Lifetimes, Proof, Verdict};
 pub use event::{Advertised, ConnChange, ConnKind, ConnReason, Event, MemberChange, MemberInfo, Status, Via};
 use flow::{Flow, FlowAction, OwedItem};
@@ -236,6 +239,9 @@ pub struct Config {
     pub threads: usize,
     /// The quota figures (the real ones but in simulations).
     pub quota: QuotaLimits,
+    /// Ask neighbours to dial this node back at its addresses (see [`reach`]); off for
+    /// a node that only sends and leaves.
+    pub check_reach: bool,
 }
 
 /// A connection that finished its handshake and Hello exchange.
@@ -328,6 +334,24 @@ pub enum Input {
         addr: SocketAddr,
         /// What went wrong.
         reason: String,
+    },
+    /// A dial-back asked for by [`Output::DialBack`] finished.
+    DialedBack {
+        /// The neighbour connection the request came on.
+        conn: ConnId,
+        /// The check.
+        nonce: u64,
+        /// Where it dialled.
+        addr: SocketAddr,
+        /// Whether TLS with the member completed, and if not why.
+        result: Result<(), String>,
+    },
+    /// Member `member` (TLS proved it) dialled this node back for the check `nonce`.
+    DialedIn {
+        /// Who.
+        member: MemberId,
+        /// The check its Hello named.
+        nonce: u64,
     },
     /// A circuit through `relay` to `target` failed before the connection was up.
     RelayFailed {
@@ -457,6 +481,19 @@ pub enum Output {
         /// Our tie-break nonce.
         nonce: u64,
     },
+    /// Dial `member` back at `addr` for its reachability check `nonce` (TLS expecting
+    /// it, a Hello naming the check), then say how it went on `conn` (with
+    /// [`Input::DialedBack`]).
+    DialBack {
+        /// The neighbour connection the request came on.
+        conn: ConnId,
+        /// The member that asked.
+        member: MemberId,
+        /// The IP its request came from, the port it named.
+        addr: SocketAddr,
+        /// The check.
+        nonce: u64,
+    },
     /// As a relay: the circuit `token` cannot be offered to its target.
     RelayRefused {
         /// The circuit.
@@ -531,6 +568,14 @@ pub struct Core<S: RecordStore> {
     punches: HashMap<MemberId, (Instant, bool)>,
     /// What the node advertises without a mapping, and how it learnt it.
     base_advertised: Vec<Advertised>,
+    /// Reachability checks this node asked for, and what they found.
+    checks: reach::Checks,
+    /// Reachability checks this node runs for its neighbours.
+    dial_backs: reach::Helper,
+    check_reach: bool,
+    /// The candidates as the checks judge them: what presence advertises, whether the
+    /// node is reachable.
+    judged: reach::Judged,
     /// The gateway's port mapping, when there is one.
     mapped: Option<(SocketAddr, &'static str)>,
     /// Addresses found on the LAN (mDNS), newest first, at most [`LAN_FOUND`], each
@@ -627,8 +672,17 @@ impl<S: RecordStore> Core<S> {
                 .map(|a| Advertised {
                     address: a.clone(),
                     how: if cfg.advertise_given { "advertise" } else { "listen" },
+                    checked: false,
                 })
                 .collect(),
+            checks: reach::Checks::default(),
+            dial_backs: reach::Helper::default(),
+            check_reach: cfg.check_reach,
+            judged: reach::Judged {
+                advertised: Vec::new(),
+                dropped: Vec::new(),
+                reachable: false,
+            },
             mapped: None,
             lan_found: VecDeque::new(),
             next_renewal_check: now.instant,
@@ -644,6 +698,7 @@ impl<S: RecordStore> Core<S> {
             discover: cfg.discover,
             threads: cfg.threads.max(1),
         };
+        core.judged = core.checks.judge(&core.candidates(), crate::membership::MAX_ADDRESSES);
         core.purge(now);
         core.load_known(&summaries, now)?;
         drop(summaries);
@@ -693,6 +748,17 @@ impl<S: RecordStore> Core<S> {
                 via: Some(Via::Punched),
             }),
             Input::Found(addrs) => lan_found(&mut self.lan_found, addrs),
+            Input::DialedBack {
+                conn,
+                nonce,
+                addr,
+                result,
+            } => self.on_dialed_back(conn, nonce, addr, result),
+            Input::DialedIn { member, nonce } => {
+                if let Some(v) = self.checks.witnessed(nonce, member, now.instant) {
+                    self.on_verdict(v, now);
+                }
+            }
             Input::RelayFailed {
                 relay,
                 addr,
@@ -764,7 +830,7 @@ impl<S: RecordStore> Core<S> {
         // Sooner when the relays it names changed, so members behind NAT stay
         // reachable; at most every few seconds, so a flapping neighbour costs little.
         // The first relays at once (a member behind NAT is unreachable until then).
-        let relays_moved = relay::relays_stale(&self.published_relays, &self.relay_ids(), self.dialled_in)
+        let relays_moved = relay::relays_stale(&self.published_relays, &self.relay_ids(), self.reachable())
             && (self.published_relays.is_empty() || now.instant.duration_since(self.last_presence) >= RELAYS_REPUBLISH);
         if (relays_moved || now.instant.duration_since(self.last_presence) >= refresh)
             && let Err(e) = self.publish_presence(false, now)
@@ -777,6 +843,13 @@ impl<S: RecordStore> Core<S> {
         }
         if self.known_dirty {
             self.known_changed(now.instant);
+        }
+        if self.check_reach {
+            self.ask_checks(now);
+        }
+        self.dial_backs.expire(now.instant);
+        if self.checks.expire(now.instant) {
+            self.rejudge(now);
         }
         let dropped = self.held.expire(now.instant);
         if dropped > 0 {
@@ -974,8 +1047,8 @@ impl<S: RecordStore> Core<S> {
         f(&mut s);
         s.neighbours = self.neighbour_count();
         s.connected = s.neighbours > 0;
-        s.reachable = self.dialled_in;
-        s.addresses = self.advertised_now();
+        s.reachable = self.reachable();
+        s.addresses = self.judged.advertised.clone();
         if s != self.status {
             self.status = s;
             self.emit(Event::Status(self.status.clone()));
@@ -1293,20 +1366,111 @@ impl<S: RecordStore> Core<S> {
             self.dialled_in = false;
         }
         self.mapped = mapped;
-        self.advertised = self.advertised_now().into_iter().map(|a| a.address).collect();
+        // Check the new candidates with every neighbour.
+        self.checks.ask_again();
+        self.rejudge(now);
+    }
+
+    /// Judges the candidates by the checks: what presence advertises (a changed list is
+    /// published at once) and whether the node is reachable.
+    fn rejudge(&mut self, now: Now) {
+        let judged = self.checks.judge(&self.candidates(), crate::membership::MAX_ADDRESSES);
+        for a in judged.dropped.iter().filter(|a| !self.judged.dropped.contains(a)) {
+            tracing::warn!(
+                "members could not dial this node at {a}: no longer advertised (a firewall, or a wrong --advertise?)"
+            );
+        }
+        let addresses: Vec<String> = judged.advertised.iter().map(|a| a.address.clone()).collect();
+        let moved = addresses != self.advertised;
+        self.judged = judged;
+        self.advertised = addresses;
         self.set_status(|_| {});
-        if !self.stopping
+        if moved
+            && !self.stopping
             && let Err(e) = self.publish_presence(false, now)
         {
             self.emit(Event::Error(format!("cannot publish presence: {e}")));
         }
     }
 
-    /// What presence advertises, and how each was learnt: the mapping first.
-    fn advertised_now(&self) -> Vec<Advertised> {
+    /// Whether members on the internet can dial this node, as far as it knows.
+    fn reachable(&self) -> bool {
+        self.dialled_in || self.judged.reachable
+    }
+
+    /// Asks each direct neighbour for the reachability checks due with it: one per
+    /// port this node may be dialled on.
+    fn ask_checks(&mut self, now: Now) {
+        let mut ports: Vec<u16> = Vec::new();
+        for c in self.candidates() {
+            let port = c.address.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
+            if let Some(p) = port.filter(|p| !ports.contains(p)) {
+                ports.push(p);
+            }
+        }
+        let neighbours: Vec<(ConnId, MemberId)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.purpose == Purpose::Neighbour && c.via == Via::Direct)
+            .map(|(id, c)| (*id, c.member))
+            .collect();
+        for (id, member) in neighbours {
+            let rng = &mut self.rng;
+            for (nonce, port) in self.checks.due(member, &ports, now.instant, || rng.next_u64()) {
+                self.transmit_frame(id, Arc::new(Message::DialBack { nonce, port }.encode()));
+            }
+        }
+    }
+
+    /// A neighbour asks to be dialled back on `port` at the address its connection
+    /// comes from: within the limits, dial; otherwise say it was refused.
+    fn on_dial_back(&mut self, id: ConnId, nonce: u64, port: u16, now: Now) {
+        let Some(c) = self.conns.get(&id) else { return };
+        let (member, addr) = (c.member, SocketAddr::new(c.addr.ip().to_canonical(), port));
+        if port != 0 && c.via == Via::Direct && self.dial_backs.admit(member, now.instant) {
+            self.out.push_back(Output::DialBack {
+                conn: id,
+                member,
+                addr,
+                nonce,
+            });
+            return;
+        }
+        tracing::info!("refused a reachability check for {} at {addr}: over the limits", c.name);
+        let outcome = DialOutcome::Refused;
+        self.transmit_frame(id, Arc::new(Message::DialBackResult { nonce, outcome, addr }.encode()));
+    }
+
+    /// A dial-back finished: tell the member how it went.
+    fn on_dialed_back(&mut self, id: ConnId, nonce: u64, addr: SocketAddr, result: Result<(), String>) {
+        self.dial_backs.done();
+        let outcome = match result {
+            Ok(()) => DialOutcome::Works,
+            Err(why) => {
+                tracing::info!("reachability check at {addr} failed: {why}");
+                DialOutcome::Failed
+            }
+        };
+        self.transmit_frame(id, Arc::new(Message::DialBackResult { nonce, outcome, addr }.encode()));
+    }
+
+    /// A check settled: count it, and judge the candidates again.
+    fn on_verdict(&mut self, v: reach::Verdict, now: Now) {
+        let name = self.admission.names().display(&v.by);
+        if v.works {
+            tracing::info!("{name} dialled this node back at {}", v.addr);
+        } else {
+            tracing::info!("{name} could not dial this node back at {}", v.addr);
+        }
+        self.rejudge(now);
+    }
+
+    /// What this node could advertise, and how each was learnt: the mapping first.
+    fn candidates(&self) -> Vec<Advertised> {
         let mapped = self.mapped.map(|(addr, how)| Advertised {
             address: addr.to_string(),
             how,
+            checked: false,
         });
         mapped
             .into_iter()
@@ -1319,7 +1483,7 @@ impl<S: RecordStore> Core<S> {
     /// them (so others can likely dial them too), at most [`relay::MAX_RELAYS`]; none
     /// once a member has dialled this node directly (it is reachable).
     fn relay_ids(&self) -> Vec<MemberId> {
-        if self.dialled_in {
+        if self.reachable() {
             return Vec::new();
         }
         let mut ids: Vec<MemberId> = self
@@ -1677,6 +1841,12 @@ impl<S: RecordStore> Core<S> {
     }
 
     fn on_up(&mut self, up: ConnUp, now: Now) {
+        // Dial-backs end at the Hello, where the listener reports them; one claimed
+        // inside a relayed or punched connection is nothing this node asked for.
+        if up.purpose == Purpose::DialBack {
+            self.out.push_back(Output::Close { conn: up.id });
+            return;
+        }
         if up.member == self.me || self.stopping {
             // Dialled ourselves through one of our own addresses (or leaving).
             if up.member == self.me && up.outbound && up.via == Via::Direct {
@@ -2043,6 +2213,12 @@ impl<S: RecordStore> Core<S> {
             }
             Message::SyncEndAck => self.finish_sync(id),
             Message::RelayOffer { token, from } => self.on_relay_offer(id, token, from, now),
+            Message::DialBack { nonce, port } => self.on_dial_back(id, nonce, port, now),
+            Message::DialBackResult { nonce, outcome, addr } => {
+                if let Some(v) = self.checks.answered(nonce, member, outcome, addr, now.instant) {
+                    self.on_verdict(v, now);
+                }
+            }
         }
     }
 

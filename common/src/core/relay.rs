@@ -151,6 +151,11 @@ impl PerMinute {
         self.count += 1;
         self.count <= limit
     }
+
+    /// Whether the window's minute is over (it counts nothing any more).
+    pub fn ended(&self, now: Instant) -> bool {
+        now.duration_since(self.since) >= Duration::from_secs(60)
+    }
 }
 
 /// A relay's circuits: how many each member holds, and its request rate.
@@ -166,8 +171,7 @@ impl Circuits {
     /// admitted, the circuit counts until [`Circuits::release`].
     pub fn admit(&mut self, me: MemberId, from: MemberId, target: MemberId, now: Instant) -> Result<(), Refusal> {
         // Windows that ended are forgotten, so the map holds only members asking now.
-        self.requests
-            .retain(|_, w| now.duration_since(w.since) < Duration::from_secs(60));
+        self.requests.retain(|_, w| !w.ended(now));
         let window = self.requests.entry(from).or_insert_with(|| PerMinute::new(now));
         if !window.allow(REQUESTS_PER_MINUTE, now) {
             return Err(Refusal::TooFast(REQUESTS_PER_MINUTE));

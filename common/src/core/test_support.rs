@@ -45,6 +45,7 @@ pub fn config_of(h: &Held) -> Config {
         seed: 1,
         threads: 1,
         quota: QuotaLimits::default(),
+        check_reach: true,
     }
 }
 

@@ -484,6 +484,20 @@ pub async fn punch(spec: PunchSpec, tls: TlsConfigs, events: mpsc::Sender<ConnEv
     }
 }
 
+/// Dials `member` back at `addr` for a reachability check: TCP, TLS expecting that
+/// member, and the Hello exchange (ours names the check), within
+/// [`CONNECT_TIMEOUT`] and [`HANDSHAKE_TIMEOUT`]; then closes.
+pub async fn dial_back(addr: SocketAddr, member: MemberId, hello: &Message, tls: &TlsConfigs) -> Result<(), String> {
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| format!("connect: {e}"))?;
+    let h = secure(tcp, tls, Some(member), hello).await?;
+    let mut stream = h.stream;
+    let _ = stream.shutdown().await;
+    Ok(())
+}
+
 /// TLS over `stream`, as the client expecting member `expect`, or (`None`) as the
 /// server taking any member, then the Hello exchange; within [`HANDSHAKE_TIMEOUT`].
 /// For streams other than a plain dial or accept: relay circuits and hole punches.
@@ -652,6 +666,14 @@ pub async fn accept_loop(
             };
             drop(slot);
             match result {
+                // A neighbour dialling back for a check this node asked: TLS and Hello
+                // are the whole of it.
+                Ok(Ok(h)) if h.purpose == Purpose::DialBack => {
+                    let member = h.cert.member_id;
+                    let _ = events
+                        .send(ConnEvent::Core(Input::DialedIn { member, nonce: h.nonce }))
+                        .await;
+                }
                 Ok(Ok(h)) => {
                     let mine = hello_nonce(&hello);
                     start(id, h, (addr, Via::Direct, None), false, None, (0, mine), events, stats).await;

@@ -120,6 +120,9 @@ pub struct NodeConfig {
     pub port_mapping: bool,
     /// Announce this member on the LAN and look for others there (see [`lan`]).
     pub mdns: bool,
+    /// Ask neighbours to dial this node back at its addresses, and advertise only
+    /// those that work (see [`core::reach`]).
+    pub check_reach: bool,
 }
 
 /// Where a command's answer goes.
@@ -337,6 +340,7 @@ pub async fn start(cfg: NodeConfig) -> Result<(Handle, mpsc::Receiver<Event>, to
         seed: random_seed(),
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()).min(8),
         quota: core::QuotaLimits::default(),
+        check_reach: cfg.check_reach,
     };
     let core = Core::new(core_cfg, store, now())?;
     for (member, cert) in core.known_certs() {
@@ -641,6 +645,26 @@ impl Driver {
                         self.conn_tx.clone(),
                         self.core.stats(),
                     ));
+                }
+                Output::DialBack {
+                    conn,
+                    member,
+                    addr,
+                    nonce,
+                } => {
+                    let hello = hello(Purpose::DialBack, &[], nonce);
+                    let events = self.conn_tx.clone();
+                    let tls = self.tls.clone();
+                    tokio::spawn(async move {
+                        let result = conn::dial_back(addr, member, &hello, &tls).await;
+                        let input = Input::DialedBack {
+                            conn,
+                            nonce,
+                            addr,
+                            result,
+                        };
+                        let _ = events.send(ConnEvent::Core(input)).await;
+                    });
                 }
                 Output::Event(e) => {
                     if let Event::Credential { member, until_ms, .. } = &e {

@@ -117,6 +117,8 @@ impl SimNode {
             seed,
             threads: 1,
             quota: self.quota,
+            // The simulation has no listeners to dial back.
+            check_reach: false,
         }
     }
 }
@@ -647,7 +649,8 @@ impl Sim {
                 | Output::DialRelayed { .. }
                 | Output::AcceptRelayed { .. }
                 | Output::RelayRefused { .. }
-                | Output::Punch { .. } => {}
+                | Output::Punch { .. }
+                | Output::DialBack { .. } => {}
             }
         }
     }

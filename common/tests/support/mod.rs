@@ -94,6 +94,7 @@ impl Fixture {
             discover: false,
             port_mapping: false,
             mdns: false,
+            check_reach: true,
         };
         let (handle, events, task) = node::start(cfg).await.unwrap();
         let addr = handle.addresses[0]

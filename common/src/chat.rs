@@ -161,18 +161,29 @@ fn status_json(s: &Status) -> Value {
 pub fn members_line(mode: Mode, members: &[MemberInfo]) -> Line {
     match mode {
         Mode::Json => Line::Out(
-            json!({"event": "members", "members": members.iter().map(|m| json!({"member": m.member, "name": m.name, "self": m.is_self, "role": m.role.name()})).collect::<Vec<_>>()})
+            json!({"event": "members", "members": members.iter().map(|m| json!({"member": m.member, "name": m.name, "self": m.is_self, "role": m.role.name(), "via": m.via.map(|v| v.name())})).collect::<Vec<_>>()})
                 .to_string(),
         ),
         Mode::Human => {
             let list = members
                 .iter()
                 .map(|m| {
-                    let admin = if m.role == crate::pki::Role::Admin { ", admin" } else { "" };
-                    let tags = match (m.is_self, admin) {
-                        (true, _) => format!(" (you{admin})"),
-                        (false, "") => String::new(),
-                        (false, _) => " (admin)".to_string(),
+                    let mut tags = Vec::new();
+                    if m.is_self {
+                        tags.push("you");
+                    }
+                    if m.role == crate::pki::Role::Admin {
+                        tags.push("admin");
+                    }
+                    // How this node reaches it; a member with no connection of its own
+                    // hears and is heard through the others.
+                    if let Some(via) = m.via {
+                        tags.push(via.name());
+                    }
+                    let tags = if tags.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", tags.join(", "))
                     };
                     format!("{}{tags}", with_id(&m.name, &m.member))
                 })

@@ -323,13 +323,19 @@ pub fn advertised_addresses(listen: SocketAddr) -> Vec<String> {
         .collect()
 }
 
+/// Whether this host can open an IPv6 socket at all.
+pub fn ipv6_works() -> bool {
+    TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, 0)).is_ok()
+}
+
 /// Parses a listen address; `IP:0` picks a free port now so invitations can name it.
+/// The default is every address, IPv6 and IPv4 (`[::]`, dual-stack), or IPv4 only
+/// (`0.0.0.0`) on a host without IPv6.
 pub fn choose_listen(text: Option<&str>) -> Result<SocketAddr, MembershipError> {
     let addr: SocketAddr = match text {
         Some(t) => parse_address(t)?,
-        None => "0.0.0.0:0"
-            .parse()
-            .map_err(|_| MembershipError::BadAddress("0.0.0.0:0".into()))?,
+        None if ipv6_works() => SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), 0),
+        None => SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0),
     };
     if addr.port() != 0 || text.is_some() {
         return Ok(addr);

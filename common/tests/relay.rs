@@ -231,3 +231,48 @@ async fn neighbours_dial_members_back_and_an_address_nobody_reaches_is_dropped()
         node.stop().await;
     }
 }
+
+/// IPv6 on loopback: members listening on `[::1]` only form the group, chat, and check
+/// each other's address by dialling back; a whisper to one nobody can dial goes
+/// through a relay over IPv6.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_on_ipv6_loopback_chat_check_each_other_and_relay() {
+    if !membership::ipv6_works() {
+        // Loopback IPv6 is part of every Linux kernel with IPv6; CI has it.
+        assert!(std::env::var("CI").is_err(), "IPv6 is not available on this CI machine");
+        eprintln!("skipped: this host has no IPv6");
+        return;
+    }
+    let fx = fixture(3);
+    let m0 = fx.start_at(0, "[::1]:0", &[], vec![]).await;
+    assert!(m0.addr.is_ipv6(), "{}", m0.addr);
+    let mut m1 = fx.start_at(1, "[::1]:0", &[m0.addr], vec![]).await;
+    let mut m2 = fx.start_at(2, "[::1]:0", &[m0.addr], vec!["[::1]:1".into()]).await;
+    m1.ready().await;
+    m2.ready().await;
+    status_until(&m0, "m0's IPv6 address checked", |s| {
+        s.addresses.len() == 1 && s.addresses[0].checked && s.addresses[0].address == m0.addr.to_string()
+    })
+    .await;
+    let id = m1.handle.publish("over ::1").await.unwrap();
+    until("m2 has m1's message", || fx.chats(2).iter().any(|r| r.id == id)).await;
+    whisper_until_sent(&m1, "m2", "through the relay, over IPv6").await;
+    let relayed = event(&mut m2, "m2's relayed connection", |e| {
+        matches!(
+            e,
+            Event::Connection {
+                change: ConnChange::Up,
+                via: Some(Via::Relayed),
+                ..
+            }
+        )
+    })
+    .await;
+    let Event::Connection { address, .. } = relayed else {
+        unreachable!()
+    };
+    assert_eq!(address, m0.addr.to_string(), "relayed through m0 at its IPv6 address");
+    for node in [m0, m1, m2] {
+        node.stop().await;
+    }
+}

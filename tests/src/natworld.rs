@@ -7,7 +7,9 @@
 //! The internet prefix is 11.11.0.0/24: outside the private, reserved and documentation
 //! ranges (miniupnpd refuses a WAN address in those, see `../shared/STACK.md`), and
 //! reachable only inside these namespaces, which have no route to the machine's own
-//! interfaces. Needs root, iproute2 and nftables; [`World::available`] says why not.
+//! interfaces. Public hosts also have an IPv6 address in the ULA prefix
+//! `fd11:11::/64` ([`World::ipv6_of`]), besides the link-local one every interface
+//! gets. Needs root, iproute2 and nftables; [`World::available`] says why not.
 //!
 //! Routers of the kinds [`Nat::Upnp`] and [`Nat::NatPmp`] run a real gateway daemon,
 //! miniupnpd (`scripts/test` installs it), inside their namespace, listening on the LAN
@@ -148,7 +150,11 @@ impl World {
             run("ip", &["netns", "add", &ns], None);
             world.namespaces.push(ns.clone());
             let ip = plug(&ns, "eth0", &format!("pub{i}"));
-            world.public.push(Host { ns, ip });
+            let host = Host { ns, ip };
+            // No duplicate address detection: the address works at once.
+            let v6 = format!("{}/64", World::ipv6_of(&host));
+            ip_in(&host.ns, &["-6", "addr", "add", &v6, "dev", "eth0", "nodad"]);
+            world.public.push(host);
         }
         for (i, nat) in routers.iter().enumerate() {
             let router = format!("{tag}-r{i}");
@@ -246,6 +252,22 @@ impl World {
 }
 
 impl World {
+    /// A public host's IPv6 address (ULA): `fd11:11::N` for `11.11.0.N`.
+    pub fn ipv6_of(host: &Host) -> String {
+        let n = host.ip.rsplit('.').next().unwrap_or("0");
+        format!("fd11:11::{n}")
+    }
+
+    /// Takes `host`'s IPv4 address away: it has IPv6 only from now on.
+    pub fn ipv6_only(&self, host: &Host) {
+        ip_in(&host.ns, &["-4", "addr", "flush", "dev", "eth0"]);
+    }
+
+    /// Takes `host`'s IPv6 addresses away (the link-local one too): it has IPv4 only.
+    pub fn ipv4_only(&self, host: &Host) {
+        ip_in(&host.ns, &["-6", "addr", "flush", "dev", "eth0"]);
+    }
+
     /// Starts miniupnpd in router `ns` (number `i`), on its LAN side only, with UPnP IGD
     /// or not, NAT-PMP/PCP always; waits until it answers.
     // The child is returned to the world, whose Drop kills and waits for it.

@@ -91,6 +91,18 @@ fn members_behind_nat_reach_each_other_through_a_public_member() {
     ben.wait_for("the answer", Duration::from_secs(10), |e| {
         e["event"] == "whisper" && e["text"] == "and back"
     });
+    // /who says how ben reaches each: ann directly, cat through the relay.
+    ben.send("/who");
+    let who = ben.wait_for("the member list", Duration::from_secs(5), |e| e["event"] == "members");
+    let via = |name: &str| {
+        who["members"]
+            .as_array()
+            .and_then(|l| l.iter().find(|m| m["name"] == name))
+            .map(|m| m["via"].clone())
+    };
+    assert_eq!(via("ann"), Some("direct".into()), "{who}");
+    assert_eq!(via("cat"), Some("relayed".into()), "{who}");
+    assert_eq!(via("ben"), Some(serde_json::Value::Null), "{who}");
     eprintln!(
         "reach: two members behind NAT (masquerade, fully random) and one public: all present to each other {:.0} ms after start; a whisper between the two relayed {:.1} s after they were present",
         ready.as_secs_f64() * 1000.0,
@@ -195,6 +207,10 @@ fn members_behind_routers_with_port_mapping_are_mapped_and_the_group_forms_with_
                 && e["address"] == format!("{}:{PORT}", world.routers[0].wan_ip)
         },
     );
+    // Cat came in through ann's mapping, and ann says so.
+    ann_p.wait_for("a connection through ann's mapping", Duration::from_secs(5), |e| {
+        e["event"] == "connection" && e["change"] == "up" && e["via"] == "mapped"
+    });
     // Reachable, and her neighbours dialled her back at the mapped address (the
     // reachability check); ben's NAT-PMP mapping is checked the same way.
     let checked = |how: &'static str| {
@@ -489,4 +505,70 @@ fn punch_success_rate() {
             took.get(took.len() / 2).copied().unwrap_or(0)
         );
     }
+}
+
+/// Whether a `status` event advertises `want` (all of them), each checked by a
+/// neighbour dialling back, and no link-local address.
+fn advertises_checked(e: &serde_json::Value, want: &[String]) -> bool {
+    let Some(list) = e["addresses"].as_array().filter(|_| e["event"] == "status") else {
+        return false;
+    };
+    let shown: Vec<(&str, bool)> = list
+        .iter()
+        .map(|a| (a["address"].as_str().unwrap_or(""), a["checked"] == true))
+        .collect();
+    assert!(
+        !shown.iter().any(|(a, _)| a.starts_with("[fe80")),
+        "a link-local address: {e}"
+    );
+    want.iter().all(|w| shown.contains(&(w.as_str(), true)))
+}
+
+/// IPv6 end to end: ben has IPv6 only, ann listens on every address (`[::]`, both
+/// families, as by default), cat has IPv4 only. Ann advertises both her addresses
+/// (never the link-local ones) and her neighbours check each by dialling her back, ben
+/// over IPv6 and cat over IPv4; the group forms across both families through her, and
+/// chat and whispers flow.
+#[test]
+fn members_on_ipv6_and_ipv4_form_one_group_through_a_dual_stack_member() {
+    if let Err(why) = World::available() {
+        skip_or_fail(&why);
+        return;
+    }
+    let world = World::new(3, &[]);
+    let (ben_h, ann_h, cat_h) = (&world.public[0], &world.public[1], &world.public[2]);
+    world.ipv6_only(ben_h);
+    world.ipv4_only(cat_h);
+    let ben_at = format!("[{}]:{PORT}", World::ipv6_of(ben_h));
+    let ben = group_at(&["ben"], vec![ben_at.clone()], &[]).remove(0);
+    let ann = invite(&ben, "ann", format!("[::]:{PORT}"));
+    let mut ben_p = start_on(&ben, ben_h);
+    let mut ann_p = start_on(&ann, ann_h);
+    wait_ready(&mut ann_p);
+    wait_ready(&mut ben_p);
+    // Invited while ann is present: the invitation carries her addresses (IPv4 first)
+    // besides ben's, which cat could not dial.
+    let cat = invite(&ben, "cat", format!("{}:{PORT}", cat_h.ip));
+    let mut cat_p = start_on(&cat, cat_h);
+    wait_ready(&mut cat_p);
+    wait_present(&mut cat_p, &ben);
+    wait_present(&mut ben_p, &cat);
+    let ann_both = vec![
+        format!("{}:{PORT}", ann_h.ip),
+        format!("[{}]:{PORT}", World::ipv6_of(ann_h)),
+    ];
+    ann_p.wait_for("ann's two addresses checked", Duration::from_secs(15), |e| {
+        advertises_checked(e, &ann_both) && e["reachable"] == true
+    });
+    ben_p.wait_for("ben's IPv6 address checked", Duration::from_secs(15), |e| {
+        advertises_checked(e, std::slice::from_ref(&ben_at))
+    });
+    say_and_see(&mut ben_p, "over IPv6", &mut [&mut ann_p, &mut cat_p]);
+    say_and_see(&mut cat_p, "over IPv4", &mut [&mut ann_p, &mut ben_p]);
+    // Ann reached ben over IPv6; the whispers go over that connection.
+    ann_p.wait_for("ann's connection to ben over IPv6", Duration::from_secs(5), |e| {
+        e["event"] == "connection" && e["change"] == "up" && e["address"] == ben_at.as_str()
+    });
+    whisper_until_it_arrives(&mut ann_p, &mut ben_p, "ben", "psst, IPv6");
+    whisper_until_it_arrives(&mut ben_p, &mut ann_p, "ann", "and back");
 }

@@ -54,6 +54,10 @@ pub struct MemberInfo {
     pub is_self: bool,
     /// Its role, from the newest certificate known for it.
     pub role: Role,
+    /// How this node is connected to it: its neighbour connection's way, else a
+    /// whisper connection's; `None` when not connected (records reach it through
+    /// other members).
+    pub via: Option<Via>,
 }
 
 /// Member list changes.
@@ -109,6 +113,8 @@ pub enum Via {
     /// A direct connection through two NATs, both ends dialling at once (hole
     /// punching), replacing a relayed one.
     Punched,
+    /// A direct connection through a gateway's port mapping (UPnP, NAT-PMP).
+    Mapped,
 }
 
 impl Via {
@@ -119,6 +125,7 @@ impl Via {
             Via::Relayed => "relayed",
             Via::Lan => "lan",
             Via::Punched => "punched",
+            Via::Mapped => "mapped",
         }
     }
 }

@@ -516,6 +516,9 @@ struct Conn {
     last_used: Instant,
     sync_budget: flow::SyncBudget,
     via: Via,
+    /// How it is shown (`via`, or `lan` / `mapped` for a direct one: see
+    /// [`Core::shown_via`]).
+    shown: Via,
     /// Where the relay saw the peer (relayed connections only).
     observed: Option<IpAddr>,
     /// When a relayed connection replaced by a direct one closes.
@@ -1344,6 +1347,10 @@ impl<S: RecordStore> Core<S> {
         r.attributes.push(("name".into(), AttrValue::Str(self.my_name.clone())));
         r.attributes
             .push(("addresses".into(), AttrValue::Str(self.advertised.join(","))));
+        // Which of them the gateway maps, so members dialling it can say so.
+        if let Some((mapped, _)) = self.mapped.filter(|(a, _)| self.advertised.contains(&a.to_string())) {
+            r.attributes.push(("mapped".into(), AttrValue::Str(mapped.to_string())));
+        }
         self.published_relays = self.relay_ids();
         if !self.published_relays.is_empty() {
             let named: Vec<String> = self.published_relays.iter().map(MemberId::to_string).collect();
@@ -1512,6 +1519,14 @@ impl<S: RecordStore> Core<S> {
                 let mut members = self.roster.members(self.me, self.admission.names());
                 for m in &mut members {
                     m.role = self.admission.cert(&m.member).map_or(Role::Member, role_of);
+                    // Its neighbour connection if any, else a whisper connection (a
+                    // relayed one last).
+                    m.via = self
+                        .conns
+                        .values()
+                        .filter(|c| c.member == m.member && !m.is_self)
+                        .min_by_key(|c| (c.purpose != Purpose::Neighbour, c.via == Via::Relayed))
+                        .map(|c| c.shown);
                 }
                 Reply::Members(members)
             }
@@ -1981,6 +1996,36 @@ impl<S: RecordStore> Core<S> {
         true
     }
 
+    /// How a connection reached its peer, as events and `/who` show it. A direct one is
+    /// `lan` when dialled at an address only mDNS found, and `mapped` when it went
+    /// through a gateway's port mapping: dialled at the address the peer's presence
+    /// names as mapped, or dialled in from the internet while this node has a mapping
+    /// and no global address of its own (nothing else could reach it from there).
+    fn shown_via(&self, up: &ConnUp) -> Via {
+        if up.via != Via::Direct {
+            return up.via;
+        }
+        if up.outbound {
+            let presence = self.roster.get(&up.member);
+            let advertised = presence.is_some_and(|p| p.addresses.iter().any(|a| a.parse() == Ok(up.addr)));
+            if presence.is_some_and(|p| p.mapped == Some(up.addr)) {
+                return Via::Mapped;
+            }
+            if !advertised && self.lan_found.iter().any(|(a, _)| *a == up.addr) {
+                return Via::Lan;
+            }
+            return Via::Direct;
+        }
+        let own_global = self
+            .base_advertised
+            .iter()
+            .any(|a| a.address.parse::<SocketAddr>().is_ok_and(|a| relay::is_global(a.ip())));
+        if self.mapped.is_some() && !own_global && relay::is_global(up.addr.ip()) {
+            return Via::Mapped;
+        }
+        Via::Direct
+    }
+
     /// Takes an accepted connection in: events, first sync, waiting whispers.
     fn register(&mut self, up: ConnUp, now: Now) {
         // Dialled from the internet: some advertised address works from outside (a
@@ -1997,6 +2042,7 @@ impl<S: RecordStore> Core<S> {
             .conns
             .values()
             .any(|c| c.member == up.member && c.purpose == Purpose::Neighbour);
+        let shown = self.shown_via(&up);
         self.conns.insert(
             up.id,
             Conn {
@@ -2011,26 +2057,16 @@ impl<S: RecordStore> Core<S> {
                 last_used: now.instant,
                 sync_budget: flow::SyncBudget::new(now.instant),
                 via: up.via,
+                shown,
                 observed: up.observed,
                 retire_at: None,
             },
         );
-        // A dial to an address only mDNS found came by way of the LAN; a member
-        // answered there, so the address is kept.
-        let mut via = up.via;
-        if up.outbound && up.via == Via::Direct {
-            let presence = self
-                .roster
-                .get(&up.member)
-                .map(|p| p.addresses.as_slice())
-                .unwrap_or(&[]);
-            let advertised = presence.iter().any(|a| a.parse() == Ok(up.addr));
-            if let Some(found) = self.lan_found.iter_mut().find(|(a, _)| *a == up.addr) {
-                found.1 = true;
-                if !advertised {
-                    via = Via::Lan;
-                }
-            }
+        // A member answered at an address mDNS found: it is kept.
+        if up.outbound
+            && let Some(found) = self.lan_found.iter_mut().find(|(a, _)| *a == up.addr)
+        {
+            found.1 = true;
         }
         self.emit(Event::Connection {
             kind: ConnKind::from(up.purpose),
@@ -2038,7 +2074,7 @@ impl<S: RecordStore> Core<S> {
             member: Some(up.member),
             address: up.addr.to_string(),
             reason: None,
-            via: Some(via),
+            via: Some(shown),
         });
         if up.purpose == Purpose::Neighbour {
             if !had_neighbour {

@@ -17,6 +17,8 @@ pub struct Presence {
     pub addresses: Vec<String>,
     /// Members it names as relays (neighbours that relay for it).
     pub relays: Vec<MemberId>,
+    /// Which of its addresses a gateway's port mapping forwards to it.
+    pub mapped: Option<std::net::SocketAddr>,
     /// When it expires, unix ms.
     pub expires_ms: i64,
 }
@@ -27,6 +29,7 @@ impl Presence {
         Presence {
             addresses: r.presence_addresses(),
             relays: super::relay::parse_relays(r.attr_str("relays").unwrap_or("")),
+            mapped: r.attr_str("mapped").and_then(|a| a.parse().ok()),
             expires_ms: r.expires_ms,
         }
     }
@@ -96,6 +99,7 @@ impl Roster {
                 name: names.display(id),
                 is_self: false,
                 role: Role::Member,
+                via: None,
             })
             .collect();
         others.sort_by(|a, b| (&a.name, &a.member).cmp(&(&b.name, &b.member)));
@@ -104,6 +108,7 @@ impl Roster {
             name: names.display(&me),
             is_self: true,
             role: Role::Member,
+            via: None,
         }];
         out.extend(others);
         out

@@ -2,7 +2,7 @@
 //! reader and one writer task per connection. The tasks only move frames; every
 //! decision is the node actor's.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -384,17 +384,46 @@ pub async fn accept_relayed(
 /// without it, so a port another program (or another member) holds is refused as
 /// before rather than shared.
 pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    if addr.port() != 0 {
-        drop(std::net::TcpListener::bind(addr)?);
+    match bind_listener(addr) {
+        // `[::]` on a host without IPv6 (disabled, or no IPv6 in the kernel): IPv4
+        // alone, on the same port.
+        Err(e)
+            if addr == SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), addr.port())
+                && !crate::membership::ipv6_works() =>
+        {
+            tracing::info!("IPv6 is not available here ({e}): listening on IPv4 only");
+            bind_listener(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), addr.port()))
+        }
+        other => other,
     }
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
+}
+
+/// The listening socket: SO_REUSEPORT (for hole punches) once the port was found free;
+/// on `[::]`, dual-stack whatever the host's default (`net.ipv6.bindv6only`), so IPv4
+/// members reach it too.
+fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    if addr.port() != 0 {
+        // Bound without SO_REUSEPORT first: a port another program holds is refused
+        // here, not shared with it. SO_REUSEADDR as std sets it: connections of a
+        // killed predecessor in TIME_WAIT do not hold the port.
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        if addr.is_ipv6() {
+            probe.set_only_v6(false)?;
+        }
+        probe.set_reuse_address(true)?;
+        probe.bind(&addr.into())?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// How long a hole punch keeps dialling.
@@ -568,7 +597,9 @@ pub async fn accept_loop(
     let mut reports = ReportRate::new(AUTH_EVENTS_PER_SECOND);
     loop {
         let (tcp, addr) = match listener.accept().await {
-            Ok(x) => x,
+            // An IPv4 peer of a dual-stack listener arrives as ::ffff:a.b.c.d: shown,
+            // judged and dialled back as the IPv4 address it is.
+            Ok((tcp, addr)) => (tcp, SocketAddr::new(addr.ip().to_canonical(), addr.port())),
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -56,7 +56,8 @@ impl Protocol {
 
 /// The LAN addresses that could be mapped: mapping is wanted when it is not turned
 /// off, no address was given with `--advertise`, and the node advertises no global
-/// address, only private IPv4 ones (empty otherwise).
+/// IPv4 address, only private ones (empty otherwise). A global IPv6 address does not
+/// count: members with IPv4 only could not dial it.
 pub fn wanted(advertised: &[String], given: bool, disabled: bool) -> Vec<Ipv4Addr> {
     if disabled || given {
         return Vec::new();
@@ -66,7 +67,7 @@ pub fn wanted(advertised: &[String], given: bool, disabled: bool) -> Vec<Ipv4Add
         .filter_map(|a| a.parse::<SocketAddr>().ok())
         .map(|a| a.ip())
         .collect();
-    if ips.iter().any(|ip| is_global(*ip)) {
+    if ips.iter().any(|ip| ip.is_ipv4() && is_global(*ip)) {
         return Vec::new();
     }
     ips.into_iter()
@@ -513,6 +514,11 @@ mod tests {
         assert!(wanted(&addrs(&["11.11.0.2:7400", "192.168.1.2:7400"]), false, false).is_empty());
         assert!(wanted(&addrs(&["127.0.0.1:7400"]), false, false).is_empty());
         assert!(wanted(&addrs(&["[fd00::2]:7400", "junk"]), false, false).is_empty());
+        // A dual-stack host with a global IPv6 address is still mapped for IPv4 peers.
+        assert_eq!(
+            wanted(&addrs(&["192.168.1.2:7400", "[2001:470::2]:7400"]), false, false),
+            [a]
+        );
         // The address the gateway is reached from, when the node listens there.
         assert_eq!(choose_lan(&[a, b], Some(b)), Some(b));
         // Red-team finding: a gateway reached from an address the node does not listen

@@ -82,10 +82,16 @@ impl Fixture {
 
     /// Starts member i advertising `advertise` instead of where it listens.
     pub async fn start_with(&self, i: usize, peers: &[SocketAddr], advertise: Vec<String>) -> Running {
+        self.start_at(i, "127.0.0.1:0", peers, advertise).await
+    }
+
+    /// Starts member i listening on `listen`, advertising `advertise` (where it
+    /// listens when empty).
+    pub async fn start_at(&self, i: usize, listen: &str, peers: &[SocketAddr], advertise: Vec<String>) -> Running {
         let cfg = NodeConfig {
             identity: self.identity(i),
             membership: membership::find(&self.home, &format!("m{i}"), GROUP).unwrap(),
-            listen: "127.0.0.1:0".parse().unwrap(),
+            listen: listen.parse().unwrap(),
             advertise,
             peers: peers.iter().map(|a| PeerSpec { member: None, addr: *a }).collect(),
             max_neighbours: 8,

@@ -352,6 +352,8 @@ pub enum Input {
         member: MemberId,
         /// The check its Hello named.
         nonce: u64,
+        /// Where the connection came from.
+        source: SocketAddr,
     },
     /// A circuit through `relay` to `target` failed before the connection was up.
     RelayFailed {
@@ -561,9 +563,13 @@ pub struct Core<S: RecordStore> {
     presence_version: u64,
     /// The relays the last presence named.
     published_relays: Vec<MemberId>,
-    /// Whether a member dialled this node directly from a global address (so it is
-    /// reachable from the internet and needs no relay).
-    dialled_in: bool,
+    /// Whether a member dialled this node directly from a global IPv4 address, and from
+    /// a global IPv6 address off its own links (so it is reachable from the internet in
+    /// that family).
+    dialled_in: (bool, bool),
+    /// When the listener last turned a connection away (a reachability check's
+    /// failure then says nothing of the address).
+    last_accept_failure: Option<Instant>,
     /// Relay offers taken, per relay and asker.
     offers: relay::Offers,
     /// When a hole punch with each member was last tried (one a minute each) and,
@@ -666,7 +672,8 @@ impl<S: RecordStore> Core<S> {
             ready_sent: false,
             presence_version: 0,
             published_relays: Vec::new(),
-            dialled_in: false,
+            dialled_in: (false, false),
+            last_accept_failure: None,
             offers: relay::Offers::default(),
             punches: HashMap::new(),
             base_advertised: cfg
@@ -684,7 +691,8 @@ impl<S: RecordStore> Core<S> {
             judged: reach::Judged {
                 advertised: Vec::new(),
                 dropped: Vec::new(),
-                reachable: false,
+                reachable_v4: false,
+                reachable_v6: false,
             },
             mapped: None,
             lan_found: VecDeque::new(),
@@ -757,8 +765,9 @@ impl<S: RecordStore> Core<S> {
                 addr,
                 result,
             } => self.on_dialed_back(conn, nonce, addr, result),
-            Input::DialedIn { member, nonce } => {
-                if let Some(v) = self.checks.witnessed(nonce, member, now.instant) {
+            Input::DialedIn { member, nonce, source } => {
+                let own = self.own_ips();
+                if let Some(v) = self.checks.witnessed(nonce, member, source.ip(), &own, now.instant) {
                     self.on_verdict(v, now);
                 }
             }
@@ -833,7 +842,7 @@ impl<S: RecordStore> Core<S> {
         // Sooner when the relays it names changed, so members behind NAT stay
         // reachable; at most every few seconds, so a flapping neighbour costs little.
         // The first relays at once (a member behind NAT is unreachable until then).
-        let relays_moved = relay::relays_stale(&self.published_relays, &self.relay_ids(), self.reachable())
+        let relays_moved = relay::relays_stale(&self.published_relays, &self.relay_ids(), self.reachable_v4())
             && (self.published_relays.is_empty() || now.instant.duration_since(self.last_presence) >= RELAYS_REPUBLISH);
         if (relays_moved || now.instant.duration_since(self.last_presence) >= refresh)
             && let Err(e) = self.publish_presence(false, now)
@@ -1370,11 +1379,13 @@ impl<S: RecordStore> Core<S> {
         // A member dialled in through a mapping now lost is reachable no longer (as far
         // as it knows): it names relays again.
         if mapped.is_none() {
-            self.dialled_in = false;
+            self.dialled_in.0 = false;
         }
+        let gone = self.mapped.map(|(a, _)| a);
         self.mapped = mapped;
-        // Check the new candidates with every neighbour.
-        self.checks.ask_again();
+        // Check the new candidates with every neighbour; what was seen of the old
+        // mapping no longer leads here.
+        self.checks.ask_again(gone);
         self.rejudge(now);
     }
 
@@ -1402,7 +1413,22 @@ impl<S: RecordStore> Core<S> {
 
     /// Whether members on the internet can dial this node, as far as it knows.
     fn reachable(&self) -> bool {
-        self.dialled_in || self.judged.reachable
+        self.reachable_v4() || self.dialled_in.1 || self.judged.reachable_v6
+    }
+
+    /// Whether members on the IPv4 internet can dial this node: only then it needs no
+    /// relays (members with IPv4 only could not dial an IPv6 address).
+    fn reachable_v4(&self) -> bool {
+        self.dialled_in.0 || self.judged.reachable_v4
+    }
+
+    /// This node's own addresses (what it could advertise).
+    fn own_ips(&self) -> Vec<IpAddr> {
+        self.candidates()
+            .iter()
+            .filter_map(|a| a.address.parse::<SocketAddr>().ok())
+            .map(|a| a.ip())
+            .collect()
     }
 
     /// Asks each direct neighbour for the reachability checks due with it: one per
@@ -1430,22 +1456,28 @@ impl<S: RecordStore> Core<S> {
     }
 
     /// A neighbour asks to be dialled back on `port` at the address its connection
-    /// comes from: within the limits, dial; otherwise say it was refused.
+    /// comes from: within the limits, dial; over them, say it was refused; far over
+    /// them, say nothing.
     fn on_dial_back(&mut self, id: ConnId, nonce: u64, port: u16, now: Now) {
         let Some(c) = self.conns.get(&id) else { return };
         let (member, addr) = (c.member, SocketAddr::new(c.addr.ip().to_canonical(), port));
-        if port != 0 && c.via == Via::Direct && self.dial_backs.admit(member, now.instant) {
-            self.out.push_back(Output::DialBack {
+        if port == 0 || c.via != Via::Direct {
+            return;
+        }
+        match self.dial_backs.admit(member, now.instant) {
+            reach::Answer::Dial => self.out.push_back(Output::DialBack {
                 conn: id,
                 member,
                 addr,
                 nonce,
-            });
-            return;
+            }),
+            reach::Answer::Refuse => {
+                tracing::debug!("refused a reachability check for {} at {addr}: over the limits", c.name);
+                let outcome = DialOutcome::Refused;
+                self.transmit_frame(id, Arc::new(Message::DialBackResult { nonce, outcome, addr }.encode()));
+            }
+            reach::Answer::Ignore => {}
         }
-        tracing::info!("refused a reachability check for {} at {addr}: over the limits", c.name);
-        let outcome = DialOutcome::Refused;
-        self.transmit_frame(id, Arc::new(Message::DialBackResult { nonce, outcome, addr }.encode()));
     }
 
     /// A dial-back finished: tell the member how it went.
@@ -1490,7 +1522,7 @@ impl<S: RecordStore> Core<S> {
     /// them (so others can likely dial them too), at most [`relay::MAX_RELAYS`]; none
     /// once a member has dialled this node directly (it is reachable).
     fn relay_ids(&self) -> Vec<MemberId> {
-        if self.reachable() {
+        if self.reachable_v4() {
             return Vec::new();
         }
         let mut ids: Vec<MemberId> = self
@@ -1775,6 +1807,7 @@ impl<S: RecordStore> Core<S> {
     }
 
     fn on_accept_failed(&mut self, addr: SocketAddr, reason: String, now: Now) {
+        self.last_accept_failure = Some(now.instant);
         // Anyone can knock: report at most a few per second, not a flood.
         if now.instant.duration_since(self.auth_window.0) > Duration::from_secs(1) {
             self.auth_window = (now.instant, 0);
@@ -2016,11 +2049,14 @@ impl<S: RecordStore> Core<S> {
             }
             return Via::Direct;
         }
-        let own_global = self
-            .base_advertised
-            .iter()
-            .any(|a| a.address.parse::<SocketAddr>().is_ok_and(|a| relay::is_global(a.ip())));
-        if self.mapped.is_some() && !own_global && relay::is_global(up.addr.ip()) {
+        // Mappings are IPv4: an IPv4 peer, when this node has no global IPv4 address.
+        let ip = up.addr.ip().to_canonical();
+        let own_global = self.base_advertised.iter().any(|a| {
+            a.address
+                .parse::<SocketAddr>()
+                .is_ok_and(|a| a.is_ipv4() && relay::is_global(a.ip()))
+        });
+        if self.mapped.is_some() && !own_global && ip.is_ipv4() && relay::is_global(ip) {
             return Via::Mapped;
         }
         Via::Direct
@@ -2032,10 +2068,25 @@ impl<S: RecordStore> Core<S> {
         // member on the same LAN proves nothing of the kind).
         // A neighbour dial only: a whisper's connection may be a hole punch's SYN that
         // reached the listener, which proves nothing of the kind.
+        // Over IPv6, a member on one of this node's own links reaches a global address
+        // past the router's firewall: that proves nothing either.
         let neighbour = up.purpose == Purpose::Neighbour;
-        if !up.outbound && neighbour && up.via == Via::Direct && relay::is_global(up.addr.ip()) && !self.dialled_in {
-            self.dialled_in = true;
-            self.set_status(|_| {});
+        let ip = up.addr.ip().to_canonical();
+        if !up.outbound
+            && neighbour
+            && up.via == Via::Direct
+            && relay::is_global(ip)
+            && !reach::on_own_link(ip, &self.own_ips())
+        {
+            let before = self.dialled_in;
+            if ip.is_ipv4() {
+                self.dialled_in.0 = true;
+            } else {
+                self.dialled_in.1 = true;
+            }
+            if before != self.dialled_in {
+                self.set_status(|_| {});
+            }
         }
         let name = self.admission.names().display(&up.member);
         let had_neighbour = self
@@ -2251,7 +2302,10 @@ impl<S: RecordStore> Core<S> {
             Message::RelayOffer { token, from } => self.on_relay_offer(id, token, from, now),
             Message::DialBack { nonce, port } => self.on_dial_back(id, nonce, port, now),
             Message::DialBackResult { nonce, outcome, addr } => {
-                if let Some(v) = self.checks.answered(nonce, member, outcome, addr, now.instant) {
+                let own = self.own_ips();
+                let refusing = self.last_accept_failure;
+                let answer = (outcome, addr);
+                if let Some(v) = self.checks.answered(nonce, member, answer, &own, refusing, now.instant) {
                     self.on_verdict(v, now);
                 }
             }

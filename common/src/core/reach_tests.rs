@@ -69,54 +69,121 @@ fn result(nonce: u64, outcome: DialOutcome, addr: &str) -> Message {
     }
 }
 
+/// `h`'s dial-back for check `nonce`, arriving from `source`.
+fn dialled_in(h: &Held, nonce: u64, source: &str) -> Input {
+    Input::DialedIn {
+        member: h.m.membership.member_id,
+        nonce,
+        source: source.parse().unwrap(),
+    }
+}
+
+/// Neighbours `hs` (connections 1, 2, ...) that this node dialled, each at
+/// `11.0.0.1N:7400`; the checks each was asked, by connection.
+fn neighbours_asked(core: &mut Core<MemStore>, hs: &[&Held], now: Now) -> Vec<Vec<(u64, u16)>> {
+    for (id, h) in (1..).zip(hs) {
+        core.handle(now, up_with(id, h, to(&format!("11.0.0.1{id}:7400"))));
+    }
+    drain(core);
+    core.handle_timeout(now);
+    let out = drain(core);
+    (1..=hs.len() as ConnId).map(|id| asked(&out, id)).collect()
+}
+
 #[test]
 fn each_neighbour_is_asked_once_for_the_port_and_the_check_settles_only_when_seen() {
     let f = fixture(clock::from_unix(1_800_000_000));
     let now = at(clock::add(f.t0, DAY));
     let mut core = public_core(&f.member, now);
-    core.handle(now, up_with(1, &f.creator, to("11.0.0.9:7400")));
-    drain(&mut core);
-    core.handle_timeout(now);
-    let checks = asked(&drain(&mut core), 1);
-    let [(nonce, 7400)] = checks[..] else {
+    let checks = neighbours_asked(&mut core, &[&f.creator, &f.admin], now);
+    let [(nonce, 7400)] = checks[0][..] else {
         panic!("asked {checks:?}")
     };
     core.handle_timeout(now);
     assert!(asked(&drain(&mut core), 1).is_empty(), "asked once");
     // The neighbour says it works, but the dial-back never came: nothing believed.
     core.handle(now, Input::Frame(1, result(nonce, DialOutcome::Works, "11.0.0.2:7400")));
-    assert!(!core.status().reachable && !core.status().addresses[0].checked);
+    assert!(!core.status().addresses[0].checked);
     // Another member's dial-back with the nonce proves nothing either.
-    let admin = f.admin.m.membership.member_id;
-    core.handle(now, Input::DialedIn { member: admin, nonce });
-    assert!(!core.status().reachable);
-    let creator = f.creator.m.membership.member_id;
-    core.handle(now, Input::DialedIn { member: creator, nonce });
+    core.handle(now, dialled_in(&f.admin, nonce, "11.0.0.12:40000"));
+    assert!(!core.status().addresses[0].checked);
+    core.handle(now, dialled_in(&f.creator, nonce, "11.0.0.11:40000"));
     let status = core.status();
-    assert!(status.reachable && status.addresses[0].checked, "{status:?}");
+    assert!(status.addresses[0].checked, "{status:?}");
+    assert!(!status.reachable, "one member's proof");
+    let [(nonce, _)] = checks[1][..] else { panic!() };
+    core.handle(now, dialled_in(&f.admin, nonce, "11.0.0.12:40000"));
+    core.handle(now, Input::Frame(2, result(nonce, DialOutcome::Works, "11.0.0.2:7400")));
+    assert!(core.status().reachable);
 }
 
-/// A member behind NAT names relays until it learns it is reachable; a check that
-/// succeeded at its global address ends that (whispers then come direct).
+/// A member behind NAT names relays until it learns it is reachable; checks that
+/// succeeded at its global address end that (whispers then come direct), and a lost
+/// mapping brings them back at once.
 #[test]
-fn a_member_checked_reachable_names_no_relays() {
+fn a_member_checked_reachable_names_no_relays_until_its_mapping_is_lost() {
     let f = fixture(clock::from_unix(1_800_000_000));
     let now = at(clock::add(f.t0, DAY));
-    let mut core = public_core(&f.member, now);
+    let mut cfg = config_of(&f.member);
+    cfg.advertised = vec!["192.168.1.5:7400".into()];
+    let mut core = Core::new(cfg, MemStore::new(), now).unwrap();
+    core.handle(now, Input::Mapped(Some(("11.0.0.2:7400".parse().unwrap(), "upnp"))));
+    let checks = neighbours_asked(&mut core, &[&f.creator, &f.admin], now);
+    assert!(!core.relay_ids().is_empty(), "names its relays before the checks");
+    for (id, (h, checks)) in (1..).zip([&f.creator, &f.admin].into_iter().zip(checks)) {
+        let [(nonce, 7400)] = checks[..] else {
+            panic!("{checks:?}")
+        };
+        core.handle(now, dialled_in(h, nonce, &format!("11.0.0.1{id}:40000")));
+        core.handle(
+            now,
+            Input::Frame(id, result(nonce, DialOutcome::Works, "11.0.0.2:7400")),
+        );
+    }
+    assert!(core.status().reachable && core.relay_ids().is_empty());
+    core.handle(now, Input::Mapped(None));
+    assert!(!core.status().reachable);
+    assert!(!core.relay_ids().is_empty());
+    assert_eq!(core.advertised(), ["192.168.1.5:7400"]);
+}
+
+/// Red-team finding: a member on the same link reached a global IPv6 address past the
+/// home router's firewall, and its dial made the node believe the internet could
+/// reach it. Reachable over IPv6 only, a member still names relays for IPv4 members.
+#[test]
+fn a_dial_from_its_own_ipv6_link_does_not_make_a_member_reachable() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let now = at(clock::add(f.t0, DAY));
+    let dual_stack = || {
+        let mut cfg = config_of(&f.member);
+        cfg.advertised = vec!["192.168.1.5:7400".into(), "[2001:470:1::5]:7400".into()];
+        Core::new(cfg, MemStore::new(), now).unwrap()
+    };
+    let mut core = dual_stack();
+    core.handle(now, up_with(1, &f.creator, from("[2001:470:1::9]:50000")));
+    assert!(!core.status().reachable);
+    let mut core = dual_stack();
     core.handle(now, up_with(1, &f.creator, to("11.0.0.9:7400")));
-    core.handle_timeout(now);
+    core.handle(now, up_with(2, &f.admin, from("[2001:470:9::9]:50000")));
+    assert!(core.status().reachable, "dialled from another network");
+    assert!(!core.relay_ids().is_empty(), "IPv4 members still need a relay");
+}
+
+/// Red-team finding: each request over a member's budget cost a reply and a log line.
+#[test]
+fn a_flood_of_check_requests_costs_a_bounded_number_of_answers() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let now = at(clock::add(f.t0, DAY));
+    let mut core = core_of(&f.member, now);
+    core.handle(now, up_with(1, &f.creator, from("11.0.0.9:5555")));
+    drain(&mut core);
+    for nonce in 0..1000 {
+        core.handle(now, Input::Frame(1, Message::DialBack { nonce, port: 9000 }));
+    }
     let out = drain(&mut core);
-    assert!(!core.relay_ids().is_empty(), "names its relay before the check");
-    let [(nonce, _)] = asked(&out, 1)[..] else { panic!() };
-    core.handle(
-        now,
-        Input::DialedIn {
-            member: f.creator.m.membership.member_id,
-            nonce,
-        },
-    );
-    core.handle(now, Input::Frame(1, result(nonce, DialOutcome::Works, "11.0.0.2:7400")));
-    assert!(core.relay_ids().is_empty());
+    let budget = DIAL_BACKS_PER_MEMBER as usize;
+    assert_eq!(dial_backs(&out).len(), budget);
+    assert_eq!(sent(&out, 1).len(), budget, "refusals");
 }
 
 /// A hostile neighbour could aim this node's dials at any host by naming an address.

@@ -152,6 +152,11 @@ impl PerMinute {
         self.count <= limit
     }
 
+    /// Whether this minute's count so far is within `limit` (without counting).
+    pub fn allow_count(&self, limit: u32) -> bool {
+        self.count <= limit
+    }
+
     /// Whether the window's minute is over (it counts nothing any more).
     pub fn ended(&self, now: Instant) -> bool {
         now.duration_since(self.since) >= Duration::from_secs(60)

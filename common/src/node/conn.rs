@@ -385,13 +385,14 @@ pub async fn accept_relayed(
 /// before rather than shared.
 pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     match bind_listener(addr) {
-        // `[::]` on a host without IPv6 (disabled, or no IPv6 in the kernel): IPv4
-        // alone, on the same port.
+        // `[::]` on a host without IPv6 (disabled, or no IPv6 in the kernel), or one
+        // that cannot make it dual-stack: IPv4 alone, on the same port. A port in use
+        // is said as it is.
         Err(e)
             if addr == SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), addr.port())
-                && !crate::membership::ipv6_works() =>
+                && e.kind() != std::io::ErrorKind::AddrInUse =>
         {
-            tracing::info!("IPv6 is not available here ({e}): listening on IPv4 only");
+            tracing::info!("cannot listen on IPv6 here ({e}): listening on IPv4 only");
             bind_listener(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), addr.port()))
         }
         other => other,
@@ -467,16 +468,7 @@ pub async fn punch(spec: PunchSpec, tls: TlsConfigs, events: mpsc::Sender<ConnEv
     };
     let result = async {
         let tcp = loop {
-            let socket = match local {
-                SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
-                SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
-            }
-            .map_err(|e| format!("socket: {e}"))?;
-            // The listener shares its port (SO_REUSEPORT), so the NAT maps this
-            // connection as it maps the listening port.
-            socket.set_reuseaddr(true).map_err(|e| e.to_string())?;
-            socket.set_reuseport(true).map_err(|e| e.to_string())?;
-            socket.bind(local).map_err(|e| format!("bind {local}: {e}"))?;
+            let socket = punch_socket(local)?;
             match tokio::time::timeout(Duration::from_secs(1), socket.connect(to)).await {
                 Ok(Ok(tcp)) => break tcp,
                 Ok(Err(e)) if started.elapsed() >= PUNCH_WINDOW => return Err(format!("connect: {e}")),
@@ -525,6 +517,23 @@ pub async fn dial_back(addr: SocketAddr, member: MemberId, hello: &Message, tls:
     let mut stream = h.stream;
     let _ = stream.shutdown().await;
     Ok(())
+}
+
+/// A socket bound to the listening address `local`, sharing its port (SO_REUSEPORT) so
+/// the NAT maps the connection as it maps the listening port; dual-stack on `[::]`, as
+/// the listener is, so it can reach IPv4 peers whatever the host's default.
+fn punch_socket(local: SocketAddr) -> Result<tokio::net::TcpSocket, String> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(local), Type::STREAM, None).map_err(|e| format!("socket: {e}"))?;
+    if local.is_ipv6() {
+        socket.set_only_v6(false).map_err(|e| format!("socket: {e}"))?;
+    }
+    socket.set_reuse_address(true).map_err(|e| e.to_string())?;
+    socket.set_reuse_port(true).map_err(|e| e.to_string())?;
+    socket.bind(&local.into()).map_err(|e| format!("bind {local}: {e}"))?;
+    socket.set_nonblocking(true).map_err(|e| e.to_string())?;
+    // An unconnected socket handed to tokio to connect (what `from_std_stream` is for).
+    Ok(tokio::net::TcpSocket::from_std_stream(socket.into()))
 }
 
 /// TLS over `stream`, as the client expecting member `expect`, or (`None`) as the
@@ -700,10 +709,13 @@ pub async fn accept_loop(
                 // A neighbour dialling back for a check this node asked: TLS and Hello
                 // are the whole of it.
                 Ok(Ok(h)) if h.purpose == Purpose::DialBack => {
-                    let member = h.cert.member_id;
-                    let _ = events
-                        .send(ConnEvent::Core(Input::DialedIn { member, nonce: h.nonce }))
-                        .await;
+                    let (member, nonce) = (h.cert.member_id, h.nonce);
+                    let dialled_in = Input::DialedIn {
+                        member,
+                        nonce,
+                        source: addr,
+                    };
+                    let _ = events.send(ConnEvent::Core(dialled_in)).await;
                 }
                 Ok(Ok(h)) => {
                     let mine = hello_nonce(&hello);

@@ -26,6 +26,10 @@ pub enum Input {
     },
     /// `/who`: list present members.
     Who,
+    /// `/help`: the commands.
+    Help,
+    /// `/history [N]`: the last N stored messages.
+    History(usize),
     /// `/quit`: leave.
     Quit,
     /// Nothing to do (an empty line).
@@ -33,6 +37,11 @@ pub enum Input {
     /// A command that is not understood, with what to say.
     Bad(String),
 }
+
+/// Messages `/history` shows without a number.
+pub const HISTORY_DEFAULT: usize = 20;
+/// Most messages `/history N` shows.
+pub const HISTORY_MAX: usize = 1000;
 
 /// Parses one line of input (without its newline).
 pub fn parse_input(line: &str) -> Input {
@@ -51,6 +60,14 @@ pub fn parse_input(line: &str) -> Input {
     match name {
         "quit" | "exit" => Input::Quit,
         "who" => Input::Who,
+        "help" | "?" => Input::Help,
+        "history" => match rest.trim() {
+            "" => Input::History(HISTORY_DEFAULT),
+            n => match n.parse::<usize>() {
+                Ok(n) if (1..=HISTORY_MAX).contains(&n) => Input::History(n),
+                _ => Input::Bad(format!("usage: /history [N] (N from 1 to {HISTORY_MAX})")),
+            },
+        },
         "msg" => match rest.trim_start().split_once(' ') {
             Some((member, text)) if !member.is_empty() && !text.trim().is_empty() => Input::Whisper {
                 member: member.to_string(),
@@ -59,7 +76,7 @@ pub fn parse_input(line: &str) -> Input {
             _ => Input::Bad("usage: /msg MEMBER TEXT (MEMBER: friendly name or member-id prefix)".into()),
         },
         _ => Input::Bad(format!(
-            "unknown command /{name}: use /msg, /who or /quit (start with // to send a line beginning with /)"
+            "unknown command /{name}: /help lists the commands (start with // to send a line beginning with /)"
         )),
     }
 }
@@ -82,11 +99,6 @@ pub enum Line {
     Err(String),
 }
 
-/// A human line for stdout: what others wrote, made safe for a terminal.
-fn human_out(line: String) -> Line {
-    Line::Out(sanitize(&line))
-}
-
 /// A human line for stderr, made safe for a terminal.
 fn human_err(line: String) -> Line {
     Line::Err(sanitize(&line))
@@ -106,17 +118,77 @@ fn rfc3339_ms(ms: i64) -> String {
     clock::format_rfc3339(clock::from_unix(ms.div_euclid(1000)))
 }
 
-fn hms(ms: i64, offset: UtcOffset) -> String {
+/// `ms` as local time at `offset`.
+fn local(ms: i64, offset: UtcOffset) -> OffsetDateTime {
     // A time near the ends of the calendar has no local time in every offset.
     let utc = OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let t = utc.checked_to_offset(offset).unwrap_or(utc);
-    format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second())
+    utc.checked_to_offset(offset).unwrap_or(utc)
+}
+
+/// `HH:MM:SS`, with the date before it (`YYYY-MM-DD HH:MM:SS`) when `today` is given
+/// and the time is on another local day.
+fn stamp(ms: i64, offset: UtcOffset, today: Option<time::Date>) -> String {
+    let t = local(ms, offset);
+    let hms = format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second());
+    match today {
+        Some(d) if t.date() != d => format!("{:04}-{:02}-{:02} {hms}", t.year(), u8::from(t.month()), t.day()),
+        _ => hms,
+    }
+}
+
+/// How human lines look: plain (pipes, scripts: exactly as always), or for a person at
+/// a terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Style {
+    /// Names in a colour of their own (a terminal, `NO_COLOR` unset).
+    pub colour: bool,
+    /// Times on another day than today show their date.
+    pub dates: bool,
+}
+
+impl Style {
+    /// Plain lines: no colour, times only.
+    pub const PLAIN: Style = Style {
+        colour: false,
+        dates: false,
+    };
+
+    /// Today's local date at `offset`, when dates are shown.
+    fn today(&self, offset: UtcOffset) -> Option<time::Date> {
+        self.dates
+            .then(|| local((clock::now_precise().unix_timestamp_nanos() / 1_000_000) as i64, offset).date())
+    }
+
+    /// `name` (already safe for a terminal) in `member`'s colour, when colour is on.
+    pub fn paint(&self, name: &str, member: &MemberId) -> String {
+        if !self.colour {
+            return name.to_string();
+        }
+        format!("\x1b[38;5;{}m{name}\x1b[0m", colour_of(member))
+    }
+}
+
+/// A member's colour: one of a set of 256-colour codes readable on dark and light
+/// backgrounds, chosen by its id, so it is the same at every member's terminal.
+pub fn colour_of(member: &MemberId) -> u8 {
+    const PALETTE: [u8; 12] = [31, 32, 33, 34, 35, 36, 91, 92, 94, 95, 96, 166];
+    let sum = member
+        .as_bytes()
+        .iter()
+        .fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(*b)));
+    PALETTE[sum as usize % PALETTE.len()]
 }
 
 /// Formats a stored chat record from someone else. It is `history` when it arrived by
 /// sync and was created before `online_since_ms` (while this node was away); a record
 /// created while online is live even if sync brought it (after a partition, say).
-pub fn message_line(mode: Mode, r: &StoredRecord, name: &str, offset: UtcOffset, online_since_ms: i64) -> Line {
+pub fn message_line(
+    mode: Mode,
+    r: &StoredRecord,
+    name: &str,
+    (offset, style): (UtcOffset, Style),
+    online_since_ms: i64,
+) -> Line {
     let text = String::from_utf8_lossy(&r.record.data);
     match mode {
         Mode::Json => Line::Out(
@@ -132,7 +204,12 @@ pub fn message_line(mode: Mode, r: &StoredRecord, name: &str, offset: UtcOffset,
             })
             .to_string(),
         ),
-        Mode::Human => human_out(format!("[{}] <{}> {}", hms(r.record.created_ms, offset), name, text)),
+        Mode::Human => {
+            // Made safe first, then painted: the colour is ours, never the sender's.
+            let name = style.paint(&sanitize(name), &r.record.creator);
+            let when = stamp(r.record.created_ms, offset, style.today(offset));
+            Line::Out(format!("[{when}] <{name}> {}", sanitize(&text)))
+        }
     }
 }
 
@@ -223,7 +300,7 @@ pub fn error_line(mode: Mode, message: &str) -> Line {
 }
 
 /// Formats a node event; `None` for events a mode does not show.
-pub fn event_line(mode: Mode, e: &Event, offset: UtcOffset) -> Option<Line> {
+pub fn event_line(mode: Mode, e: &Event, (offset, style): (UtcOffset, Style)) -> Option<Line> {
     Some(match (mode, e) {
         (Mode::Json, Event::Ready) => Line::Out(json!({"event": "ready"}).to_string()),
         (Mode::Human, Event::Ready) => Line::Err("* ready: connected and synchronized".into()),
@@ -318,9 +395,16 @@ pub fn event_line(mode: Mode, e: &Event, offset: UtcOffset) -> Option<Line> {
         (
             Mode::Human,
             Event::Whisper {
-                name, text, recv_ns, ..
+                from,
+                name,
+                text,
+                recv_ns,
             },
-        ) => human_out(format!("[{}] *{}* {}", hms(recv_ns / 1_000_000, offset), name, text)),
+        ) => {
+            let name = style.paint(&sanitize(name), from);
+            let when = stamp(recv_ns / 1_000_000, offset, style.today(offset));
+            Line::Out(format!("[{when}] *{name}* {}", sanitize(text)))
+        }
         (
             mode,
             Event::Credential {
@@ -493,27 +577,73 @@ mod tests {
             UtcOffset::from_hms(14, 0, 0).unwrap(),
         ] {
             assert!(matches!(
-                message_line(Mode::Human, &stored, "m", offset, 0),
+                message_line(Mode::Human, &stored, "m", (offset, Style::PLAIN), 0),
                 Line::Out(_)
             ));
         }
         // 9999-12-31T23:59:59Z, the last.
         assert_eq!(
-            hms(253_402_300_799_000, UtcOffset::from_hms(14, 0, 0).unwrap()).len(),
+            stamp(253_402_300_799_000, UtcOffset::from_hms(14, 0, 0).unwrap(), None).len(),
             8
         );
     }
 
+    /// At a terminal: the date on lines from other days, and each name in its member's
+    /// colour, the colour codes ours only (a sender's escapes are taken out first).
+    #[test]
+    fn a_terminal_sees_dates_on_other_days_and_names_in_colour_only_from_us() {
+        let day = time::Date::from_calendar_date(2024, time::Month::January, 1).unwrap();
+        let ms = 1_704_067_210_000; // 2024-01-01T00:00:10Z
+        assert_eq!(stamp(ms, UtcOffset::UTC, Some(day)), "00:00:10");
+        assert_eq!(stamp(ms, UtcOffset::UTC, day.next_day()), "2024-01-01 00:00:10");
+        assert_eq!(stamp(ms, UtcOffset::UTC, None), "00:00:10");
+        let mut r = record::Record::new(record::CHAT_TYPE, MemberId::repeat('b'), ms, 1000);
+        r.data = b"\x1b[31mred\x1b[0m".to_vec();
+        let stored = StoredRecord {
+            record: r,
+            seq: 1,
+            received_ns: 0,
+            via_sync: false,
+        };
+        let colour = Style {
+            colour: true,
+            dates: false,
+        };
+        let Line::Out(l) = message_line(Mode::Human, &stored, "b\x1b]0;x\x07ob", (UtcOffset::UTC, colour), 0) else {
+            panic!()
+        };
+        let code = colour_of(&MemberId::repeat('b'));
+        assert_eq!(l, format!("[00:00:10] <\x1b[38;5;{code}mb]0;xob\x1b[0m> [31mred[0m"));
+        let Line::Out(plain) = message_line(Mode::Human, &stored, "bob", (UtcOffset::UTC, Style::PLAIN), 0) else {
+            panic!()
+        };
+        assert!(!plain.contains('\x1b'), "{plain:?}");
+    }
+
+    #[test]
+    fn help_and_history_commands_parse_and_bad_counts_are_refused() {
+        assert_eq!(parse_input("/help"), Input::Help);
+        assert_eq!(parse_input("/history"), Input::History(HISTORY_DEFAULT));
+        assert_eq!(parse_input("/history 5"), Input::History(5));
+        for bad in ["/history 0", "/history x", "/history 1001", "/history -1"] {
+            assert!(matches!(parse_input(bad), Input::Bad(_)), "{bad}");
+        }
+        let Input::Bad(msg) = parse_input("/frob") else {
+            panic!()
+        };
+        assert!(msg.contains("/help"), "{msg}");
+    }
+
     #[test]
     fn json_events_have_the_documented_fields() {
-        let line = event_line(Mode::Json, &Event::Ready, UtcOffset::UTC).unwrap();
+        let line = event_line(Mode::Json, &Event::Ready, (UtcOffset::UTC, Style::PLAIN)).unwrap();
         assert_eq!(line, Line::Out(r#"{"event":"ready"}"#.into()));
         let e = Event::Member {
             change: MemberChange::Joined,
             member: MemberId::from_bytes([0xab; 20]),
             name: "bob".into(),
         };
-        let Some(Line::Out(s)) = event_line(Mode::Json, &e, UtcOffset::UTC) else {
+        let Some(Line::Out(s)) = event_line(Mode::Json, &e, (UtcOffset::UTC, Style::PLAIN)) else {
             panic!()
         };
         let v: Value = serde_json::from_str(&s).unwrap();

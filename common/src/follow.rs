@@ -87,6 +87,8 @@ pub struct View {
     pub mode: Mode,
     /// Local time offset for human timestamps.
     pub offset: UtcOffset,
+    /// How human lines look.
+    pub style: chat::Style,
     /// When this session went online (unix ms): older synced messages are history.
     pub online_since_ms: i64,
 }
@@ -150,7 +152,13 @@ impl Follower {
                 if r.record.creator != self.view.me && !r.record.deleted {
                     let name = self.names.name(&self.store, &r.record.creator);
                     let v = &self.view;
-                    if !write(chat::message_line(v.mode, r, &name, v.offset, v.online_since_ms)) {
+                    if !write(chat::message_line(
+                        v.mode,
+                        r,
+                        &name,
+                        (v.offset, v.style),
+                        v.online_since_ms,
+                    )) {
                         return Drained::Stopped;
                     }
                 }
@@ -167,9 +175,8 @@ impl Follower {
 /// as human lines sorted by creation time (arrival order differs between members).
 pub fn history(
     store: &Store,
-    me: MemberId,
-    my_name: &str,
-    offset: UtcOffset,
+    (me, my_name): (MemberId, &str),
+    (offset, style): (UtcOffset, chat::Style),
     now_ms: i64,
 ) -> Result<Vec<String>, StoreError> {
     let mut names = Names::new(me, my_name);
@@ -190,7 +197,7 @@ pub fn history(
     for r in &all {
         let name = names.name(store, &r.record.creator);
         // Nothing created later than i64::MAX ms: no history flag; human lines ignore it.
-        if let Line::Out(l) = chat::message_line(Mode::Human, r, &name, offset, i64::MAX) {
+        if let Line::Out(l) = chat::message_line(Mode::Human, r, &name, (offset, style), i64::MAX) {
             lines.push(l);
         }
     }
@@ -243,6 +250,7 @@ mod tests {
                 my_name: "me".into(),
                 mode: Mode::Human,
                 offset: UtcOffset::UTC,
+                style: chat::Style::PLAIN,
                 online_since_ms: 0,
             };
             Follower::open(self.dir.path(), view).unwrap()
@@ -360,7 +368,13 @@ mod tests {
         let mut d = Dir::new();
         d.put(&[(BOB, 0, "old", false), (BOB, 1800, "newer", false)]);
         // Both live 1 h: an hour and a second after T0 only the newer one is live.
-        let lines = history(&d.store, ME, "me", UtcOffset::UTC, T0 + 3_601_000).unwrap();
+        let lines = history(
+            &d.store,
+            (ME, "me"),
+            (UtcOffset::UTC, chat::Style::PLAIN),
+            T0 + 3_601_000,
+        )
+        .unwrap();
         assert_eq!(lines, [format!("[00:30:00] <{}> newer", BOB.short())]);
     }
 
@@ -373,7 +387,7 @@ mod tests {
             (CAROL, 20, "deleted", true),
             (CAROL, 20, "second", false),
         ]);
-        let lines = history(&d.store, ME, "me", UtcOffset::UTC, T0).unwrap();
+        let lines = history(&d.store, (ME, "me"), (UtcOffset::UTC, chat::Style::PLAIN), T0).unwrap();
         let carol = &CAROL.short();
         let bob = &BOB.short();
         assert_eq!(

@@ -21,6 +21,8 @@
 //! - [`sync`]: range-based set reconciliation over record summaries.
 //! - [`chat`]: group-chat's input commands and output lines (human and JSON).
 //! - [`follow`]: following the store for display: the cursor, bounded catch-up, history.
+//! - [`terminal`]: the chat at a terminal: line editing, completion, printing above the
+//!   prompt.
 //! - [`cli`]: what the binaries share: home flag, input/output, error reporting.
 
 /// Secrets kept out of debug output and wiped when dropped (passphrases, passwords).
@@ -49,6 +51,7 @@ pub mod record;
 pub mod sim;
 pub mod store;
 pub mod sync;
+pub mod terminal;
 pub mod tls;
 pub mod wire;
 pub mod xml;

@@ -1,6 +1,6 @@
 //! group-chat: go online with a membership and chat; a front end over common::node.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use common::chat::{self, Input, Line, Mode};
+use common::chat::{self, Input, Line, Mode, Style};
 use common::cli::{self, MembershipArgs, parse_duration_arg};
 use common::clock;
 use common::follow::{self, Drained, Follower, View};
@@ -16,13 +16,14 @@ use common::identity::Identity;
 use common::membership::{self, Membership};
 use common::node::{self, Event, NodeConfig, PeerSpec};
 use common::store::{Durability, STORE_FILE, Store};
+use common::terminal::{self, Churn, Printer, Terminal, Typed};
 use time::UtcOffset;
 
 /// Go online in GROUP as NAME: chat lines from stdin, messages and events out.
 #[derive(Debug, Parser)]
 #[command(
     version,
-    after_help = "Input: a plain line is a chat message; /msg MEMBER TEXT whispers; /who lists present members; /quit or end of input leaves.\n\nExamples:\n  group-chat --identity alice --group Friends\n  group-chat --identity bob --group Friends --json --peer 192.0.2.7:7400\n  group-chat --identity ci --group Builds --send 'build 42 passed'\n  group-chat --identity bob --group Friends --history"
+    after_help = "Input: a plain line is a chat message; /msg MEMBER TEXT whispers; /who lists present members; /history [N] shows the last N messages; /help lists the commands; /quit or end of input leaves. At a terminal: line editing, Up/Down for earlier lines, Tab completes commands and member names, Ctrl-D or Ctrl-C leaves; names in colour unless NO_COLOR is set.\n\nExamples:\n  group-chat --identity alice --group Friends\n  group-chat --identity bob --group Friends --json --peer 192.0.2.7:7400\n  group-chat --identity ci --group Builds --send 'build 42 passed'\n  group-chat --identity bob --group Friends --history"
 )]
 struct Args {
     #[command(flatten)]
@@ -47,6 +48,10 @@ struct Args {
     /// One JSON object per line on stdout for every event (see README)
     #[arg(long)]
     json: bool,
+    /// At a terminal, also show connection changes and status lines (hidden there
+    /// otherwise; pipes always get them)
+    #[arg(short, long)]
+    verbose: bool,
     /// Print the stored chat messages and exit, without going online
     #[arg(long, conflicts_with_all = ["send", "json", "listen", "peer", "advertise", "no_port_mapping", "no_mdns"])]
     history: bool,
@@ -77,7 +82,16 @@ fn run(args: Args, offset: UtcOffset) -> anyhow::Result<()> {
     let identity = Identity::load(&home, &args.target.identity)?;
     let m = membership::find(&home, &args.target.identity, &args.target.group)?;
     if args.history {
-        return print_history(&identity, &m, offset);
+        // Dates on lines from other days, and colour, for a person reading.
+        let style = if std::io::stdout().is_terminal() {
+            terminal_style()
+        } else {
+            Style {
+                colour: false,
+                dates: true,
+            }
+        };
+        return print_history(&identity, &m, (offset, style));
     }
     for a in &args.advertise {
         membership::parse_address(a)?;
@@ -97,11 +111,35 @@ fn run(args: Args, offset: UtcOffset) -> anyhow::Result<()> {
     sent
 }
 
-fn print_history(identity: &Identity, m: &Membership, offset: UtcOffset) -> anyhow::Result<()> {
-    let store = Store::open_read_only(&m.dir.join(STORE_FILE))?;
-    let mut out = String::new();
+/// How a person at a terminal sees lines: dates on other days, names in colour unless
+/// `NO_COLOR` is set (to anything but empty, as no-color.org says).
+fn terminal_style() -> Style {
+    Style {
+        colour: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        dates: true,
+    }
+}
+
+/// The stored messages, oldest first: all of them, or the last `last`.
+fn history_lines(
+    identity: (common::member::MemberId, &str),
+    dir: &std::path::Path,
+    look: (UtcOffset, Style),
+    last: Option<usize>,
+) -> anyhow::Result<Vec<String>> {
+    let store = Store::open_read_only(&dir.join(STORE_FILE))?;
     let now_ms = (clock::now_precise().unix_timestamp_nanos() / 1_000_000) as i64;
-    for l in follow::history(&store, identity.member_id(), identity.friendly_name(), offset, now_ms)? {
+    let mut lines = follow::history(&store, identity, look, now_ms)?;
+    if let Some(n) = last {
+        lines.drain(..lines.len().saturating_sub(n));
+    }
+    Ok(lines)
+}
+
+fn print_history(identity: &Identity, m: &Membership, look: (UtcOffset, Style)) -> anyhow::Result<()> {
+    let me = (identity.member_id(), identity.friendly_name());
+    let mut out = String::new();
+    for l in history_lines(me, &m.dir, look, None)? {
         out.push_str(&l);
         out.push('\n');
     }
@@ -141,6 +179,11 @@ async fn online(
     offset: UtcOffset,
 ) -> anyhow::Result<anyhow::Result<()>> {
     let mode = if args.json { Mode::Json } else { Mode::Human };
+    // A person at a terminal: line editing, lines above the prompt, colour, churn
+    // hidden. Pipes keep plain lines, exactly as before.
+    let interactive =
+        mode == Mode::Human && args.send.is_none() && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let style = if interactive { terminal_style() } else { Style::PLAIN };
     let me = identity.member_id();
     let my_name = identity.friendly_name().to_string();
     let dir = m.dir.clone();
@@ -172,6 +215,7 @@ async fn online(
         my_name: my_name.clone(),
         mode,
         offset,
+        style,
         online_since_ms,
     };
     let opened = Follower::open(&dir, view);
@@ -196,9 +240,39 @@ async fn online(
     let mut dropped = 0u64;
     let dirty = Arc::new(AtomicBool::new(false));
     let closed = Arc::new(AtomicBool::new(false));
+    let names = terminal::Names::default();
+    let (line_tx, mut line_rx) = tokio::sync::mpsc::channel::<Option<String>>(64);
+    // Whether the line editor still runs: lines after it stopped (the goodbyes) are
+    // written plainly, as its printer would leave them without a line end.
+    let editing = Arc::new(AtomicBool::new(interactive));
+    let printer = if interactive {
+        let (mut term, printer) = Terminal::new(names.clone()).context("cannot use the terminal")?;
+        let line_tx = line_tx.clone();
+        let editing = editing.clone();
+        std::thread::spawn(move || {
+            loop {
+                let typed = term.read();
+                let line = match typed {
+                    Typed::Line(l) => Some(l),
+                    Typed::Leave => {
+                        editing.store(false, Ordering::Release);
+                        None
+                    }
+                };
+                let leave = line.is_none();
+                if line_tx.blocking_send(line).is_err() || leave {
+                    return;
+                }
+            }
+        });
+        Some(printer)
+    } else {
+        None
+    };
     let output = {
         let (dirty, closed) = (dirty.clone(), closed.clone());
-        std::thread::spawn(move || output_loop(out_rx, opened, &dirty, &closed))
+        let editing = editing.clone();
+        std::thread::spawn(move || output_loop(out_rx, opened, (&dirty, &closed), printer.map(|p| (p, editing))))
     };
     let notify_records = |tx: &std::sync::mpsc::SyncSender<Out>| {
         // A full queue leaves the flag clear, so the next change asks again.
@@ -208,8 +282,7 @@ async fn online(
     };
     let _ = out_tx.send(Out::Records);
 
-    let (line_tx, mut line_rx) = tokio::sync::mpsc::channel::<Option<String>>(64);
-    if args.send.is_none() {
+    if args.send.is_none() && !interactive {
         std::thread::spawn(move || {
             for line in std::io::stdin().lock().lines() {
                 match line {
@@ -230,14 +303,27 @@ async fn online(
     let deadline = tokio::time::Instant::now() + args.timeout;
     let mut result = Ok(());
     let mut check_closed = tokio::time::interval(Duration::from_millis(200));
+    let mut churn = Churn::default();
     loop {
         tokio::select! {
             ev = events.recv() => {
                 let Some(ev) = ev else { break };
-                if let Some(line) = chat::event_line(mode, &ev, offset)
+                let shown = !interactive || terminal::shown(&ev, args.verbose);
+                if let Some(line) = chat::event_line(mode, &ev, (offset, style))
                     && (!quiet || matches!(ev, Event::Error(_)))
+                    && shown
                 {
                     say(&out_tx, &mut dropped, mode, line);
+                }
+                if interactive && !args.verbose {
+                    for l in churn.event(&ev, std::time::Instant::now()) {
+                        say(&out_tx, &mut dropped, mode, Line::Err(l));
+                    }
+                }
+                // Names to complete: whoever is present.
+                if interactive && matches!(ev, Event::Member { .. } | Event::Ready) {
+                    let members = handle.members().await.unwrap_or_default();
+                    names.set(members.into_iter().filter(|m| !m.is_self).map(|m| m.name));
                 }
                 if ev == Event::Ready && args.send.is_some() {
                     break;
@@ -267,6 +353,20 @@ async fn online(
                         let members = handle.members().await.unwrap_or_default();
                         say(&out_tx, &mut dropped, mode, chat::members_line(mode, &members));
                     }
+                    Input::Help => {
+                        for l in terminal::help_lines() {
+                            say(&out_tx, &mut dropped, mode, Line::Err(l));
+                        }
+                    }
+                    Input::History(n) => {
+                        let look = (offset, if interactive { style } else { Style { colour: false, dates: true } });
+                        match history_lines((me, &my_name), &dir, look, Some(n)) {
+                            // One line of many: a long history is not dropped line by line.
+                            Ok(lines) if !lines.is_empty() => say(&out_tx, &mut dropped, mode, Line::Out(lines.join("\n"))),
+                            Ok(_) => say(&out_tx, &mut dropped, mode, Line::Err("* no stored messages".into())),
+                            Err(e) => say(&out_tx, &mut dropped, mode, chat::error_line(mode, &format!("cannot read the history: {e:#}"))),
+                        }
+                    }
                     Input::Quit => break,
                     Input::Nothing => {}
                     Input::Bad(msg) => say(&out_tx, &mut dropped, mode, chat::error_line(mode, &msg)),
@@ -281,7 +381,14 @@ async fn online(
                 ));
                 break;
             }
-            _ = check_closed.tick() => if closed.load(Ordering::Acquire) { break },
+            _ = check_closed.tick() => {
+                if closed.load(Ordering::Acquire) {
+                    break;
+                }
+                for l in churn.due(std::time::Instant::now()) {
+                    say(&out_tx, &mut dropped, mode, Line::Err(l));
+                }
+            }
         }
     }
     let _ = handle.leave().await;
@@ -300,8 +407,8 @@ async fn online(
 fn output_loop(
     rx: std::sync::mpsc::Receiver<Out>,
     opened: Result<Follower, follow::FollowError>,
-    dirty: &AtomicBool,
-    closed: &AtomicBool,
+    (dirty, closed): (&AtomicBool, &AtomicBool),
+    mut printer: Option<(Printer, Arc<AtomicBool>)>,
 ) {
     let mut follower = match opened {
         Ok(x) => x,
@@ -314,6 +421,14 @@ fn output_loop(
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     let mut write = |line: Line| -> bool {
+        // At a terminal every line goes above the prompt, never through what is being
+        // typed.
+        if let Some((p, editing)) = printer.as_mut()
+            && editing.load(Ordering::Acquire)
+        {
+            let (Line::Out(l) | Line::Err(l)) = line;
+            return p.print(l).is_ok();
+        }
         match line {
             Line::Out(mut l) => {
                 // One write per line, newline included: a line is shown when it is whole.

@@ -20,6 +20,7 @@ pub mod memory;
 pub mod natworld;
 pub mod netns;
 pub mod relay;
+pub mod tmux;
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {

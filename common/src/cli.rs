@@ -114,7 +114,7 @@ pub fn read_export(arg: Option<&str>) -> anyhow::Result<(String, Vec<u8>)> {
 }
 
 /// [`read_input`] with a cap of `cap` bytes.
-fn read_input_capped(arg: Option<&str>, what: &str, cap: usize) -> anyhow::Result<(String, Vec<u8>)> {
+pub fn read_input_capped(arg: Option<&str>, what: &str, cap: usize) -> anyhow::Result<(String, Vec<u8>)> {
     let limit = (cap + 1) as u64;
     let mut bytes = Vec::new();
     match arg {

@@ -11,6 +11,7 @@
 //! - [`group`]: creating a group.
 //! - [`invitation`]: issuing, parsing, verifying invitations, and joining.
 //! - [`record`]: records, their encoding, signatures and the conflict rule.
+//! - [`records`]: the record database for scripts: typed records, attributes, queries.
 //! - [`store`]: the per-membership SQLite record store.
 //! - [`wire`]: frames and messages between peers.
 //! - [`tls`]: TLS 1.3 configurations and the group's certificate verifier.
@@ -48,6 +49,7 @@ pub mod node;
 pub mod password;
 pub mod pki;
 pub mod record;
+pub mod records;
 pub mod sim;
 pub mod store;
 pub mod sync;

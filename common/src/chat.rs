@@ -181,35 +181,85 @@ pub fn colour_of(member: &MemberId) -> u8 {
 
 /// Formats a stored chat record from someone else. It is `history` when it arrived by
 /// sync and was created before `online_since_ms` (while this node was away); a record
-/// created while online is live even if sync brought it (after a partition, say).
+/// created while online is live even if sync brought it (after a partition, say). A
+/// later version is an edit (`edited`), a deletion marker a deletion (`deleted`, no
+/// text); `None` for a deletion from history (of a message never shown here).
 pub fn message_line(
     mode: Mode,
     r: &StoredRecord,
     name: &str,
     (offset, style): (UtcOffset, Style),
     online_since_ms: i64,
-) -> Line {
+) -> Option<Line> {
     let text = String::from_utf8_lossy(&r.record.data);
-    match mode {
-        Mode::Json => Line::Out(
-            json!({
+    let history = r.via_sync && r.record.created_ms < online_since_ms;
+    let (edited, deleted) = (r.record.version > 1 && !r.record.deleted, r.record.deleted);
+    // A deletion marker at version 1 deletes nothing anyone saw; one from history, a
+    // message this person never saw here.
+    if deleted && (r.record.version <= 1 || (history && mode == Mode::Human)) {
+        return None;
+    }
+    Some(match mode {
+        Mode::Json => {
+            let mut v = json!({
                 "event": "message",
                 "id": r.record.id.to_string(),
                 "from": r.record.creator.to_string(),
                 "name": name,
-                "text": text,
                 "created": rfc3339_ms(r.record.created_ms),
                 "recv_ns": r.received_ns,
-                "history": r.via_sync && r.record.created_ms < online_since_ms,
-            })
-            .to_string(),
-        ),
+                "history": history,
+                "edited": edited,
+                "deleted": deleted,
+            });
+            if !deleted {
+                v["text"] = json!(text);
+            }
+            Line::Out(v.to_string())
+        }
         Mode::Human => {
             // Made safe first, then painted: the colour is ours, never the sender's.
             let name = style.paint(&sanitize(name), &r.record.creator);
             let when = stamp(r.record.created_ms, offset, style.today(offset));
-            Line::Out(format!("[{when}] <{name}> {}", sanitize(&text)))
+            if deleted {
+                Line::Out(format!("* {name} deleted their message of {when}"))
+            } else if edited {
+                Line::Out(format!("[{when}] <{name}> (edited) {}", sanitize(&text)))
+            } else {
+                Line::Out(format!("[{when}] <{name}> {}", sanitize(&text)))
+            }
         }
+    })
+}
+
+/// Formats a change to a scripts' record (`group-record`): `added` (its first
+/// version), `updated`, or `deleted`; `name` is its last modifier's.
+pub fn record_line(mode: Mode, r: &StoredRecord, name: &str) -> Line {
+    let change = if r.record.deleted {
+        "deleted"
+    } else if r.record.version > 1 {
+        "updated"
+    } else {
+        "added"
+    };
+    match mode {
+        Mode::Json => Line::Out(
+            json!({
+                "event": "record",
+                "change": change,
+                "name": name,
+                "recv_ns": r.received_ns,
+                "record": crate::records::to_json(&r.record),
+            })
+            .to_string(),
+        ),
+        Mode::Human => human_err(format!(
+            "* record {} of type {} {change} by {}: {}",
+            r.record.id,
+            r.record.rtype,
+            with_id(name, &r.record.modifier),
+            crate::records::to_line(&r.record, name)
+        )),
     }
 }
 
@@ -232,6 +282,36 @@ fn status_json(s: &Status) -> Value {
         .map(|a| json!({"address": a.address, "how": a.how, "checked": a.checked}))
         .collect();
     json!({"event": "status", "listening": s.listening, "connected": s.connected, "synchronized": s.synchronized, "neighbours": s.neighbours, "reachable": s.reachable, "addresses": addresses})
+}
+
+/// The kinds of event `group-chat --events` selects (`record` is off unless asked).
+pub const EVENT_KINDS: [&str; 11] = [
+    "message",
+    "record",
+    "whisper",
+    "member",
+    "connection",
+    "status",
+    "ready",
+    "error",
+    "credential",
+    "revoked",
+    "property",
+];
+
+/// The kind of a node event, as `--events` names it.
+pub fn event_kind(e: &Event) -> &'static str {
+    match e {
+        Event::Ready => "ready",
+        Event::Status(_) => "status",
+        Event::Member { .. } => "member",
+        Event::Connection { .. } => "connection",
+        Event::Whisper { .. } => "whisper",
+        Event::Credential { .. } => "credential",
+        Event::Revoked { .. } => "revoked",
+        Event::Property { .. } => "property",
+        Event::Error(_) => "error",
+    }
 }
 
 /// The answer to `/who`.
@@ -578,7 +658,7 @@ mod tests {
         ] {
             assert!(matches!(
                 message_line(Mode::Human, &stored, "m", (offset, Style::PLAIN), 0),
-                Line::Out(_)
+                Some(Line::Out(_))
             ));
         }
         // 9999-12-31T23:59:59Z, the last.
@@ -609,15 +689,79 @@ mod tests {
             colour: true,
             dates: false,
         };
-        let Line::Out(l) = message_line(Mode::Human, &stored, "b\x1b]0;x\x07ob", (UtcOffset::UTC, colour), 0) else {
+        let Some(Line::Out(l)) = message_line(Mode::Human, &stored, "b\x1b]0;x\x07ob", (UtcOffset::UTC, colour), 0)
+        else {
             panic!()
         };
         let code = colour_of(&MemberId::repeat('b'));
         assert_eq!(l, format!("[00:00:10] <\x1b[38;5;{code}mb]0;xob\x1b[0m> [31mred[0m"));
-        let Line::Out(plain) = message_line(Mode::Human, &stored, "bob", (UtcOffset::UTC, Style::PLAIN), 0) else {
+        let Some(Line::Out(plain)) = message_line(Mode::Human, &stored, "bob", (UtcOffset::UTC, Style::PLAIN), 0)
+        else {
             panic!()
         };
         assert!(!plain.contains('\x1b'), "{plain:?}");
+    }
+
+    /// Issue 13: an edited message is shown as one, a deleted one as a deletion (never
+    /// one from history, nor a marker that deleted nothing); scripts' records as
+    /// record events with their change.
+    #[test]
+    fn edits_deletions_and_record_changes_have_their_forms() {
+        let mut r = record::Record::new(record::CHAT_TYPE, MemberId::repeat('b'), 1_000, 1000);
+        r.data = b"fixed".to_vec();
+        r.version = 2;
+        let mut stored = StoredRecord {
+            record: r,
+            seq: 1,
+            received_ns: 0,
+            via_sync: false,
+        };
+        let look = (UtcOffset::UTC, Style::PLAIN);
+        let human = |s: &StoredRecord| message_line(Mode::Human, s, "bob", look, 0);
+        let json = |s: &StoredRecord| match message_line(Mode::Json, s, "bob", look, 0) {
+            Some(Line::Out(l)) => serde_json::from_str::<Value>(&l).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            human(&stored),
+            Some(Line::Out("[00:00:01] <bob> (edited) fixed".into()))
+        );
+        assert_eq!(json(&stored)["edited"], true);
+        stored.record.deleted = true;
+        stored.record.version = 3;
+        assert_eq!(
+            human(&stored),
+            Some(Line::Out("* bob deleted their message of 00:00:01".into()))
+        );
+        let v = json(&stored);
+        assert!(
+            v["deleted"] == true && v["edited"] == false && v.get("text").is_none(),
+            "{v}"
+        );
+        stored.via_sync = true;
+        let from_history = message_line(Mode::Human, &stored, "bob", look, i64::MAX);
+        assert_eq!(from_history, None, "a deletion from history");
+        stored.record.version = 1;
+        assert_eq!(
+            message_line(Mode::Json, &stored, "bob", look, 0),
+            None,
+            "deleted nothing"
+        );
+        stored.record.rtype = uuid::Uuid::from_u128(7);
+        stored.record.deleted = false;
+        for (version, deleted, change) in [(1, false, "added"), (2, false, "updated"), (3, true, "deleted")] {
+            stored.record.version = version;
+            stored.record.deleted = deleted;
+            let Line::Out(l) = record_line(Mode::Json, &stored, "bob") else {
+                panic!()
+            };
+            let v: Value = serde_json::from_str(&l).unwrap();
+            assert_eq!(
+                (v["event"].as_str(), v["change"].as_str()),
+                (Some("record"), Some(change))
+            );
+            assert_eq!(v["record"]["version"], version);
+        }
     }
 
     #[test]

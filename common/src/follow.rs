@@ -11,7 +11,7 @@ use time::UtcOffset;
 use crate::chat::{self, Line, Mode, Names};
 use crate::member::MemberId;
 use crate::record::CHAT_TYPE;
-use crate::store::{STORE_FILE, Store, StoreError};
+use crate::store::{STORE_FILE, Store, StoreError, StoredRecord};
 
 /// File name of the display cursor inside a membership directory.
 pub const CURSOR_FILE: &str = "display.cursor";
@@ -89,6 +89,11 @@ pub struct View {
     pub offset: UtcOffset,
     /// How human lines look.
     pub style: chat::Style,
+    /// Scripts' records to report (`record` events): `None` none, an empty list every
+    /// type but peergroup's own, else these types.
+    pub records: Option<Vec<uuid::Uuid>>,
+    /// Whether to report chat messages.
+    pub messages: bool,
     /// When this session went online (unix ms): older synced messages are history.
     pub online_since_ms: i64,
 }
@@ -141,7 +146,13 @@ impl Follower {
     /// skipped, so what was shown is never shown again and what was not is not lost.
     pub fn drain(&mut self, mut write: impl FnMut(Line) -> bool) -> Drained {
         loop {
-            let batch = match self.store.after(&CHAT_TYPE, self.cursor.seq, BATCH_RECORDS) {
+            // Only chat unless records are asked for: the store's other changes
+            // (presence refreshes above all) are many.
+            let batch = match &self.view.records {
+                None => self.store.after(&CHAT_TYPE, self.cursor.seq, BATCH_RECORDS),
+                Some(_) => self.store.changed_after(self.cursor.seq, BATCH_RECORDS),
+            };
+            let batch = match batch {
                 Ok(b) => b,
                 Err(e) => return Drained::Unreadable(e),
             };
@@ -149,24 +160,42 @@ impl Follower {
                 return Drained::CaughtUp;
             }
             for r in &batch {
-                if r.record.creator != self.view.me && !r.record.deleted {
-                    let name = self.names.name(&self.store, &r.record.creator);
-                    let v = &self.view;
-                    if !write(chat::message_line(
-                        v.mode,
-                        r,
-                        &name,
-                        (v.offset, v.style),
-                        v.online_since_ms,
-                    )) {
-                        return Drained::Stopped;
-                    }
+                if let Some(line) = self.line_of(r)
+                    && !write(line)
+                {
+                    return Drained::Stopped;
                 }
                 // A cursor that cannot be written costs at most a repeat after a restart;
                 // the display goes on either way.
                 let _ = self.cursor.advance(r.seq);
             }
         }
+    }
+}
+
+impl Follower {
+    /// What to show of a stored record: others' messages (new, edited, deleted), and
+    /// scripts' records of the types asked for, own ones included (a change made with
+    /// `group-record` beside this node).
+    fn line_of(&mut self, r: &StoredRecord) -> Option<Line> {
+        let t = r.record.rtype;
+        if t == CHAT_TYPE {
+            if r.record.creator == self.view.me || !self.view.messages {
+                return None;
+            }
+            let name = self.names.name(&self.store, &r.record.creator);
+            let v = &self.view;
+            return chat::message_line(v.mode, r, &name, (v.offset, v.style), v.online_since_ms);
+        }
+        let wanted = match &self.view.records {
+            Some(types) => !crate::records::is_reserved(&t) && (types.is_empty() || types.contains(&t)),
+            None => false,
+        };
+        if !wanted {
+            return None;
+        }
+        let name = self.names.name(&self.store, &r.record.modifier);
+        Some(chat::record_line(self.view.mode, r, &name))
     }
 }
 
@@ -197,7 +226,7 @@ pub fn history(
     for r in &all {
         let name = names.name(store, &r.record.creator);
         // Nothing created later than i64::MAX ms: no history flag; human lines ignore it.
-        if let Line::Out(l) = chat::message_line(Mode::Human, r, &name, (offset, style), i64::MAX) {
+        if let Some(Line::Out(l)) = chat::message_line(Mode::Human, r, &name, (offset, style), i64::MAX) {
             lines.push(l);
         }
     }
@@ -251,6 +280,8 @@ mod tests {
                 mode: Mode::Human,
                 offset: UtcOffset::UTC,
                 style: chat::Style::PLAIN,
+                records: None,
+                messages: true,
                 online_since_ms: 0,
             };
             Follower::open(self.dir.path(), view).unwrap()

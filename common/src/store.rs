@@ -301,7 +301,9 @@ impl Store {
     }
 
     /// Writes records in one transaction (group commit): inserts new ids, replaces
-    /// existing ones keeping their arrival order. Durable when this returns.
+    /// existing ones. Each write takes the next arrival number, a replacement too, so
+    /// the arrival numbers are the store's change sequence: a follower sees an edit or
+    /// a deletion as it sees a new record. Durable when this returns.
     pub fn put_batch(&mut self, batch: &[Put]) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
@@ -321,7 +323,8 @@ impl Store {
                      ON CONFLICT(id) DO UPDATE SET type = excluded.type, version = excluded.version,
                         creator = excluded.creator, modifier = excluded.modifier, created = excluded.created,
                         modified = excluded.modified, expires = excluded.expires, deleted = excluded.deleted,
-                        digest = excluded.digest, body = excluded.body",
+                        digest = excluded.digest, body = excluded.body, seq = excluded.seq,
+                        received_ns = excluded.received_ns, via_sync = excluded.via_sync",
                 )
                 .map_err(err)?;
             for p in batch {
@@ -488,6 +491,38 @@ impl Store {
         Ok(out)
     }
 
+    /// Up to `limit` records of any type stored (or replaced) after arrival number `seq`,
+    /// in order.
+    pub fn changed_after(&self, seq: i64, limit: usize) -> Result<Vec<StoredRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT body, seq, received_ns, via_sync FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![seq, limit as i64], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, bool>(3)?,
+                ))
+            })
+            .map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (body, seq, received_ns, via_sync) = row.map_err(self.err())?;
+            if let Ok(record) = Record::decode(&body) {
+                out.push(StoredRecord {
+                    record,
+                    seq,
+                    received_ns,
+                    via_sync,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// Highest arrival number stored (0 when empty).
     pub fn max_seq(&self) -> Result<i64, StoreError> {
         self.conn
@@ -617,5 +652,29 @@ mod tests {
         let store = Store::open(&path, Durability::Normal).unwrap();
         assert_eq!(store.record_count().unwrap(), 1, "emptied again at the second open");
         assert_eq!(store.last_seq(), 4);
+    }
+
+    /// Issue 13: a replaced record (an edit, a deletion) takes the next arrival number,
+    /// so a follower after the old one sees the change; the others keep theirs.
+    #[test]
+    fn a_replaced_record_moves_to_the_end_of_the_change_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join(STORE_FILE), Durability::Normal).unwrap();
+        let t = uuid::Uuid::from_u128(7);
+        let mut a = Record::new(t, MemberId::from_bytes([1; 20]), 0, 1000);
+        let b = Record::new(t, MemberId::from_bytes([2; 20]), 0, 1000);
+        store
+            .put_batch(&[Put::new(a.clone(), false, 0), Put::new(b.clone(), false, 0)])
+            .unwrap();
+        a.version = 2;
+        a.deleted = true;
+        store.put_batch(&[Put::new(a.clone(), true, 5)]).unwrap();
+        let changed = store.changed_after(2, 10).unwrap();
+        assert_eq!(changed.len(), 1);
+        assert_eq!((changed[0].record.id, changed[0].seq), (a.id, 3));
+        assert!(changed[0].record.deleted && changed[0].via_sync && changed[0].received_ns == 5);
+        let all = store.changed_after(0, 10).unwrap();
+        assert_eq!(all.iter().map(|r| r.record.id).collect::<Vec<_>>(), [b.id, a.id]);
+        assert_eq!(store.record_count().unwrap(), 2);
     }
 }

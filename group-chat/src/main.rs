@@ -52,6 +52,14 @@ struct Args {
     /// otherwise; pipes always get them)
     #[arg(short, long)]
     verbose: bool,
+    /// Which events to print (comma-separated): message, record, whisper, member,
+    /// connection, status, ready, error, credential, revoked, property, or all
+    /// [default: all but record]
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = event_kind)]
+    events: Vec<String>,
+    /// With record events: only records of TYPE (a UUID or a short name; repeatable)
+    #[arg(long = "record-type", value_name = "TYPE")]
+    record_types: Vec<String>,
     /// Print the stored chat messages and exit, without going online
     #[arg(long, conflicts_with_all = ["send", "json", "listen", "peer", "advertise", "no_port_mapping", "no_mdns"])]
     history: bool,
@@ -67,6 +75,28 @@ struct Args {
     /// normal: survive a crash of the process; full: also survive power loss (fsync per commit)
     #[arg(long, value_name = "MODE", default_value = "normal", value_parser = ["normal", "full"])]
     durability: String,
+}
+
+fn event_kind(text: &str) -> Result<String, String> {
+    if text == "all" || chat::EVENT_KINDS.contains(&text) {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "unknown event kind {text:?}: {} or all",
+            chat::EVENT_KINDS.join(", ")
+        ))
+    }
+}
+
+/// The event kinds `--events` selects.
+fn selected(events: &[String]) -> Vec<&'static str> {
+    if events.is_empty() {
+        return chat::EVENT_KINDS.into_iter().filter(|k| *k != "record").collect();
+    }
+    chat::EVENT_KINDS
+        .into_iter()
+        .filter(|k| events.iter().any(|e| e == "all" || e == k))
+        .collect()
 }
 
 fn main() -> ExitCode {
@@ -184,6 +214,15 @@ async fn online(
     let interactive =
         mode == Mode::Human && args.send.is_none() && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let style = if interactive { terminal_style() } else { Style::PLAIN };
+    let kinds = selected(&args.events);
+    let record_types = args
+        .record_types
+        .iter()
+        .map(|t| common::records::record_type(&m.group.id, t))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !record_types.is_empty() && !kinds.contains(&"record") {
+        anyhow::bail!("--record-type needs record events: add --events record (or all)");
+    }
     let me = identity.member_id();
     let my_name = identity.friendly_name().to_string();
     let dir = m.dir.clone();
@@ -217,6 +256,8 @@ async fn online(
         offset,
         style,
         online_since_ms,
+        records: kinds.contains(&"record").then_some(record_types),
+        messages: kinds.contains(&"message"),
     };
     let opened = Follower::open(&dir, view);
     let (handle, mut events, task) = node::start(cfg).await.context("cannot go online")?;
@@ -308,7 +349,7 @@ async fn online(
         tokio::select! {
             ev = events.recv() => {
                 let Some(ev) = ev else { break };
-                let shown = !interactive || terminal::shown(&ev, args.verbose);
+                let shown = (!interactive || terminal::shown(&ev, args.verbose)) && kinds.contains(&chat::event_kind(&ev));
                 if let Some(line) = chat::event_line(mode, &ev, (offset, style))
                     && (!quiet || matches!(ev, Event::Error(_)))
                     && shown

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use peergroup_tests::Output;
 use peergroup_tests::group::*;
+use peergroup_tests::{Output, Peer};
 use serde_json::Value;
 
 /// `group-record ARGS` as `m`.
@@ -41,11 +41,36 @@ fn until_listed(m: &Member, args: &[&str], what: &str, pred: impl Fn(&[Value]) -
     }
 }
 
+/// `m`'s `group-chat --json` with record events (of `types`, or all).
+fn following(m: &Member, types: &[&str]) -> Peer {
+    let mut args = vec!["--events", "record,ready,member,error"];
+    for t in types {
+        args.extend_from_slice(&["--record-type", t]);
+    }
+    m.chat(&args)
+}
+
+/// Waits for `p`'s record event with `change` for record `id`.
+#[track_caller]
+fn record_event(p: &mut Peer, change: &str, id: &str) -> Value {
+    p.wait_for(&format!("record {change} {id}"), WAIT, |e| {
+        e["event"] == "record" && e["change"] == change && e["record"]["id"] == id
+    })
+}
+
 #[test]
 fn a_ci_job_publishes_updates_and_deletes_records_that_other_members_query() {
     let g = group(&["alice", "bob", "carol"]);
-    let (alice, bob, mut carol) = three_online(&g);
     let (a, b, c) = (&g[0], &g[1], &g[2]);
+    // alice follows builds only; carol every record type; bob is the CI machine.
+    let mut alice = following(a, &["build"]);
+    let mut bob = b.online();
+    let mut carol = following(c, &[]);
+    for p in [&mut alice, &mut bob, &mut carol] {
+        wait_ready(p);
+    }
+    wait_present(&mut alice, b);
+    wait_present(&mut carol, b);
 
     // bob, the CI job, posts a build result beside its running group-chat.
     let log = b.home.path().join("log.txt");
@@ -79,6 +104,11 @@ fn a_ci_job_publishes_updates_and_deletes_records_that_other_members_query() {
     assert_eq!(seen[0]["attributes"]["number"], 42);
     assert_eq!(seen[0]["text"], "all 319 tests passed\n");
     assert_eq!(seen[0]["creator"], b.id.as_str());
+    for p in [&mut alice, &mut carol] {
+        let e = record_event(p, "added", &id);
+        assert_eq!(e["record"]["attributes"]["commit"], "3f2a9c1", "{e}");
+        assert_eq!(e["name"], "bob");
+    }
 
     // Updated: the new version reaches the others; searches see the new attribute.
     record(b, &["update", &id, "--attr", "status=passed"]).ok();
@@ -89,6 +119,11 @@ fn a_ci_job_publishes_updates_and_deletes_records_that_other_members_query() {
         |r| r.len() == 1 && r[0]["version"] == 2,
     );
     assert!(listed(a, &["search", "number>42", "--json"]).is_empty());
+    let e = record_event(&mut carol, "updated", &id);
+    assert_eq!(e["record"]["version"], 2);
+    // A record of another type: carol hears of it, alice (builds only) does not.
+    let note = record(b, &["add", "--type", "note", "--attr", "k=v"]).ok();
+    record_event(&mut carol, "added", note.stdout.trim());
     // A type filter naming nothing stored is an error; a search matching nothing is not.
     record(a, &["list", "--type", "bulid"]).fails_with("no records of type bulid");
 
@@ -97,25 +132,40 @@ fn a_ci_job_publishes_updates_and_deletes_records_that_other_members_query() {
     record(c, &["update", &id, "--attr", "status=failed"]).fails_with("is not yours");
     assert_eq!(listed(c, &["get", &id, "--json"])[0]["version"], 2);
 
-    // Offline: carol leaves; bob posts another; carol sees it when she is back.
+    // Offline: carol leaves; bob posts another, alice (an admin) deletes bob's first;
+    // carol sees both changes when she is back, and nothing twice.
     carol.send("/quit");
     assert_eq!(carol.exits(WAIT), 0, "carol's /quit");
     let second = record(b, &["add", "--type", "build", "--attr", "number:int=43"]).ok();
     let second = second.stdout.trim().to_string();
-    let mut carol = c.online();
-    wait_ready(&mut carol);
-    until_listed(c, &["list", "--type", "build", "--json"], "the second build", |r| {
-        r.iter().any(|x| x["id"] == second.as_str())
-    });
-
-    // alice, an admin, deletes bob's first record: gone everywhere.
     record(a, &["delete", &id]).ok();
+    record_event(&mut alice, "added", &second);
+    let mut carol = following(c, &[]);
+    wait_ready(&mut carol);
+    record_event(&mut carol, "added", &second);
+    let gone = record_event(&mut carol, "deleted", &id);
+    assert_eq!(gone["record"]["modifier"], a.id.as_str(), "{gone}");
+    assert_eq!(gone["name"], "alice");
     for m in [b, c] {
         until_listed(m, &["list", "--type", "build", "--json"], "the deletion", |r| {
             r.len() == 1 && r[0]["id"] == second.as_str()
         });
     }
     record(b, &["get", &id]).fails_with("is deleted");
+    let shown = carol.events_of("record");
+    assert!(
+        !shown
+            .iter()
+            .any(|e| e["record"]["id"] == id.as_str() && e["change"] != "deleted"),
+        "carol's second session showed earlier changes again: {shown:?}"
+    );
+    assert!(
+        alice
+            .events_of("record")
+            .iter()
+            .all(|e| e["record"]["type"] == seen[0]["type"]),
+        "alice asked for builds only"
+    );
     drop((alice, bob, carol));
 }
 

@@ -442,7 +442,8 @@ pub enum Output {
     Event(Event),
     /// Answer a command.
     Reply(RequestId, Reply),
-    /// Chat records were committed: the store's highest arrival number now.
+    /// Chat records or scripts' records (any type but peergroup's own) were committed:
+    /// the store's highest arrival number now (followers of the store look).
     ChatStored(i64),
     /// Where members were seen changed: the known-peers file's new text.
     KnownPeers(String),
@@ -2855,7 +2856,7 @@ impl<S: RecordStore> Core<S> {
             if p.record.rtype == PRESENCE_TYPE {
                 self.apply_presence(&p.record, now);
             }
-            chat |= p.record.rtype == CHAT_TYPE;
+            chat |= p.record.rtype == CHAT_TYPE || !crate::records::is_reserved(&p.record.rtype);
         }
         let bodies: Vec<Vec<u8>> = accepted.into_iter().map(|p| p.body).collect();
         self.flood(bodies, from);

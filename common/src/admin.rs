@@ -134,6 +134,18 @@ pub fn publish(m: &Membership, records: &[Record], now_ms: i64) -> Result<Delive
         }
     }
     let mut store = Store::open(&m.dir.join(STORE_FILE), Durability::Normal)?;
+    // Under the lock: a scripts' record changed by another run since this one read it
+    // would be overwritten by an older version (a lost update).
+    for r in records.iter().filter(|r| !crate::records::is_reserved(&r.rtype)) {
+        if let Some(stored) = store.get(&r.id)?
+            && stored.version >= r.version
+        {
+            return Err(AdminError::Refused(format!(
+                "record {} changed meanwhile (version {} is stored): read it again and retry",
+                r.id, stored.version
+            )));
+        }
+    }
     let now_ns = now_ms.saturating_mul(1_000_000);
     let puts: Vec<Put> = records.iter().map(|r| Put::new(r.clone(), false, now_ns)).collect();
     store.put_batch(&puts)?;

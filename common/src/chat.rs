@@ -183,14 +183,17 @@ pub fn colour_of(member: &MemberId) -> u8 {
 /// sync and was created before `online_since_ms` (while this node was away); a record
 /// created while online is live even if sync brought it (after a partition, say). A
 /// later version is an edit (`edited`), a deletion marker a deletion (`deleted`, no
-/// text); `None` for a deletion from history (of a message never shown here).
+/// text); `None` for a deletion from history (of a message never shown here). `names`
+/// are the creator's and the last modifier's: an admin may edit or delete another's
+/// message, and the line then says who did.
 pub fn message_line(
     mode: Mode,
     r: &StoredRecord,
-    name: &str,
+    (name, modifier_name): (&str, &str),
     (offset, style): (UtcOffset, Style),
     online_since_ms: i64,
 ) -> Option<Line> {
+    let by_other = r.record.modifier != r.record.creator;
     let text = String::from_utf8_lossy(&r.record.data);
     let history = r.via_sync && r.record.created_ms < online_since_ms;
     let (edited, deleted) = (r.record.version > 1 && !r.record.deleted, r.record.deleted);
@@ -211,9 +214,13 @@ pub fn message_line(
                 "history": history,
                 "edited": edited,
                 "deleted": deleted,
+                "modifier": r.record.modifier.to_string(),
             });
             if !deleted {
                 v["text"] = json!(text);
+            }
+            if by_other {
+                v["modifier_name"] = json!(modifier_name);
             }
             Line::Out(v.to_string())
         }
@@ -221,8 +228,13 @@ pub fn message_line(
             // Made safe first, then painted: the colour is ours, never the sender's.
             let name = style.paint(&sanitize(name), &r.record.creator);
             let when = stamp(r.record.created_ms, offset, style.today(offset));
-            if deleted {
+            let by = style.paint(&sanitize(modifier_name), &r.record.modifier);
+            if deleted && by_other {
+                Line::Out(format!("* {by} deleted {name}'s message of {when}"))
+            } else if deleted {
                 Line::Out(format!("* {name} deleted their message of {when}"))
+            } else if edited && by_other {
+                Line::Out(format!("[{when}] <{name}> (edited by {by}) {}", sanitize(&text)))
             } else if edited {
                 Line::Out(format!("[{when}] <{name}> (edited) {}", sanitize(&text)))
             } else {
@@ -282,6 +294,16 @@ fn status_json(s: &Status) -> Value {
         .map(|a| json!({"address": a.address, "how": a.how, "checked": a.checked}))
         .collect();
     json!({"event": "status", "listening": s.listening, "connected": s.connected, "synchronized": s.synchronized, "neighbours": s.neighbours, "reachable": s.reachable, "addresses": addresses})
+}
+
+/// The answer to `/history`: the lines as one (a long history is not dropped line by
+/// line when the display falls behind); in JSON one `history` object holding them, so
+/// every line of output stays one object.
+pub fn history_line(mode: Mode, lines: Vec<String>) -> Line {
+    match mode {
+        Mode::Json => Line::Out(json!({"event": "history", "lines": lines}).to_string()),
+        Mode::Human => Line::Out(lines.join("\n")),
+    }
 }
 
 /// The kinds of event `group-chat --events` selects (`record` is off unless asked).
@@ -657,7 +679,7 @@ mod tests {
             UtcOffset::from_hms(14, 0, 0).unwrap(),
         ] {
             assert!(matches!(
-                message_line(Mode::Human, &stored, "m", (offset, Style::PLAIN), 0),
+                message_line(Mode::Human, &stored, ("m", "m"), (offset, Style::PLAIN), 0),
                 Some(Line::Out(_))
             ));
         }
@@ -689,13 +711,19 @@ mod tests {
             colour: true,
             dates: false,
         };
-        let Some(Line::Out(l)) = message_line(Mode::Human, &stored, "b\x1b]0;x\x07ob", (UtcOffset::UTC, colour), 0)
-        else {
+        let Some(Line::Out(l)) = message_line(
+            Mode::Human,
+            &stored,
+            ("b\x1b]0;x\x07ob", ""),
+            (UtcOffset::UTC, colour),
+            0,
+        ) else {
             panic!()
         };
         let code = colour_of(&MemberId::repeat('b'));
         assert_eq!(l, format!("[00:00:10] <\x1b[38;5;{code}mb]0;xob\x1b[0m> [31mred[0m"));
-        let Some(Line::Out(plain)) = message_line(Mode::Human, &stored, "bob", (UtcOffset::UTC, Style::PLAIN), 0)
+        let Some(Line::Out(plain)) =
+            message_line(Mode::Human, &stored, ("bob", "bob"), (UtcOffset::UTC, Style::PLAIN), 0)
         else {
             panic!()
         };
@@ -717,8 +745,8 @@ mod tests {
             via_sync: false,
         };
         let look = (UtcOffset::UTC, Style::PLAIN);
-        let human = |s: &StoredRecord| message_line(Mode::Human, s, "bob", look, 0);
-        let json = |s: &StoredRecord| match message_line(Mode::Json, s, "bob", look, 0) {
+        let human = |s: &StoredRecord| message_line(Mode::Human, s, ("bob", "bob"), look, 0);
+        let json = |s: &StoredRecord| match message_line(Mode::Json, s, ("bob", "bob"), look, 0) {
             Some(Line::Out(l)) => serde_json::from_str::<Value>(&l).unwrap(),
             other => panic!("{other:?}"),
         };
@@ -739,11 +767,19 @@ mod tests {
             "{v}"
         );
         stored.via_sync = true;
-        let from_history = message_line(Mode::Human, &stored, "bob", look, i64::MAX);
+        // An admin's deletion says whose message and who deleted it.
+        stored.record.modifier = MemberId::repeat('a');
+        let by_admin = message_line(Mode::Human, &stored, ("bob", "alice"), look, 0);
+        assert_eq!(
+            by_admin,
+            Some(Line::Out("* alice deleted bob's message of 00:00:01".into()))
+        );
+        stored.record.modifier = stored.record.creator;
+        let from_history = message_line(Mode::Human, &stored, ("bob", "bob"), look, i64::MAX);
         assert_eq!(from_history, None, "a deletion from history");
         stored.record.version = 1;
         assert_eq!(
-            message_line(Mode::Json, &stored, "bob", look, 0),
+            message_line(Mode::Json, &stored, ("bob", "bob"), look, 0),
             None,
             "deleted nothing"
         );

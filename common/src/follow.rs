@@ -15,6 +15,9 @@ use crate::store::{STORE_FILE, Store, StoreError, StoredRecord};
 
 /// File name of the display cursor inside a membership directory.
 pub const CURSOR_FILE: &str = "display.cursor";
+/// The cursor of sessions that report records but no messages (`--events record`): a
+/// script following records does not use up what a person has yet to see.
+pub const RECORDS_CURSOR_FILE: &str = "records.cursor";
 
 /// Most records a follower reads from the store at once: memory stays constant however
 /// far behind the display is.
@@ -125,7 +128,11 @@ impl Follower {
     /// membership directory `dir`.
     pub fn open(dir: &Path, view: View) -> Result<Follower, FollowError> {
         let store = Store::open_read_only(&dir.join(STORE_FILE))?;
-        let path = dir.join(CURSOR_FILE);
+        let path = dir.join(if view.messages || view.records.is_none() {
+            CURSOR_FILE
+        } else {
+            RECORDS_CURSOR_FILE
+        });
         let cursor = Cursor::open(&path).map_err(|source| FollowError::Cursor { path, source })?;
         Ok(Follower {
             store,
@@ -166,8 +173,13 @@ impl Follower {
                     return Drained::Stopped;
                 }
                 // A cursor that cannot be written costs at most a repeat after a restart;
-                // the display goes on either way.
-                let _ = self.cursor.advance(r.seq);
+                // the display goes on either way. A session showing neither messages
+                // nor records moves on in memory only: the file marks what was shown.
+                if self.view.messages || self.view.records.is_some() {
+                    let _ = self.cursor.advance(r.seq);
+                } else {
+                    self.cursor.seq = r.seq;
+                }
             }
         }
     }
@@ -184,8 +196,9 @@ impl Follower {
                 return None;
             }
             let name = self.names.name(&self.store, &r.record.creator);
+            let by = self.names.name(&self.store, &r.record.modifier);
             let v = &self.view;
-            return chat::message_line(v.mode, r, &name, (v.offset, v.style), v.online_since_ms);
+            return chat::message_line(v.mode, r, (&name, &by), (v.offset, v.style), v.online_since_ms);
         }
         let wanted = match &self.view.records {
             Some(types) => !crate::records::is_reserved(&t) && (types.is_empty() || types.contains(&t)),
@@ -225,8 +238,9 @@ pub fn history(
     let mut lines = Vec::with_capacity(all.len());
     for r in &all {
         let name = names.name(store, &r.record.creator);
+        let by = names.name(store, &r.record.modifier);
         // Nothing created later than i64::MAX ms: no history flag; human lines ignore it.
-        if let Some(Line::Out(l)) = chat::message_line(Mode::Human, r, &name, (offset, style), i64::MAX) {
+        if let Some(Line::Out(l)) = chat::message_line(Mode::Human, r, (&name, &by), (offset, style), i64::MAX) {
             lines.push(l);
         }
     }
@@ -379,6 +393,27 @@ mod tests {
         assert_eq!(shown.len(), 2);
         drop(f);
         assert_eq!(drain_texts(&mut d.follower()), ["three", "four"]);
+    }
+
+    /// Red-team finding: a session printing no messages (`--events member,status`)
+    /// moved the shared cursor past them, and the person never saw them.
+    #[test]
+    fn a_session_not_showing_messages_leaves_them_for_the_next_one() {
+        let mut d = Dir::new();
+        d.put(&[(BOB, 1, "one", false), (BOB, 2, "two", false)]);
+        let mut quiet = d.follower();
+        quiet.view.messages = false;
+        let mut shown = 0;
+        assert!(matches!(
+            quiet.drain(|_| {
+                shown += 1;
+                true
+            }),
+            Drained::CaughtUp
+        ));
+        assert_eq!(shown, 0);
+        drop(quiet);
+        assert_eq!(drain_texts(&mut d.follower()), ["one", "two"]);
     }
 
     #[test]

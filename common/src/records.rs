@@ -474,6 +474,41 @@ pub fn to_line(r: &Record, creator_name: &str) -> String {
     .to_string()
 }
 
+/// A record for a person: its fields a line each, then its data (as text when it is
+/// UTF-8, else base64). Every line is made safe for a terminal: names and values come
+/// from other members.
+pub fn describe(r: &Record, name: impl Fn(&MemberId) -> String) -> String {
+    let v = to_json(r);
+    let mut lines = vec![
+        format!("id: {}", r.id),
+        format!("type: {}", r.rtype),
+        format!("creator: {} ({})", name(&r.creator), r.creator),
+        format!("modifier: {} ({})", name(&r.modifier), r.modifier),
+        format!("version: {}", r.version),
+        format!("created: {}", rfc3339_ms(r.created_ms)),
+        format!("modified: {}", rfc3339_ms(r.modified_ms)),
+        format!("expires: {}", rfc3339_ms(r.expires_ms)),
+    ];
+    for (k, val) in &r.attributes {
+        let shown = match val {
+            AttrValue::Str(s) => s.clone(),
+            AttrValue::Int(i) => i.to_string(),
+            AttrValue::Date(ms) => rfc3339_ms(*ms),
+        };
+        lines.push(format!("attr: {k}={shown}"));
+    }
+    match v["text"].as_str() {
+        Some(text) => lines.push(format!("data: {text}")),
+        None => lines.push(format!("data (base64): {}", v["data"].as_str().unwrap_or(""))),
+    }
+    let mut out = String::new();
+    for l in lines {
+        out.push_str(&crate::names::sanitize(&l));
+        out.push('\n');
+    }
+    out
+}
+
 /// Whether `who` (with `admin` as its role) may change `r`: its creator, or an admin.
 pub fn may_change(r: &Record, who: &MemberId, admin: bool) -> bool {
     r.creator == *who || admin
@@ -592,6 +627,21 @@ mod tests {
         assert_eq!(v["data"], "b2s=");
         assert_eq!(v["text"], "ok");
         assert_eq!(v["version"], 1);
+    }
+
+    /// Red-team finding: `get` printed attribute names and values as they came, so a
+    /// member's record could forge lines or send escape sequences to the reader.
+    #[test]
+    fn a_described_record_cannot_forge_lines_or_escape() {
+        let mut r = rec(&[]);
+        r.attributes.push((
+            "k\nmodifier: x\x1b[2J".into(),
+            AttrValue::Str("v\nid: forged\x1b]0;pwn\x07".into()),
+        ));
+        r.data = b"text\x1b[31m\nmore".to_vec();
+        let out = describe(&r, |_| "bo\nb\x1b".into());
+        assert!(!out.contains('\x1b') && !out.contains('\x07'), "{out:?}");
+        assert_eq!(out.lines().count(), 10, "{out}");
     }
 
     #[test]

@@ -167,6 +167,46 @@ impl Terminal {
     }
 }
 
+/// The terminal's settings before the editor changed them, put back at exit: the
+/// editor leaves raw mode only when a read returns, and the node may stop while one
+/// waits (`/quit` typed, SIGTERM, revocation).
+#[derive(Debug)]
+pub struct Saved(Option<rustix::termios::Termios>);
+
+impl Saved {
+    /// Reads stdin's terminal settings now.
+    pub fn now() -> Saved {
+        Saved(rustix::termios::tcgetattr(std::io::stdin()).ok())
+    }
+
+    /// Puts them back, and turns bracketed paste off again.
+    pub fn restore(&self) {
+        use std::io::Write;
+        if let Some(t) = &self.0 {
+            let _ = rustix::termios::tcsetattr(std::io::stdin(), rustix::termios::OptionalActions::Now, t);
+        }
+        let mut out = std::io::stdout();
+        let _ = out.write_all(b"\x1b[?2004l").and_then(|()| out.flush());
+    }
+}
+
+/// Longest line printed above the prompt: the printer holds what it cannot show yet
+/// (while a search or a completion list is up), so a flood of long lines stays small.
+pub const MAX_LINE_CHARS: usize = 4000;
+
+/// `line` as the printer takes it: at most [`MAX_LINE_CHARS`] characters (the rest
+/// said to be cut), ending with a line break.
+pub fn printable(line: String) -> String {
+    let mut line = match line.char_indices().nth(MAX_LINE_CHARS) {
+        Some((at, _)) => format!("{} [cut]", &line[..at]),
+        None => line,
+    };
+    if !line.ends_with('\n') {
+        line.push('\n');
+    }
+    line
+}
+
 /// The `/help` text, one line per command.
 pub fn help_lines() -> Vec<String> {
     let mut lines = vec!["* commands (a line without / is a chat message; // sends one starting with /):".to_string()];
@@ -375,6 +415,17 @@ mod tests {
         assert!(c.due(t0 + GRACE * 2).is_empty(), "once");
         let back = c.event(&status(2), t0 + GRACE * 3);
         assert_eq!(back, ["* connected again (2 neighbour(s))"]);
+    }
+
+    /// Red-team findings: lines printed while the editor was not reading ran together
+    /// (the printer adds no line break then), and a flood of long lines held while a
+    /// search was up could grow without end.
+    #[test]
+    fn printed_lines_end_with_a_break_and_are_cut_at_the_limit() {
+        assert_eq!(printable("one".into()), "one\n");
+        assert_eq!(printable("two\n".into()), "two\n");
+        let long = printable("é".repeat(MAX_LINE_CHARS + 10));
+        assert_eq!(long.chars().count(), MAX_LINE_CHARS + " [cut]\n".len());
     }
 
     #[test]

@@ -286,6 +286,7 @@ async fn online(
     // Whether the line editor still runs: lines after it stopped (the goodbyes) are
     // written plainly, as its printer would leave them without a line end.
     let editing = Arc::new(AtomicBool::new(interactive));
+    let saved = interactive.then(terminal::Saved::now);
     let printer = if interactive {
         let (mut term, printer) = Terminal::new(names.clone()).context("cannot use the terminal")?;
         let line_tx = line_tx.clone();
@@ -293,14 +294,18 @@ async fn online(
         std::thread::spawn(move || {
             loop {
                 let typed = term.read();
-                let line = match typed {
-                    Typed::Line(l) => Some(l),
-                    Typed::Leave => {
-                        editing.store(false, Ordering::Release);
-                        None
+                // After /quit the editor reads no more: a read would put the terminal
+                // back into raw mode as the process ends.
+                let (line, leave) = match typed {
+                    Typed::Line(l) => {
+                        let quit = chat::parse_input(&l) == Input::Quit;
+                        (Some(l), quit)
                     }
+                    Typed::Leave => (None, true),
                 };
-                let leave = line.is_none();
+                if leave {
+                    editing.store(false, Ordering::Release);
+                }
                 if line_tx.blocking_send(line).is_err() || leave {
                     return;
                 }
@@ -402,8 +407,7 @@ async fn online(
                     Input::History(n) => {
                         let look = (offset, if interactive { style } else { Style { colour: false, dates: true } });
                         match history_lines((me, &my_name), &dir, look, Some(n)) {
-                            // One line of many: a long history is not dropped line by line.
-                            Ok(lines) if !lines.is_empty() => say(&out_tx, &mut dropped, mode, Line::Out(lines.join("\n"))),
+                            Ok(lines) if mode == Mode::Json || !lines.is_empty() => say(&out_tx, &mut dropped, mode, chat::history_line(mode, lines)),
                             Ok(_) => say(&out_tx, &mut dropped, mode, Line::Err("* no stored messages".into())),
                             Err(e) => say(&out_tx, &mut dropped, mode, chat::error_line(mode, &format!("cannot read the history: {e:#}"))),
                         }
@@ -442,6 +446,9 @@ async fn online(
     if ack_rx.recv_timeout(Duration::from_secs(2)).is_ok() {
         let _ = output.join();
     }
+    if let Some(saved) = saved {
+        saved.restore();
+    }
     Ok(result)
 }
 
@@ -468,7 +475,7 @@ fn output_loop(
             && editing.load(Ordering::Acquire)
         {
             let (Line::Out(l) | Line::Err(l)) = line;
-            return p.print(l).is_ok();
+            return p.print(terminal::printable(l)).is_ok();
         }
         match line {
             Line::Out(mut l) => {

@@ -212,7 +212,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             let text = if output.json {
                 format!("{}\n", records::to_json(&r))
             } else {
-                describe(&s, &r)
+                records::describe(&r, |m| s.known.names.display(m))
             };
             cli::write_stdout(text.as_bytes())
         }
@@ -263,34 +263,4 @@ fn print_found(s: &Session, rtype: Option<&str>, query: &Query, since: Option<i6
         out.push('\n');
     }
     cli::write_stdout(out.as_bytes())
-}
-
-/// A record for a person: its fields a line each, then its data.
-fn describe(s: &Session, r: &Record) -> String {
-    let v = records::to_json(r);
-    let name = |m| s.known.names.display(m);
-    let mut out = format!(
-        "id: {}\ntype: {}\ncreator: {} ({})\nmodifier: {} ({})\nversion: {}\ncreated: {}\nmodified: {}\nexpires: {}\n",
-        r.id,
-        r.rtype,
-        name(&r.creator),
-        r.creator,
-        name(&r.modifier),
-        r.modifier,
-        r.version,
-        v["created"].as_str().unwrap_or(""),
-        v["modified"].as_str().unwrap_or(""),
-        v["expires"].as_str().unwrap_or(""),
-    );
-    if let Some(attrs) = v["attributes"].as_object() {
-        for (k, val) in attrs {
-            let shown = val.as_str().map_or_else(|| val.to_string(), str::to_string);
-            out.push_str(&format!("attr: {k}={shown}\n"));
-        }
-    }
-    match v["text"].as_str() {
-        Some(text) => out.push_str(&format!("data: {}\n", common::names::sanitize(text))),
-        None => out.push_str(&format!("data (base64): {}\n", v["data"].as_str().unwrap_or(""))),
-    }
-    out
 }

@@ -28,7 +28,8 @@ impl Tmux {
     }
 
     /// Starts `cmd` (program, arguments and environment) in a `cols` x `rows` pane; when
-    /// it ends the pane shows `EXIT <status>` and stays.
+    /// it ends the pane shows `EXIT <status>` and the terminal's settings (`stty -a`),
+    /// and stays.
     pub fn start(cmd: &Command, (cols, rows): (u16, u16)) -> Tmux {
         static SEQ: AtomicUsize = AtomicUsize::new(0);
         let socket = format!("pgtest-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
@@ -46,7 +47,7 @@ impl Tmux {
         for a in cmd.get_args() {
             line.push_str(&format!(" {}", quote(&a.to_string_lossy())));
         }
-        line.push_str("; echo EXIT $?; sleep 600");
+        line.push_str("; echo EXIT $?; stty -a; sleep 600");
         let t = Tmux { socket };
         let (cols, rows) = (cols.to_string(), rows.to_string());
         t.run(&["new-session", "-d", "-x", &cols, "-y", &rows, &line]);
@@ -79,9 +80,10 @@ impl Tmux {
         self.run(&["send-keys", "-t", "0", "-l", text]);
     }
 
-    /// What the screen shows, lines without their trailing blanks.
+    /// What the screen shows, with the 200 lines scrolled off above it, lines without
+    /// their trailing blanks.
     pub fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "0"])
+        self.run(&["capture-pane", "-p", "-S", "-200", "-t", "0"])
     }
 
     /// What the screen shows, with its colour escapes.
@@ -100,6 +102,19 @@ impl Tmux {
             "-y",
             &rows.to_string(),
         ]);
+    }
+
+    /// Asserts that the program left the terminal as a shell needs it (after `EXIT`):
+    /// canonical input and echo on, not the raw mode of a line editor.
+    #[track_caller]
+    pub fn assert_terminal_restored(&self) {
+        let screen = self.wait("the terminal settings", Duration::from_secs(5), |s| {
+            s.contains("icanon")
+        });
+        assert!(
+            !screen.contains("-icanon") && !screen.contains("-echo "),
+            "the terminal was left raw:\n{screen}"
+        );
     }
 
     /// Waits until the screen satisfies `pred`, within `limit`; the screen.

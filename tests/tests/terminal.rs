@@ -115,7 +115,26 @@ fn a_person_types_edits_completes_and_leaves_while_messages_arrive() {
     // Ctrl-D on an empty line leaves cleanly; bob sees alice go.
     term.keys(&["C-d"]);
     term.wait("a clean exit", LIMIT, |s| s.contains("EXIT 0"));
+    term.assert_terminal_restored();
     wait_member(&mut bob, "left", &g[0]);
+}
+
+/// Red-team finding: after /quit the editor read again, putting the terminal back in
+/// raw mode as the process ended: the shell after it had no echo.
+#[test]
+fn quit_leaves_the_terminal_as_it_was() {
+    if let Err(why) = Tmux::available() {
+        skip_or_fail(&why);
+        return;
+    }
+    let g = group(&["alice", "bob"]);
+    let mut bob: Peer = g[1].online();
+    let term = at_terminal(&g[0], &[]);
+    term.wait("alice ready", LIMIT, |s| s.contains("ready"));
+    wait_present(&mut bob, &g[0]);
+    term.keys(&["/quit", "Enter"]);
+    term.wait("a clean exit", LIMIT, |s| s.contains("EXIT 0"));
+    term.assert_terminal_restored();
 }
 
 #[test]
@@ -135,5 +154,6 @@ fn ctrl_c_leaves_and_no_color_turns_colour_off() {
     assert!(!coloured.contains("\x1b[38;5;"), "{coloured:?}");
     term.keys(&["half a line", "C-c"]);
     term.wait("a clean exit", LIMIT, |s| s.contains("EXIT 0"));
+    term.assert_terminal_restored();
     wait_member(&mut bob, "left", &g[0]);
 }

@@ -462,44 +462,27 @@ impl Store {
 
     /// Up to `limit` records of `rtype` stored after arrival number `seq`, in order.
     pub fn after(&self, rtype: &Uuid, seq: i64, limit: usize) -> Result<Vec<StoredRecord>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT body, seq, received_ns, via_sync FROM records WHERE seq > ?1 AND type = ?2 ORDER BY seq LIMIT ?3")
-            .map_err(self.err())?;
-        let rows = stmt
-            .query_map(params![seq, rtype.as_bytes().as_slice(), limit as i64], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, bool>(3)?,
-                ))
-            })
-            .map_err(self.err())?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (body, seq, received_ns, via_sync) = row.map_err(self.err())?;
-            if let Ok(record) = Record::decode(&body) {
-                out.push(StoredRecord {
-                    record,
-                    seq,
-                    received_ns,
-                    via_sync,
-                });
-            }
-        }
-        Ok(out)
+        self.stored_after(
+            "SELECT body, seq, received_ns, via_sync FROM records WHERE seq > ?1 AND type = ?2 ORDER BY seq LIMIT ?3",
+            params![seq, rtype.as_bytes().as_slice(), limit as i64],
+        )
     }
 
     /// Up to `limit` records of any type stored (or replaced) after arrival number `seq`,
     /// in order.
     pub fn changed_after(&self, seq: i64, limit: usize) -> Result<Vec<StoredRecord>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT body, seq, received_ns, via_sync FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2")
-            .map_err(self.err())?;
+        self.stored_after(
+            "SELECT body, seq, received_ns, via_sync FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            params![seq, limit as i64],
+        )
+    }
+
+    /// The rows `sql` selects (body, seq, received_ns, via_sync) as stored records;
+    /// bodies that do not decode are left out.
+    fn stored_after(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<StoredRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(self.err())?;
         let rows = stmt
-            .query_map(params![seq, limit as i64], |r| {
+            .query_map(args, |r| {
                 Ok((
                     r.get::<_, Vec<u8>>(0)?,
                     r.get::<_, i64>(1)?,

@@ -340,6 +340,19 @@ pub struct IdentitySummary {
     pub friendly_name: String,
 }
 
+impl IdentitySummary {
+    /// One JSON object: `name`, `member_id`, `key_type`, `friendly_name`.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "name": self.name,
+            "member_id": self.member_id.to_string(),
+            "key_type": self.key_type.to_string(),
+            "friendly_name": self.friendly_name,
+        })
+        .to_string()
+    }
+}
+
 /// Lists local identities; a damaged one is reported, not skipped silently.
 pub fn list(home: &Home) -> Result<Vec<IdentitySummary>, IdentityError> {
     let mut out = Vec::new();

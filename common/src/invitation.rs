@@ -617,6 +617,36 @@ impl Invitation {
         Ok(())
     }
 
+    /// The summary for `group-join --inspect --json`: the fields of [`Invitation::describe`]
+    /// as one object (lifetimes in seconds, `chain` the number of issuing links,
+    /// `addresses` a list).
+    pub fn describe_json(&self) -> serde_json::Value {
+        let b = &self.body;
+        let change = self.property_change().ok().flatten();
+        let p = change
+            .and_then(|r| Properties::of_record(&r).ok())
+            .unwrap_or_else(|| Properties::of_group(&b.group));
+        serde_json::json!({
+            "group": b.group.name,
+            "group_id": b.group.id.to_string(),
+            "classifier": b.group.classifier,
+            "issuer": b.issuer_name,
+            "issuer_id": b.issuer_id.to_string(),
+            "subject": b.member_name,
+            "subject_id": b.member_id.to_string(),
+            "role": b.role.name(),
+            "valid_from": b.valid_from,
+            "valid_until": b.valid_until,
+            "expires": b.expires,
+            "issued": b.issued,
+            "chain": self.chain.len(),
+            "comment": p.comment,
+            "message_lifetime": p.message_lifetime_secs,
+            "presence_lifetime": p.presence_lifetime_secs,
+            "addresses": b.addresses,
+        })
+    }
+
     /// Readable summary for `group-join --inspect`: `key: value` lines.
     pub fn describe(&self) -> String {
         let b = &self.body;

@@ -31,6 +31,10 @@ struct Args {
     /// Print what the invitation says and whether it is valid; join nothing
     #[arg(long)]
     inspect: bool,
+    /// With --inspect: one JSON object (the fields, then status valid or invalid and
+    /// why; exit 1 when invalid)
+    #[arg(long)]
+    json: bool,
     /// Address to accept peers on, IP:PORT [default: 0.0.0.0 and a free port chosen now]
     #[arg(long, value_name = "IP:PORT", conflicts_with = "inspect")]
     listen: Option<String>,
@@ -43,6 +47,16 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // A flag alone (SetTrue) is always "present" to clap's requires: checked here.
+    if args.json && !args.inspect {
+        use clap::CommandFactory;
+        Args::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--json goes with --inspect",
+            )
+            .exit();
+    }
     cli::run("group-join", || run(args))
 }
 
@@ -54,6 +68,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     let (source, bytes) = cli::read_input(args.invitation.as_deref(), "invitation")?;
     let inv = if PasswordInvitation::is_one(&bytes) {
         let pinv = PasswordInvitation::parse(&source, &bytes)?;
+        if args.json {
+            anyhow::bail!(
+                "{source} is a password invitation: --inspect --json describes invitations for one identity only; leave out --json"
+            );
+        }
         if args.inspect {
             cli::write_stdout(pinv.describe().as_bytes())?;
             pinv.verify(clock::now())?;
@@ -86,6 +105,22 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         Invitation::parse(&source, &bytes)?
     };
+    if args.inspect && args.json {
+        let mut v = inv.describe_json();
+        let checked = inv
+            .verify(clock::now())
+            .map_err(anyhow::Error::from)
+            .and_then(|()| match &args.identity {
+                Some(name) => Ok(inv.check_for(&Identity::load(&home, name)?)?),
+                None => Ok(()),
+            });
+        v["status"] = serde_json::json!(if checked.is_ok() { "valid" } else { "invalid" });
+        if let Err(e) = &checked {
+            v["error"] = serde_json::json!(format!("{e:#}"));
+        }
+        cli::write_stdout(format!("{v}\n").as_bytes())?;
+        return checked;
+    }
     if args.inspect {
         cli::write_stdout(inv.describe().as_bytes())?;
         inv.verify(clock::now())?;

@@ -29,6 +29,9 @@ struct Args {
     /// List local identities (name, member id, key type, friendly name; tab-separated)
     #[arg(long, conflicts_with_all = ["name", "key", "friendly_name"])]
     list: bool,
+    /// With --list: one JSON object per identity (name, member_id, key_type, friendly_name)
+    #[arg(long)]
+    json: bool,
     /// Export the whole identity, private key included, sealed with the passphrase
     /// from --passphrase-file (the identity must exist)
     #[arg(long, requires = "passphrase_file", conflicts_with_all = ["list", "key", "friendly_name"])]
@@ -46,6 +49,16 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // A flag alone (SetTrue) is always "present" to clap's requires: checked here.
+    if args.json && !args.list {
+        use clap::CommandFactory;
+        Args::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--json goes with --list",
+            )
+            .exit();
+    }
     cli::run("identity-export", || run(args))
 }
 
@@ -54,6 +67,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.list {
         let mut out = String::new();
         for id in identity::list(&home)? {
+            if args.json {
+                out.push_str(&id.to_json());
+                out.push('\n');
+                continue;
+            }
             out.push_str(&format!(
                 "{}\t{}\t{}\t{}\n",
                 id.name, id.member_id, id.key_type, id.friendly_name

@@ -259,6 +259,34 @@ fn inspect_prints_the_invitation_and_joins_nothing() {
     );
     assert_eq!(wrong.code, 1, "{wrong:?}");
     assert!(wrong.stderr.contains("invitation is for \"bob\""), "{}", wrong.stderr);
+    // Issue 13: the same as one JSON object for scripts, invalid ones exit 1.
+    let json = home
+        .run_with("group-join", &["--inspect", "--json", "-"], Some(inv.as_bytes()))
+        .ok();
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["group"], "Friends");
+    assert_eq!(v["classifier"], "chess club");
+    assert_eq!(v["role"], "admin");
+    assert_eq!(v["message_lifetime"], 30 * 86_400);
+    assert_eq!(v["status"], "valid");
+    assert!(v["addresses"].as_array().is_some_and(|a| !a.is_empty()), "{v}");
+    let wrong = home.run_with(
+        "group-join",
+        &["--inspect", "--json", "--identity", "carol", "-"],
+        Some(inv.as_bytes()),
+    );
+    assert_eq!(wrong.code, 1, "{wrong:?}");
+    let v: serde_json::Value = serde_json::from_str(&wrong.stdout).unwrap();
+    assert_eq!(v["status"], "invalid");
+    assert!(
+        v["error"].as_str().unwrap().contains("invitation is for \"bob\""),
+        "{v}"
+    );
+    assert_eq!(
+        home.run("group-join", &["--json", "-"]).code,
+        2,
+        "--json without --inspect"
+    );
 }
 
 #[test]
@@ -270,6 +298,19 @@ fn list_shows_every_local_identity() {
         &["--key", "p256", "--friendly-name", "Bob B.", "bob"],
     )
     .ok();
+    let json = home.run("identity-export", &["--list", "--json"]).ok().stdout;
+    let objects: Vec<serde_json::Value> = json.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(objects.len(), 2, "{json}");
+    assert_eq!(
+        (objects[1]["name"].as_str(), objects[1]["key_type"].as_str()),
+        (Some("bob"), Some("p256"))
+    );
+    assert_eq!(objects[1]["friendly_name"], "Bob B.");
+    assert_eq!(
+        home.run("identity-export", &["--json", "alice"]).code,
+        2,
+        "--json without --list"
+    );
     let list = home.run("identity-export", &["--list"]).ok().stdout;
     let rows: Vec<Vec<&str>> = list.lines().map(|l| l.split('\t').collect()).collect();
     assert_eq!(rows.len(), 2, "{list}");

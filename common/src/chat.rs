@@ -30,12 +30,46 @@ pub enum Input {
     Help,
     /// `/history [N]`: the last N stored messages.
     History(usize),
+    /// `/me TEXT`: an action.
+    Action(String),
+    /// `/edit [^N|ID] TEXT`: new text for a message of one's own.
+    Edit {
+        /// Which message.
+        target: MessageRef,
+        /// Its new text.
+        text: String,
+    },
+    /// `/delete [^N|ID]`: delete a message of one's own.
+    Delete(MessageRef),
     /// `/quit`: leave.
     Quit,
     /// Nothing to do (an empty line).
     Nothing,
     /// A command that is not understood, with what to say.
     Bad(String),
+}
+
+/// Which message `/edit` and `/delete` mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageRef {
+    /// The N-th latest live message of one's own (1: the last).
+    Mine(usize),
+    /// A message by id (as `--json` and `--history --json` give it).
+    Id(uuid::Uuid),
+}
+
+impl MessageRef {
+    /// `^N` or a message id.
+    fn parse(word: &str) -> Option<MessageRef> {
+        if let Some(n) = word.strip_prefix('^') {
+            return n
+                .parse()
+                .ok()
+                .filter(|n| (1..=HISTORY_MAX).contains(n))
+                .map(MessageRef::Mine);
+        }
+        uuid::Uuid::parse_str(word).ok().map(MessageRef::Id)
+    }
 }
 
 /// Messages `/history` shows without a number.
@@ -66,6 +100,35 @@ pub fn parse_input(line: &str) -> Input {
             n => match n.parse::<usize>() {
                 Ok(n) if (1..=HISTORY_MAX).contains(&n) => Input::History(n),
                 _ => Input::Bad(format!("usage: /history [N] (N from 1 to {HISTORY_MAX})")),
+            },
+        },
+        "me" if !rest.trim().is_empty() => Input::Action(rest.to_string()),
+        "me" => Input::Bad("usage: /me TEXT".into()),
+        "edit" => {
+            let rest = rest.trim_start();
+            let (first, after) = rest.split_once(' ').unwrap_or((rest, ""));
+            let (target, text) = match MessageRef::parse(first) {
+                Some(target) => (Some(target), after),
+                None if first.starts_with('^') => (None, ""),
+                None => (Some(MessageRef::Mine(1)), rest),
+            };
+            match target {
+                Some(target) if !text.trim().is_empty() => Input::Edit {
+                    target,
+                    text: text.to_string(),
+                },
+                _ => Input::Bad(format!(
+                    "usage: /edit [^N|ID] TEXT (^N: your N-th latest message, 1 to {HISTORY_MAX}; ID: a message id)"
+                )),
+            }
+        }
+        "delete" => match rest.trim() {
+            "" => Input::Delete(MessageRef::Mine(1)),
+            word => match MessageRef::parse(word) {
+                Some(target) => Input::Delete(target),
+                None => Input::Bad(format!(
+                    "usage: /delete [^N|ID] (^N: your N-th latest message, 1 to {HISTORY_MAX}; ID: a message id)"
+                )),
             },
         },
         "msg" => match rest.trim_start().split_once(' ') {
@@ -197,6 +260,7 @@ pub fn message_line(
     let text = String::from_utf8_lossy(&r.record.data);
     let history = r.via_sync && r.record.created_ms < online_since_ms;
     let (edited, deleted) = (r.record.version > 1 && !r.record.deleted, r.record.deleted);
+    let action = is_action(&r.record);
     // A deletion marker at version 1 deletes nothing anyone saw; one from history, a
     // message this person never saw here.
     if deleted && (r.record.version <= 1 || (history && mode == Mode::Human)) {
@@ -215,9 +279,11 @@ pub fn message_line(
                 "edited": edited,
                 "deleted": deleted,
                 "modifier": r.record.modifier.to_string(),
+                "expires": rfc3339_ms(r.record.expires_ms),
             });
             if !deleted {
                 v["text"] = json!(text);
+                v["action"] = json!(action);
             }
             if by_other {
                 v["modifier_name"] = json!(modifier_name);
@@ -233,15 +299,29 @@ pub fn message_line(
                 Line::Out(format!("* {by} deleted {name}'s message of {when}"))
             } else if deleted {
                 Line::Out(format!("* {name} deleted their message of {when}"))
-            } else if edited && by_other {
-                Line::Out(format!("[{when}] <{name}> (edited by {by}) {}", sanitize(&text)))
-            } else if edited {
-                Line::Out(format!("[{when}] <{name}> (edited) {}", sanitize(&text)))
             } else {
-                Line::Out(format!("[{when}] <{name}> {}", sanitize(&text)))
+                let note = match (edited, by_other) {
+                    (true, true) => format!("(edited by {by}) "),
+                    (true, false) => "(edited) ".to_string(),
+                    _ => String::new(),
+                };
+                // An action reads as a sentence about its sender: `* bob waves`.
+                let who = if action {
+                    format!("* {name}")
+                } else {
+                    format!("<{name}>")
+                };
+                Line::Out(format!("[{when}] {who} {note}{}", sanitize(&text)))
             }
         }
     })
+}
+
+/// Whether a chat record is an action (`/me`).
+pub fn is_action(r: &record::Record) -> bool {
+    r.attributes
+        .iter()
+        .any(|(k, v)| k == record::ACTION_ATTR && *v == record::AttrValue::Int(1))
 }
 
 /// Formats a change to a scripts' record (`group-record`): `added` (its first
@@ -332,7 +412,17 @@ pub fn event_kind(e: &Event) -> &'static str {
         Event::Credential { .. } => "credential",
         Event::Revoked { .. } => "revoked",
         Event::Property { .. } => "property",
+        Event::Expired { .. } => "record",
         Event::Error(_) => "error",
+    }
+}
+
+/// Whether an event passes `--record-type`: a record's expiry only when its type is
+/// one of `types` (or none are given); every other event.
+pub fn of_types(e: &Event, types: &[uuid::Uuid]) -> bool {
+    match e {
+        Event::Expired { rtype, .. } => types.is_empty() || types.contains(rtype),
+        _ => true,
     }
 }
 
@@ -586,6 +676,38 @@ pub fn event_line(mode: Mode, e: &Event, (offset, style): (UtcOffset, Style)) ->
                 }
             }
         }
+        (
+            mode,
+            Event::Expired {
+                id,
+                rtype,
+                creator,
+                name,
+                created_ms,
+                expires_ms,
+            },
+        ) => match mode {
+            Mode::Json => Line::Out(
+                json!({
+                    "event": "record",
+                    "change": "expired",
+                    "name": name,
+                    "record": {
+                        "id": id.to_string(),
+                        "type": rtype.to_string(),
+                        "creator": creator.to_string(),
+                        "created": rfc3339_ms(*created_ms),
+                        "expires": rfc3339_ms(*expires_ms),
+                    },
+                })
+                .to_string(),
+            ),
+            Mode::Human => human_err(format!(
+                "* record {id} of type {rtype} by {} expired at {}",
+                with_id(name, creator),
+                rfc3339_ms(*expires_ms)
+            )),
+        },
         (mode, Event::Error(message)) => error_line(mode, message),
     })
 }
@@ -655,6 +777,62 @@ mod tests {
         assert!(matches!(parse_input("/msg bob"), Input::Bad(_)));
         assert!(matches!(parse_input("/frobnicate"), Input::Bad(_)));
         assert_eq!(parse_input("crlf\r"), Input::Say("crlf".into()));
+    }
+
+    /// Issue 13: `/me`, `/edit [^N|ID] TEXT`, `/delete [^N|ID]`.
+    #[test]
+    fn actions_edits_and_deletions_parse() {
+        assert_eq!(parse_input("/me waves"), Input::Action("waves".into()));
+        assert!(matches!(parse_input("/me  "), Input::Bad(_)));
+        let edit = |target, text: &str| Input::Edit {
+            target,
+            text: text.into(),
+        };
+        assert_eq!(parse_input("/edit fixed it"), edit(MessageRef::Mine(1), "fixed it"));
+        assert_eq!(parse_input("/edit ^3 fixed"), edit(MessageRef::Mine(3), "fixed"));
+        let id = uuid::Uuid::from_u128(0x0193_0000_0000_8000_8000_0000_0000_0001);
+        assert_eq!(parse_input(&format!("/edit {id} new")), edit(MessageRef::Id(id), "new"));
+        // A word that is neither ^N nor an id is the start of the text.
+        assert_eq!(parse_input("/edit 2 beers"), edit(MessageRef::Mine(1), "2 beers"));
+        for bad in [
+            "/edit",
+            "/edit ^2",
+            "/edit ^0 x",
+            "/edit ^x y",
+            "/edit ^1001 y",
+            "/edit    ",
+        ] {
+            assert!(matches!(parse_input(bad), Input::Bad(_)), "{bad}");
+        }
+        assert_eq!(parse_input("/delete"), Input::Delete(MessageRef::Mine(1)));
+        assert_eq!(parse_input("/delete ^2"), Input::Delete(MessageRef::Mine(2)));
+        assert_eq!(parse_input(&format!("/delete {id}")), Input::Delete(MessageRef::Id(id)));
+        for bad in ["/delete 2", "/delete ^0", "/delete last one"] {
+            assert!(matches!(parse_input(bad), Input::Bad(_)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_action_reads_as_a_sentence_and_says_so_in_json() {
+        let mut r = record::Record::new(record::CHAT_TYPE, MemberId::repeat('b'), 1_000, 1000);
+        r.data = b"waves".to_vec();
+        r.attributes
+            .push((record::ACTION_ATTR.into(), record::AttrValue::Int(1)));
+        let stored = StoredRecord {
+            record: r,
+            seq: 1,
+            received_ns: 0,
+            via_sync: false,
+        };
+        let line = message_line(Mode::Human, &stored, ("bob", "bob"), (UtcOffset::UTC, Style::PLAIN), 0);
+        assert_eq!(line, Some(Line::Out("[00:00:01] * bob waves".into())));
+        let Some(Line::Out(json)) =
+            message_line(Mode::Json, &stored, ("bob", "bob"), (UtcOffset::UTC, Style::PLAIN), 0)
+        else {
+            panic!("no line")
+        };
+        let v: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!((v["action"].clone(), v["text"].clone()), (json!(true), json!("waves")));
     }
 
     /// Red-team: a record dated before year -9999 made `to_offset` panic west of UTC.

@@ -14,6 +14,96 @@ use crate::invitation::InvitationError;
 use crate::membership::MembershipError;
 use crate::xml::MAX_DOCUMENT_BYTES;
 
+/// What `TOOL --generate KIND` prints.
+pub const GENERATED: [&str; 4] = ["man", "bash", "zsh", "fish"];
+
+/// Parses the command line into `A`, except `TOOL --generate KIND` (the only
+/// arguments), which prints the tool's man page (`man`) or its completions for a shell
+/// (`bash`, `zsh`, `fish`) from the same definitions and exits: `scripts/install` uses
+/// it.
+pub fn parse<A: clap::Parser>() -> A {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let [_, flag, kind] = args.as_slice()
+        && flag == "--generate"
+    {
+        let mut out = Vec::new();
+        let code = match generate(A::command(), &kind.to_string_lossy(), &mut out) {
+            Ok(()) => match io::stdout().lock().write_all(&out) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("cannot write to stdout: {e}");
+                    1
+                }
+            },
+            Err(e) => {
+                eprintln!("{e}");
+                2
+            }
+        };
+        std::process::exit(code);
+    }
+    A::parse()
+}
+
+/// Writes `cmd`'s man page (`man`) or its completions for a shell (`bash`, `zsh`,
+/// `fish`) to `out`.
+pub fn generate(cmd: clap::Command, kind: &str, out: &mut Vec<u8>) -> Result<(), String> {
+    let name = cmd.get_name().to_string();
+    let mut cmd = cmd.bin_name(&name);
+    let shell = match kind {
+        "man" => return man_page(cmd, out).map_err(|e| format!("cannot render the man page: {e}")),
+        "bash" => clap_complete::Shell::Bash,
+        "zsh" => clap_complete::Shell::Zsh,
+        "fish" => clap_complete::Shell::Fish,
+        other => {
+            return Err(format!(
+                "{name}: cannot generate {other:?}: give one of {}",
+                GENERATED.join(", ")
+            ));
+        }
+    };
+    clap_complete::generate(shell, &mut cmd, name, out);
+    Ok(())
+}
+
+/// `cmd`'s man page; a tool with subcommands (`group-record add`, ...) gets a section
+/// for each, with its synopsis and options, in the same page.
+fn man_page(cmd: clap::Command, out: &mut Vec<u8>) -> io::Result<()> {
+    let name = cmd.get_name().to_string();
+    let subs: Vec<clap::Command> = cmd
+        .get_subcommands()
+        .filter(|s| s.get_name() != "help")
+        .cloned()
+        .collect();
+    let man = clap_mangen::Man::new(cmd.clone());
+    if subs.is_empty() {
+        return man.render(out);
+    }
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    if cmd.get_arguments().any(|a| !a.is_hide_set()) {
+        man.render_options_section(out)?;
+    }
+    man.render_subcommands_section(out)?;
+    for sub in subs {
+        let full = format!("{name} {}", sub.get_name());
+        let page = clap_mangen::Man::new(sub.bin_name(&full));
+        let mut section = Vec::new();
+        page.render_synopsis_section(&mut section)?;
+        page.render_description_section(&mut section)?;
+        page.render_options_section(&mut section)?;
+        // Its sections become subsections of one section named for it.
+        writeln!(out, ".SH \"{}\"", full.to_uppercase())?;
+        out.extend(String::from_utf8_lossy(&section).replace("\n.SH ", "\n.SS ").as_bytes());
+    }
+    if cmd.get_after_help().is_some() || cmd.get_after_long_help().is_some() {
+        man.render_extra_section(out)?;
+    }
+    man.render_version_section(out)
+}
+
 /// The `--home` option every tool takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HomeArgs {
@@ -45,6 +135,19 @@ pub struct MembershipArgs {
 /// Parses a duration argument (`30s`, `10m`, `2h`, `15d`) for clap.
 pub fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
     crate::clock::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// Parses a moment argument for clap: an RFC 3339 time, or a duration meaning that long
+/// ago (`2h`: two hours before now). Unix ms.
+pub fn parse_time_arg(text: &str) -> Result<i64, String> {
+    let t = match crate::clock::parse_rfc3339(text) {
+        Ok(t) => t,
+        Err(e) => match crate::clock::parse_duration(text) {
+            Ok(ago) => crate::clock::now_precise() - ago,
+            Err(_) => return Err(format!("{e}; or give a duration meaning that long ago (30m, 2h, 7d)")),
+        },
+    };
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).map_err(|_| "out of range".to_string())
 }
 
 /// Reads a whole input document: a file, or stdin for `-` or no argument. Returns the
@@ -321,4 +424,35 @@ pub fn init_logging() {
         .with_writer(io::stderr)
         .with_ansi(ansi)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn man_pages_and_completions_come_from_the_definitions() {
+        #[derive(Debug, clap::Parser)]
+        #[command(name = "tool-x", about = "Does x")]
+        struct X {
+            /// The widget to frob
+            #[arg(long)]
+            widget: String,
+        }
+        use clap::CommandFactory;
+        let page = |kind: &str| {
+            let mut out = Vec::new();
+            super::generate(X::command(), kind, &mut out).map(|()| String::from_utf8(out).unwrap())
+        };
+        let man = page("man").unwrap();
+        assert!(
+            man.contains(".TH tool-x 1") && man.contains("widget") && man.contains("Does x"),
+            "{man}"
+        );
+        assert!(page("bash").unwrap().contains("complete -F _tool__x"));
+        assert!(page("zsh").unwrap().contains("#compdef tool-x"));
+        assert!(page("fish").unwrap().contains("complete -c tool-x"));
+        assert_eq!(
+            page("powershell").unwrap_err(),
+            "tool-x: cannot generate \"powershell\": give one of man, bash, zsh, fish"
+        );
+    }
 }

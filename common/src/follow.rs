@@ -212,15 +212,38 @@ impl Follower {
     }
 }
 
+/// The message `/edit` or `/delete` means: an id as given, or this member's N-th latest
+/// live message (`None`: it has not that many).
+pub fn message_id(
+    store: &Store,
+    me: &MemberId,
+    target: chat::MessageRef,
+    now_ms: i64,
+) -> Result<Option<uuid::Uuid>, StoreError> {
+    match target {
+        chat::MessageRef::Id(id) => Ok(Some(id)),
+        chat::MessageRef::Mine(n) => store.nth_latest_by(&CHAT_TYPE, me, n, now_ms),
+    }
+}
+
+/// Which stored messages `--history` and `/history` give, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryView {
+    /// Human lines or one `message` JSON object per message.
+    pub mode: Mode,
+    /// Local offset and look of human lines.
+    pub look: (UtcOffset, chat::Style),
+    /// Only messages created at or after this unix ms.
+    pub since_ms: Option<i64>,
+    /// Now, unix ms: messages expired by then are left out.
+    pub now_ms: i64,
+}
+
 /// `--history`: every stored chat message that is neither deleted nor expired at
 /// `now_ms` (an offline store is purged only when a node next runs), own ones included,
-/// as human lines sorted by creation time (arrival order differs between members).
-pub fn history(
-    store: &Store,
-    (me, my_name): (MemberId, &str),
-    (offset, style): (UtcOffset, chat::Style),
-    now_ms: i64,
-) -> Result<Vec<String>, StoreError> {
+/// as lines sorted by creation time (arrival order differs between members). In JSON
+/// each is a `message` event with `history` true.
+pub fn history(store: &Store, (me, my_name): (MemberId, &str), view: HistoryView) -> Result<Vec<String>, StoreError> {
     let mut names = Names::new(me, my_name);
     let mut all = Vec::new();
     let mut seq = 0;
@@ -228,19 +251,21 @@ pub fn history(
         let batch = store.after(&CHAT_TYPE, seq, HISTORY_BATCH_RECORDS)?;
         let Some(last) = batch.last() else { break };
         seq = last.seq;
-        all.extend(
-            batch
-                .into_iter()
-                .filter(|r| !r.record.deleted && r.record.expires_ms > now_ms),
-        );
+        all.extend(batch.into_iter().filter(|r| {
+            !r.record.deleted
+                && r.record.expires_ms > view.now_ms
+                && view.since_ms.is_none_or(|t| r.record.created_ms >= t)
+        }));
     }
     all.sort_by_key(|r| (r.record.created_ms, r.record.id));
     let mut lines = Vec::with_capacity(all.len());
-    for r in &all {
+    for r in &mut all {
         let name = names.name(store, &r.record.creator);
         let by = names.name(store, &r.record.modifier);
-        // Nothing created later than i64::MAX ms: no history flag; human lines ignore it.
-        if let Some(Line::Out(l)) = chat::message_line(Mode::Human, r, (&name, &by), (offset, style), i64::MAX) {
+        // All of it is history: as if it came while away (by sync, before a session
+        // that starts at the end of time).
+        r.via_sync = true;
+        if let Some(Line::Out(l)) = chat::message_line(view.mode, r, (&name, &by), view.look, i64::MAX) {
             lines.push(l);
         }
     }
@@ -429,18 +454,85 @@ mod tests {
         assert_eq!(drain_texts(&mut d.follower()), Vec::<String>::new());
     }
 
+    fn plain(now_ms: i64, since_ms: Option<i64>) -> HistoryView {
+        HistoryView {
+            mode: Mode::Human,
+            look: (UtcOffset::UTC, chat::Style::PLAIN),
+            since_ms,
+            now_ms,
+        }
+    }
+
+    #[test]
+    fn edits_mean_the_nth_latest_live_message_of_ones_own() {
+        let mut d = Dir::new();
+        d.put(&[
+            (ME, 10, "first", false),
+            (BOB, 20, "bob's", false),
+            (ME, 30, "second", false),
+            (ME, 40, "gone", true),
+        ]);
+        let text_of =
+            |id: Option<uuid::Uuid>| id.map(|id| String::from_utf8(d.store.get(&id).unwrap().unwrap().data).unwrap());
+        let mine = |n| message_id(&d.store, &ME, chat::MessageRef::Mine(n), T0 + 60_000).unwrap();
+        assert_eq!(
+            text_of(mine(1)).as_deref(),
+            Some("second"),
+            "the deleted one is skipped"
+        );
+        assert_eq!(text_of(mine(2)).as_deref(), Some("first"));
+        assert_eq!(mine(3), None);
+        // Both live an hour: after it, nothing is left to change.
+        assert_eq!(
+            message_id(&d.store, &ME, chat::MessageRef::Mine(1), T0 + 3_700_000).unwrap(),
+            None
+        );
+        let any = uuid::Uuid::from_u128(7);
+        assert_eq!(
+            message_id(&d.store, &ME, chat::MessageRef::Id(any), T0).unwrap(),
+            Some(any)
+        );
+    }
+
+    #[test]
+    fn history_since_t_and_in_json() {
+        let mut d = Dir::new();
+        d.put(&[
+            (BOB, 10, "before", false),
+            (ME, 20, "at", false),
+            (BOB, 30, "after", false),
+        ]);
+        let lines = history(&d.store, (ME, "me"), plain(T0 + 60_000, Some(T0 + 20_000))).unwrap();
+        assert_eq!(
+            lines,
+            [
+                "[00:00:20] <me> at".to_string(),
+                format!("[00:00:30] <{}> after", BOB.short())
+            ]
+        );
+        let json = HistoryView {
+            mode: Mode::Json,
+            ..plain(T0 + 60_000, Some(T0 + 20_000))
+        };
+        let objects: Vec<serde_json::Value> = history(&d.store, (ME, "me"), json)
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(objects.len(), 2);
+        assert_eq!(objects[0]["event"], "message");
+        assert_eq!(objects[0]["text"], "at");
+        assert_eq!(objects[0]["name"], "me");
+        assert_eq!(objects[1]["text"], "after");
+        assert!(objects.iter().all(|o| o["history"] == true && o["deleted"] == false));
+    }
+
     #[test]
     fn history_hides_messages_expired_but_not_purged_yet() {
         let mut d = Dir::new();
         d.put(&[(BOB, 0, "old", false), (BOB, 1800, "newer", false)]);
         // Both live 1 h: an hour and a second after T0 only the newer one is live.
-        let lines = history(
-            &d.store,
-            (ME, "me"),
-            (UtcOffset::UTC, chat::Style::PLAIN),
-            T0 + 3_601_000,
-        )
-        .unwrap();
+        let lines = history(&d.store, (ME, "me"), plain(T0 + 3_601_000, None)).unwrap();
         assert_eq!(lines, [format!("[00:30:00] <{}> newer", BOB.short())]);
     }
 
@@ -453,7 +545,7 @@ mod tests {
             (CAROL, 20, "deleted", true),
             (CAROL, 20, "second", false),
         ]);
-        let lines = history(&d.store, (ME, "me"), (UtcOffset::UTC, chat::Style::PLAIN), T0).unwrap();
+        let lines = history(&d.store, (ME, "me"), plain(T0, None)).unwrap();
         let carol = &CAROL.short();
         let bob = &BOB.short();
         assert_eq!(

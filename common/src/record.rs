@@ -47,6 +47,8 @@ pub const PROPERTIES_TYPE: Uuid = Uuid::from_u128(0x5c8f_0c57_4a8e_4c3b_9d2a_6e1
 
 /// The attribute naming the member an admin record is about.
 pub const SUBJECT_ATTR: &str = "subject";
+/// The attribute marking a chat message as an action (`/me waves`; integer 1).
+pub const ACTION_ATTR: &str = "action";
 
 /// Largest record data, in bytes.
 pub const MAX_DATA_BYTES: usize = 64 * 1024;

@@ -366,6 +366,33 @@ impl Store {
         Ok(body.and_then(|b| Record::decode(&b).ok()))
     }
 
+    /// The id of `creator`'s `nth` latest live record of `rtype` (1: the latest; by
+    /// creation time), neither deleted nor expired at `now_ms`.
+    pub fn nth_latest_by(
+        &self,
+        rtype: &Uuid,
+        creator: &MemberId,
+        nth: usize,
+        now_ms: i64,
+    ) -> Result<Option<Uuid>, StoreError> {
+        let id: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT id FROM records WHERE type = ?1 AND creator = ?2 AND deleted = 0 AND expires > ?3 \
+                 ORDER BY created DESC, id DESC LIMIT 1 OFFSET ?4",
+                params![
+                    rtype.as_bytes().as_slice(),
+                    creator.as_bytes().as_slice(),
+                    now_ms,
+                    nth.saturating_sub(1) as i64
+                ],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())?;
+        Ok(id.and_then(|b| Uuid::from_slice(&b).ok()))
+    }
+
     /// Encoded bodies of the given ids that are held (unknown ids are skipped).
     pub fn bodies(&self, ids: &[Uuid]) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut stmt = self

@@ -25,6 +25,15 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("/help", "this list"),
     ("/who", "present members, their roles and how each is reached"),
     ("/msg", "MEMBER TEXT: whisper to one member (name or member-id prefix)"),
+    ("/me", "TEXT: say what you do (shown as * you TEXT)"),
+    (
+        "/edit",
+        "[^N|ID] TEXT: replace the text of your last message (^2: the one before; ID: a message id)",
+    ),
+    (
+        "/delete",
+        "[^N|ID]: delete your last message (^2: the one before; ID: a message id)",
+    ),
     ("/history", "[N]: the last N stored messages (default 20)"),
     ("/quit", "leave (also Ctrl-D or Ctrl-C)"),
 ];

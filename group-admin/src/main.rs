@@ -102,7 +102,7 @@ enum Action {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = cli::parse::<Args>();
     cli::run("group-admin", || run(args))
 }
 

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use common::chat::{self, Input, Line, Mode, Style};
+use common::chat::{self, Input, Line, MessageRef, Mode, Style};
 use common::cli::{self, MembershipArgs, parse_duration_arg};
 use common::clock;
 use common::follow::{self, Drained, Follower, View};
 use common::identity::Identity;
 use common::membership::{self, Membership};
-use common::node::{self, Event, NodeConfig, PeerSpec};
+use common::node::{self, Event, NodeConfig, PeerSpec, Post};
 use common::store::{Durability, STORE_FILE, Store};
 use common::terminal::{self, Churn, Printer, Terminal, Typed};
 use time::UtcOffset;
@@ -60,12 +60,23 @@ struct Args {
     /// With record events: only records of TYPE (a UUID or a short name; repeatable)
     #[arg(long = "record-type", value_name = "TYPE")]
     record_types: Vec<String>,
-    /// Print the stored chat messages and exit, without going online
-    #[arg(long, conflicts_with_all = ["send", "json", "listen", "peer", "advertise", "no_port_mapping", "no_mdns"])]
+    /// Print the stored chat messages that have not expired, oldest first, and exit
+    /// without going online (with --json: one message event per line)
+    #[arg(long, conflicts_with_all = ["send", "listen", "peer", "advertise", "no_port_mapping", "no_mdns", "events", "record_types", "message_lifetime"])]
     history: bool,
+    /// With --history: only messages created at or after T (RFC 3339, or a duration
+    /// meaning that long ago: 2h)
+    #[arg(long, value_name = "T", value_parser = cli::parse_time_arg)]
+    since: Option<i64>,
     /// Publish TEXT, wait until a neighbour has it, leave; exit 1 if none is reached in time
     #[arg(long, value_name = "TEXT")]
     send: Option<String>,
+    /// With --send: the message lives DURATION (at most the group's message lifetime)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, requires = "send")]
+    expires: Option<Duration>,
+    /// Messages sent in this session live DURATION (at most the group's message lifetime)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, conflicts_with = "send")]
+    message_lifetime: Option<Duration>,
     /// How long --send waits for a neighbour
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "10s")]
     timeout: Duration,
@@ -100,7 +111,17 @@ fn selected(events: &[String]) -> Vec<&'static str> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = cli::parse::<Args>();
+    // A flag alone (SetTrue) is always "present" to clap's requires: checked here.
+    if args.since.is_some() && !args.history {
+        use clap::CommandFactory;
+        Args::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--since goes with --history",
+            )
+            .exit();
+    }
     // Read the local offset while single-threaded: the time crate refuses later.
     let offset = UtcOffset::current_local_offset().unwrap_or(UtcOffset::UTC);
     cli::init_logging();
@@ -121,7 +142,12 @@ fn run(args: Args, offset: UtcOffset) -> anyhow::Result<()> {
                 dates: true,
             }
         };
-        return print_history(&identity, &m, (offset, style));
+        let mode = if args.json { Mode::Json } else { Mode::Human };
+        return print_history(&identity, &m, mode, (offset, style), args.since);
+    }
+    let lifetime = args.expires.or(args.message_lifetime);
+    if let Some(life) = lifetime {
+        check_lifetime(&m, life)?;
     }
     for a in &args.advertise {
         membership::parse_address(a)?;
@@ -150,30 +176,69 @@ fn terminal_style() -> Style {
     }
 }
 
+fn now_ms() -> i64 {
+    (clock::now_precise().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Refuses a message lifetime longer than the group's in force.
+fn check_lifetime(m: &Membership, life: Duration) -> anyhow::Result<()> {
+    let store = Store::open_read_only(&m.dir.join(STORE_FILE))?;
+    let most = common::admin::properties_now(m, &store)?.message_lifetime_secs;
+    if life.as_secs() > most {
+        anyhow::bail!(
+            "a message in {} lives at most {} (the group's message lifetime): give a shorter duration",
+            m.group.name,
+            clock::format_duration(Duration::from_secs(most))
+        );
+    }
+    Ok(())
+}
+
 /// The stored messages, oldest first: all of them, or the last `last`.
 fn history_lines(
     identity: (common::member::MemberId, &str),
     dir: &std::path::Path,
-    look: (UtcOffset, Style),
+    (mode, look): (Mode, (UtcOffset, Style)),
+    since_ms: Option<i64>,
     last: Option<usize>,
 ) -> anyhow::Result<Vec<String>> {
     let store = Store::open_read_only(&dir.join(STORE_FILE))?;
-    let now_ms = (clock::now_precise().unix_timestamp_nanos() / 1_000_000) as i64;
-    let mut lines = follow::history(&store, identity, look, now_ms)?;
+    let view = follow::HistoryView {
+        mode,
+        look,
+        since_ms,
+        now_ms: now_ms(),
+    };
+    let mut lines = follow::history(&store, identity, view)?;
     if let Some(n) = last {
         lines.drain(..lines.len().saturating_sub(n));
     }
     Ok(lines)
 }
 
-fn print_history(identity: &Identity, m: &Membership, look: (UtcOffset, Style)) -> anyhow::Result<()> {
+fn print_history(
+    identity: &Identity,
+    m: &Membership,
+    mode: Mode,
+    look: (UtcOffset, Style),
+    since_ms: Option<i64>,
+) -> anyhow::Result<()> {
     let me = (identity.member_id(), identity.friendly_name());
     let mut out = String::new();
-    for l in history_lines(me, &m.dir, look, None)? {
+    for l in history_lines(me, &m.dir, (mode, look), since_ms, None)? {
         out.push_str(&l);
         out.push('\n');
     }
     cli::write_stdout(out.as_bytes())
+}
+
+/// The id of the message `/edit` or `/delete` means.
+fn message_id(dir: &std::path::Path, me: &common::member::MemberId, target: MessageRef) -> anyhow::Result<uuid::Uuid> {
+    let store = Store::open_read_only(&dir.join(STORE_FILE))?;
+    match follow::message_id(&store, me, target, now_ms())? {
+        Some(id) => Ok(id),
+        None => anyhow::bail!("you have no live message to change there: /history shows yours"),
+    }
 }
 
 /// Lines waiting for the output thread, at most.
@@ -201,6 +266,10 @@ enum Out {
     Flush(std::sync::mpsc::Sender<()>),
 }
 
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 async fn online(
     args: Args,
     identity: Identity,
@@ -208,6 +277,7 @@ async fn online(
     listen: std::net::SocketAddr,
     offset: UtcOffset,
 ) -> anyhow::Result<anyhow::Result<()>> {
+    let lifetime = args.expires.or(args.message_lifetime);
     let mode = if args.json { Mode::Json } else { Mode::Human };
     // A person at a terminal: line editing, lines above the prompt, colour, churn
     // hidden. Pipes keep plain lines, exactly as before.
@@ -240,7 +310,15 @@ async fn online(
         } else {
             Durability::Normal
         },
-        initial_messages: args.send.iter().cloned().collect(),
+        initial_messages: args
+            .send
+            .iter()
+            .map(|text| Post {
+                text: text.clone(),
+                lifetime_ms: lifetime.map(millis),
+                action: false,
+            })
+            .collect(),
         discover: true,
         // --send dials out and leaves: nobody needs to reach it.
         port_mapping: !args.no_port_mapping && args.send.is_none(),
@@ -256,7 +334,7 @@ async fn online(
         offset,
         style,
         online_since_ms,
-        records: kinds.contains(&"record").then_some(record_types),
+        records: kinds.contains(&"record").then_some(record_types.clone()),
         messages: kinds.contains(&"message"),
     };
     let opened = Follower::open(&dir, view);
@@ -354,7 +432,9 @@ async fn online(
         tokio::select! {
             ev = events.recv() => {
                 let Some(ev) = ev else { break };
-                let shown = (!interactive || terminal::shown(&ev, args.verbose)) && kinds.contains(&chat::event_kind(&ev));
+                let shown = (!interactive || terminal::shown(&ev, args.verbose))
+                    && kinds.contains(&chat::event_kind(&ev))
+                    && chat::of_types(&ev, &record_types);
                 if let Some(line) = chat::event_line(mode, &ev, (offset, style))
                     && (!quiet || matches!(ev, Event::Error(_)))
                     && shown
@@ -385,9 +465,32 @@ async fn online(
             line = line_rx.recv() => {
                 let Some(Some(line)) = line else { break };
                 match chat::parse_input(&line) {
-                    Input::Say(text) => {
-                        if let Err(e) = handle.publish(&text).await {
+                    Input::Say(text) | Input::Action(text) => {
+                        let post = Post { action: matches!(chat::parse_input(&line), Input::Action(_)), text, lifetime_ms: lifetime.map(millis) };
+                        if let Err(e) = handle.post(post).await {
                             say(&out_tx, &mut dropped, mode, chat::error_line(mode, &e.to_string()));
+                        }
+                    }
+                    Input::Edit { target, text } => {
+                        let done = match message_id(&dir, &me, target) {
+                            Ok(id) => handle.edit(id, &text).await.map_err(anyhow::Error::from),
+                            Err(e) => Err(e),
+                        };
+                        match done {
+                            Ok(_) if mode == Mode::Human => say(&out_tx, &mut dropped, mode, Line::Err("* message edited".into())),
+                            Ok(_) => {}
+                            Err(e) => say(&out_tx, &mut dropped, mode, chat::error_line(mode, &format!("cannot edit: {e:#}"))),
+                        }
+                    }
+                    Input::Delete(target) => {
+                        let done = match message_id(&dir, &me, target) {
+                            Ok(id) => handle.delete(id).await.map_err(anyhow::Error::from),
+                            Err(e) => Err(e),
+                        };
+                        match done {
+                            Ok(_) if mode == Mode::Human => say(&out_tx, &mut dropped, mode, Line::Err("* message deleted".into())),
+                            Ok(_) => {}
+                            Err(e) => say(&out_tx, &mut dropped, mode, chat::error_line(mode, &format!("cannot delete: {e:#}"))),
                         }
                     }
                     Input::Whisper { member, text } => {
@@ -406,7 +509,7 @@ async fn online(
                     }
                     Input::History(n) => {
                         let look = (offset, if interactive { style } else { Style { colour: false, dates: true } });
-                        match history_lines((me, &my_name), &dir, look, Some(n)) {
+                        match history_lines((me, &my_name), &dir, (Mode::Human, look), None, Some(n)) {
                             Ok(lines) if mode == Mode::Json || !lines.is_empty() => say(&out_tx, &mut dropped, mode, chat::history_line(mode, lines)),
                             Ok(_) => say(&out_tx, &mut dropped, mode, Line::Err("* no stored messages".into())),
                             Err(e) => say(&out_tx, &mut dropped, mode, chat::error_line(mode, &format!("cannot read the history: {e:#}"))),

@@ -43,7 +43,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = cli::parse::<Args>();
     cli::run("group-create", || run(args))
 }
 

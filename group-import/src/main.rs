@@ -32,7 +32,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = cli::parse::<Args>();
     cli::run("group-import", || run(args))
 }
 

@@ -46,7 +46,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = cli::parse::<Args>();
     // A flag alone (SetTrue) is always "present" to clap's requires: checked here.
     if args.json && !args.inspect {
         use clap::CommandFactory;

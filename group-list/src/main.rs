@@ -26,7 +26,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = cli::parse::<Args>();
     cli::run("group-list", || run(args))
 }
 

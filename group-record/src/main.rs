@@ -96,8 +96,8 @@ enum Action {
         /// Only records with this attribute (repeatable; * is a wildcard in strings)
         #[arg(long = "attr", value_name = "K=V", value_parser = parse_attr)]
         attrs: Vec<(String, AttrValue)>,
-        /// Only records modified at or after T (RFC 3339)
-        #[arg(long, value_name = "T", value_parser = parse_time)]
+        /// Only records modified at or after T (RFC 3339, or a duration meaning that long ago: 2h)
+        #[arg(long, value_name = "T", value_parser = cli::parse_time_arg)]
         since: Option<i64>,
         #[command(flatten)]
         output: Output,
@@ -120,13 +120,8 @@ fn parse_attr(text: &str) -> Result<(String, AttrValue), String> {
     records::parse_attr(text).map_err(|e| e.to_string())
 }
 
-fn parse_time(text: &str) -> Result<i64, String> {
-    let t = common::clock::parse_rfc3339(text).map_err(|e| e.to_string())?;
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).map_err(|_| "out of range".to_string())
-}
-
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = cli::parse::<Args>();
     cli::init_logging();
     cli::run("group-record", || run(args))
 }

@@ -48,7 +48,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = cli::parse::<Args>();
     // A flag alone (SetTrue) is always "present" to clap's requires: checked here.
     if args.json && !args.list {
         use clap::CommandFactory;

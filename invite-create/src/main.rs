@@ -62,7 +62,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = cli::parse::<Args>();
     cli::run("invite-create", || run(args))
 }
 

@@ -1041,3 +1041,110 @@ fn direct_connections_are_capped_per_member_and_whispers_in_size() {
         "the oversized whisper was shown"
     );
 }
+
+/// Issue 13: a member acts (`/me`), edits and deletes its own messages (the last, or
+/// one counted back), sends one that lives less than the group's lifetime; the others
+/// see each change once; `--history --json --since` gives what is left as message
+/// events, without the deleted or expired ones; a lifetime over the group's is refused.
+#[test]
+fn members_act_edit_delete_and_send_messages_that_expire_sooner() {
+    let g = group(&["alice", "bob", "carol"]);
+    let mut alice = g[0].chat(&["--message-lifetime", "1h"]);
+    let mut bob = g[1].online();
+    wait_ready(&mut alice);
+    wait_ready(&mut bob);
+    wait_present(&mut bob, &g[0]);
+    let message = |p: &mut Peer, what: &str, pred: &dyn Fn(&Value) -> bool| {
+        p.wait_for(what, WAIT, |e| e["event"] == "message" && pred(e))
+    };
+    alice.send("/me waves");
+    let waved = message(&mut bob, "the action", &|e| e["text"] == "waves");
+    assert_eq!(waved["action"], true, "{waved}");
+    alice.send("first try");
+    alice.send("second try");
+    let first = message(&mut bob, "first", &|e| e["text"] == "first try");
+    let second = message(&mut bob, "second", &|e| e["text"] == "second try");
+    // A message of the session lives the hour asked, not the group's 14 days.
+    let lives = |e: &Value| {
+        let at = |k: &str| common::clock::parse_rfc3339(e[k].as_str().unwrap()).unwrap();
+        (at("expires") - at("created")).whole_seconds()
+    };
+    assert_eq!(lives(&second), 3600, "{second}");
+    alice.send("/edit second try, fixed");
+    let edited = message(&mut bob, "the edit", &|e| e["edited"] == true);
+    assert_eq!(
+        (&edited["id"], &edited["text"]),
+        (&second["id"], &json_str("second try, fixed"))
+    );
+    alice.send("/delete ^2");
+    let deleted = message(&mut bob, "the deletion", &|e| e["deleted"] == true);
+    assert_eq!(deleted["id"], first["id"]);
+    // Not bob's to change: nothing happens but an error at bob's end.
+    bob.send(&format!("/delete {}", second["id"].as_str().unwrap()));
+    bob.wait_for("bob's refusal", WAIT, |e| {
+        e["event"] == "error" && e["message"].as_str().is_some_and(|m| m.contains("cannot delete"))
+    });
+    alice.send("/edit ^9 nothing there");
+    alice.wait_for("no ninth message", WAIT, |e| {
+        e["event"] == "error" && e["message"].as_str().is_some_and(|m| m.contains("no live message"))
+    });
+
+    // --send --expires: carol's message lives 2 s.
+    let send = |text: &str, expires: &str| {
+        let args = [
+            "--identity",
+            "carol",
+            "--group",
+            GROUP,
+            "--send",
+            text,
+            "--expires",
+            expires,
+        ];
+        g[2].home.run("group-chat", &args)
+    };
+    send("brief", "2s").ok();
+    let heard = message(&mut alice, "the brief one", &|e| e["text"] == "brief");
+    assert_eq!(lives(&heard), 2, "{heard}");
+    message(&mut bob, "the brief one", &|e| e["text"] == "brief");
+    let over = send("x", "30d");
+    assert_eq!(over.code, 1, "{}", over.stderr);
+    assert!(
+        over.stderr.contains("lives at most 7d (the group's message lifetime)"),
+        "{}",
+        over.stderr
+    );
+    std::thread::sleep(Duration::from_millis(2_100));
+    // Two seconds after the others (times in events are whole seconds).
+    alice.send("late");
+    let late = message(&mut bob, "the late one", &|e| e["text"] == "late");
+
+    // The history as message events: the action and the edited message; neither the
+    // deleted one nor the expired one; --since leaves out what came before.
+    let history = |since: &str| -> Vec<Value> {
+        let mut args = vec!["--identity", "bob", "--group", GROUP, "--history", "--json"];
+        if !since.is_empty() {
+            args.extend(["--since", since]);
+        }
+        let out = g[1].home.run("group-chat", &args).ok();
+        out.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    drop(bob);
+    let all = history("");
+    let texts: Vec<&str> = all.iter().map(|e| e["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["waves", "second try, fixed", "late"], "{all:?}");
+    assert!(all.iter().all(|e| e["event"] == "message" && e["history"] == true));
+    assert_eq!(all[1]["edited"], true);
+    let later = history(late["created"].as_str().unwrap());
+    assert_eq!(later.len(), 1, "{later:?}");
+    assert_eq!(history("1h").len(), 3, "a duration means that long ago");
+    let usage = g[1]
+        .home
+        .run("group-chat", &["--identity", "bob", "--group", GROUP, "--since", "1h"]);
+    assert_eq!(usage.code, 2, "{}", usage.stderr);
+    drop(alice);
+}
+
+fn json_str(s: &str) -> Value {
+    Value::String(s.to_string())
+}

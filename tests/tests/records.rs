@@ -50,7 +50,8 @@ fn following(m: &Member, types: &[&str]) -> Peer {
     m.chat(&args)
 }
 
-/// Waits for `p`'s record event with `change` for record `id`.
+/// Waits for `p`'s record event with `change` (added, updated, deleted, expired) for
+/// record `id`.
 #[track_caller]
 fn record_event(p: &mut Peer, change: &str, id: &str) -> Value {
     p.wait_for(&format!("record {change} {id}"), WAIT, |e| {
@@ -97,6 +98,13 @@ fn a_ci_job_publishes_updates_and_deletes_records_that_other_members_query() {
         "{}",
         added.stderr
     );
+    // A result that matters for 2 s only: it expires, and followers are told.
+    let brief = record(
+        b,
+        &["add", "--type", "build", "--attr", "number:int=41", "--expires", "2s"],
+    )
+    .ok();
+    let brief = brief.stdout.trim().to_string();
     let seen = until_listed(c, &["list", "--type", "build", "--json"], "bob's build", |r| {
         r.len() == 1
     });
@@ -152,6 +160,8 @@ fn a_ci_job_publishes_updates_and_deletes_records_that_other_members_query() {
         });
     }
     record(b, &["get", &id]).fails_with("is deleted");
+    let expired = record_event(&mut alice, "expired", &brief);
+    assert_eq!(expired["record"]["creator"], b.id.as_str(), "{expired}");
     let shown = carol.events_of("record");
     assert!(
         !shown

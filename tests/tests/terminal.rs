@@ -82,6 +82,18 @@ fn a_person_types_edits_completes_and_leaves_while_messages_arrive() {
     });
     term.keys(&["/history 2", "Enter"]);
     term.wait("the history", LIMIT, |s| s.contains("<alice> Hello bob, how are you"));
+    // Actions both ways; an edit of alice's last message, which bob sees as one.
+    term.keys(&["/me waves", "Enter"]);
+    bob.wait_for("alice's action", LIMIT, |e| {
+        e["event"] == "message" && e["text"] == "waves" && e["action"] == true
+    });
+    bob.send("/me nods");
+    term.wait("bob's action", LIMIT, |s| s.contains("* bob nods"));
+    term.keys(&["/ed", "Tab", "waves hello", "Enter"]);
+    term.wait("the edit's confirmation", LIMIT, |s| s.contains("* message edited"));
+    bob.wait_for("alice's edit", LIMIT, |e| {
+        e["event"] == "message" && e["edited"] == true && e["text"] == "waves hello" && e["action"] == true
+    });
 
     // Connection churn is not shown without -v; names are in colour.
     let screen = term.screen();

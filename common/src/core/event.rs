@@ -283,6 +283,22 @@ pub enum Event {
         /// When the change takes effect, unix ms.
         at_ms: Option<i64>,
     },
+    /// A scripts' record (a type not peergroup's own) reached its expiry and was
+    /// purged from the store.
+    Expired {
+        /// The record.
+        id: uuid::Uuid,
+        /// Its type.
+        rtype: uuid::Uuid,
+        /// Its creator.
+        creator: MemberId,
+        /// The creator's name.
+        name: String,
+        /// When it was created, unix ms.
+        created_ms: i64,
+        /// When it expired, unix ms.
+        expires_ms: i64,
+    },
     /// Something went wrong that the user should see.
     Error(String),
 }

@@ -347,8 +347,10 @@ fn an_own_message_past_the_quota_is_refused_with_the_reason() {
     };
     let mut b = Bench::with_quota(2, 1, quota);
     let publish = |b: &mut Bench, req| {
-        b.core
-            .handle(b.now, Input::Command(req, Command::Publish(format!("message {req}"))));
+        b.core.handle(
+            b.now,
+            Input::Command(req, Command::Publish(format!("message {req}").into())),
+        );
         b.drain()
             .into_iter()
             .find_map(|o| match o {

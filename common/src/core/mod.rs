@@ -32,6 +32,8 @@ pub mod store;
 pub mod whisper;
 
 #[cfg(test)]
+mod chat_tests;
+#[cfg(test)]
 mod credential_tests;
 #[cfg(test)]
 mod hostile_tests;
@@ -189,6 +191,12 @@ pub enum CoreError {
     /// This node's own membership was revoked (its revocation is in its store).
     #[error("{0}")]
     Revoked(String),
+    /// No live chat message with this id.
+    #[error("no message {0} here (deleted, expired, or never received)")]
+    NoMessage(Uuid),
+    /// A message this member may not change, or a change that cannot be made.
+    #[error("{0}")]
+    Change(String),
 }
 
 /// Traffic and work counters of a node, shared with its driver's connection tasks.
@@ -232,7 +240,7 @@ pub struct Config {
     /// Where members were seen before.
     pub known: KnownPeers,
     /// Chat messages to publish before going online (for `--send`).
-    pub initial_messages: Vec<String>,
+    pub initial_messages: Vec<Post>,
     /// Seed of the core's randomness (jitter, shuffles, nonces, record ids).
     pub seed: u64,
     /// Threads for checking large batches of signatures (1: none).
@@ -370,11 +378,47 @@ pub enum Input {
     },
 }
 
+/// A chat message to publish.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Post {
+    /// The text.
+    pub text: String,
+    /// How long it lives, ms: at most the group's message lifetime in force (`None`:
+    /// that lifetime).
+    pub lifetime_ms: Option<i64>,
+    /// An action (`/me waves`), shown as `* name waves`.
+    pub action: bool,
+}
+
+impl From<&str> for Post {
+    fn from(text: &str) -> Post {
+        Post::from(text.to_string())
+    }
+}
+
+impl From<String> for Post {
+    fn from(text: String) -> Post {
+        Post {
+            text,
+            ..Post::default()
+        }
+    }
+}
+
 /// What a user asks of the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Publish a chat message.
-    Publish(String),
+    Publish(Post),
+    /// Replace the text of chat message `id` (this member's own, or any as an admin).
+    Edit {
+        /// The message.
+        id: Uuid,
+        /// Its new text.
+        text: String,
+    },
+    /// Delete chat message `id` (this member's own, or any as an admin).
+    Delete(Uuid),
     /// Whisper to a present member (friendly name or member-id prefix).
     Whisper {
         /// Who.
@@ -595,6 +639,10 @@ pub struct Core<S: RecordStore> {
     next_renewal_check: Instant,
     last_presence: Instant,
     last_purge: Instant,
+    /// Creation time of the last chat message this node published, unix ms: each next
+    /// one is created later, so a member's messages keep the order they were sent in
+    /// (history sorts by creation time; `/edit` means the latest) within a millisecond.
+    last_chat_ms: i64,
     stopping: bool,
     auth_window: (Instant, u32),
     /// Records admitted from peers but not yet committed: one commit for every frame
@@ -700,6 +748,7 @@ impl<S: RecordStore> Core<S> {
             next_renewal_check: now.instant,
             last_presence: now.instant,
             last_purge: now.instant,
+            last_chat_ms: i64::MIN,
             stopping: false,
             auth_window: (now.instant, 0),
             batch: Vec::new(),
@@ -715,8 +764,8 @@ impl<S: RecordStore> Core<S> {
         core.load_known(&summaries, now)?;
         drop(summaries);
         core.publish_membership(now)?;
-        for text in &cfg.initial_messages {
-            core.publish_chat(text, now)?;
+        for post in &cfg.initial_messages {
+            core.publish_chat(post, now)?;
         }
         core.publish_presence(false, now)?;
         core.set_status(|s| s.listening = true);
@@ -1223,15 +1272,55 @@ impl<S: RecordStore> Core<S> {
         nonce
     }
 
-    fn publish_chat(&mut self, text: &str, now: Now) -> Result<Uuid, CoreError> {
-        if text.len() > record::MAX_CHAT_BYTES {
-            return Err(CoreError::TooLong(text.len()));
+    fn publish_chat(&mut self, post: &Post, now: Now) -> Result<Uuid, CoreError> {
+        if post.text.len() > record::MAX_CHAT_BYTES {
+            return Err(CoreError::TooLong(post.text.len()));
         }
-        let lifetime = self.admission.lifetimes_at(now.unix_ms()).message_ms;
-        let mut r = Record::new(CHAT_TYPE, self.me, now.unix_ms(), lifetime);
+        // Never longer than the group's lifetime in force, whatever was asked.
+        let group = self.admission.lifetimes_at(now.unix_ms()).message_ms;
+        let lifetime = post.lifetime_ms.map_or(group, |l| l.clamp(1, group));
+        let created_ms = now.unix_ms().max(self.last_chat_ms.saturating_add(1));
+        let mut r = Record::new(CHAT_TYPE, self.me, created_ms, lifetime);
+        if post.action {
+            r.attributes.push((record::ACTION_ATTR.into(), AttrValue::Int(1)));
+        }
         r.set_nonce(self.new_nonce());
-        r.data = text.as_bytes().to_vec();
-        self.sign_and_store(r, now)
+        r.data = post.text.as_bytes().to_vec();
+        let id = self.sign_and_store(r, now)?;
+        self.last_chat_ms = created_ms;
+        Ok(id)
+    }
+
+    /// A new version of chat message `id` with `text`, or its deletion (`None`): only
+    /// of a live message that is this member's own, or any as an admin (the conflict
+    /// rule peers judge by).
+    fn change_chat(&mut self, id: Uuid, text: Option<String>, now: Now) -> Result<Uuid, CoreError> {
+        let old = match self.store.get(&id) {
+            Ok(Some(r)) if r.rtype == CHAT_TYPE && !r.deleted && r.expires_ms > now.unix_ms() => r,
+            Ok(_) => return Err(CoreError::NoMessage(id)),
+            Err(e) => return Err(CoreError::Store(e.to_string())),
+        };
+        let admin = self.admission.cert(&self.me).is_some_and(|c| role_of(c) == Role::Admin);
+        let signer = crate::records::Signer {
+            group: &self.group,
+            key: &self.identity.key,
+            me: self.me,
+            admin,
+            now_ms: now.unix_ms(),
+            max_life_ms: self.admission.lifetimes_at(now.unix_ms()).message_ms,
+        };
+        let changed = match text {
+            Some(text) if text.len() > record::MAX_CHAT_BYTES => return Err(CoreError::TooLong(text.len())),
+            Some(text) => signer.update(
+                &old,
+                crate::records::Change {
+                    data: Some(text.into_bytes()),
+                    ..Default::default()
+                },
+            ),
+            None => signer.delete(&old),
+        };
+        self.sign_and_store(changed.map_err(|e| CoreError::Change(e.to_string()))?, now)
     }
 
     fn publish_membership(&mut self, now: Now) -> Result<(), CoreError> {
@@ -1543,7 +1632,9 @@ impl<S: RecordStore> Core<S> {
     fn on_command(&mut self, req: RequestId, cmd: Command, now: Now) {
         let reply = match cmd {
             Command::Admit(bodies) => Reply::Admitted(self.admit_local(bodies, now)),
-            Command::Publish(text) => Reply::Published(self.publish_chat(&text, now)),
+            Command::Publish(post) => Reply::Published(self.publish_chat(&post, now)),
+            Command::Edit { id, text } => Reply::Published(self.change_chat(id, Some(text), now)),
+            Command::Delete(id) => Reply::Published(self.change_chat(id, None, now)),
             Command::Whisper { to, text } => match self.whisper(req, &to, text, now) {
                 Some(done) => Reply::Whispered(done),
                 None => return,
@@ -2247,6 +2338,16 @@ impl<S: RecordStore> Core<S> {
                 for s in gone {
                     let creator = s.creator;
                     self.items.remove(s.id.as_bytes());
+                    if !crate::records::is_reserved(&s.rtype) {
+                        self.emit(Event::Expired {
+                            id: s.id,
+                            rtype: s.rtype,
+                            creator,
+                            name: self.admission.names().display(&creator),
+                            created_ms: s.created_ms,
+                            expires_ms: s.expires_ms,
+                        });
+                    }
                     if counted(&s.rtype) {
                         self.quotas.remove(creator, s.created_ms, s.id);
                     }

@@ -42,8 +42,8 @@ pub use crate::core::admission::{MAX_CLOCK_SKEW_MS, decode_chain, encode_chain};
 pub use crate::core::flow::{LAGGING_BYTES, STALLED_BYTES};
 pub use crate::core::mesh::{MAX_BACKOFF, MIN_BACKOFF, TARGET_NEIGHBOURS};
 pub use crate::core::{
-    ConnChange, ConnKind, ConnReason, DEFAULT_MAX_NEIGHBOURS, Event, MemberChange, MemberInfo, PeerSpec, Stats, Status,
-    TICK, Via,
+    ConnChange, ConnKind, ConnReason, DEFAULT_MAX_NEIGHBOURS, Event, MemberChange, MemberInfo, PeerSpec, Post, Stats,
+    Status, TICK, Via,
 };
 
 /// Most events waiting for the front end: whispers and member changes come from
@@ -111,7 +111,7 @@ pub struct NodeConfig {
     /// Store durability.
     pub durability: Durability,
     /// Chat messages to publish before going online (for `--send`).
-    pub initial_messages: Vec<String>,
+    pub initial_messages: Vec<Post>,
     /// Dial members found in presence records and the invitation (true), or only
     /// `peers` (false: fixed topologies in tests).
     pub discover: bool,
@@ -163,7 +163,27 @@ impl Handle {
 
     /// Publishes a chat message; returns its record id once it is durable.
     pub async fn publish(&self, text: &str) -> Result<Uuid, NodeError> {
-        Ok(self.ask(Command::Publish(text.to_string()), Asker::Published).await??)
+        self.post(Post::from(text)).await
+    }
+
+    /// Publishes a chat message with a lifetime or as an action; returns its record id
+    /// once it is durable.
+    pub async fn post(&self, post: Post) -> Result<Uuid, NodeError> {
+        Ok(self.ask(Command::Publish(post), Asker::Published).await??)
+    }
+
+    /// Replaces the text of chat message `id` (own, or any as an admin).
+    pub async fn edit(&self, id: Uuid, text: &str) -> Result<Uuid, NodeError> {
+        let cmd = Command::Edit {
+            id,
+            text: text.to_string(),
+        };
+        Ok(self.ask(cmd, Asker::Published).await??)
+    }
+
+    /// Deletes chat message `id` (own, or any as an admin).
+    pub async fn delete(&self, id: Uuid) -> Result<Uuid, NodeError> {
+        Ok(self.ask(Command::Delete(id), Asker::Published).await??)
     }
 
     /// Resolves when the node has stopped.

@@ -614,7 +614,7 @@ impl Sim {
                 let closed = ConnReason::Transport("closed by peer".into());
                 (node, Input::Down(conn, closed))
             }
-            Happening::Publish { node, text } => (node, Input::Command(0, Command::Publish(text))),
+            Happening::Publish { node, text } => (node, Input::Command(0, Command::Publish(text.into()))),
             Happening::Attack { node, round } => return self.attack_round(node, round),
         };
         let Some(core) = self.nodes[node].core.as_mut() else {

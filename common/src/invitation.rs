@@ -627,6 +627,7 @@ impl Invitation {
             .and_then(|r| Properties::of_record(&r).ok())
             .unwrap_or_else(|| Properties::of_group(&b.group));
         serde_json::json!({
+            "kind": "identity",
             "group": b.group.name,
             "group_id": b.group.id.to_string(),
             "classifier": b.group.classifier,

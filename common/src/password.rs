@@ -486,7 +486,28 @@ impl PasswordInvitation {
         }
     }
 
-    /// What it says, for `group-join --inspect`.
+    /// What it says, for `group-join --inspect --json`: one object.
+    pub fn describe_json(&self) -> serde_json::Value {
+        let b = &self.body;
+        serde_json::json!({
+            "kind": "password",
+            "invitation": b.invitation_id.to_string(),
+            "group": b.group.name,
+            "group_id": b.group.id.to_string(),
+            "classifier": b.group.classifier,
+            "issuer": b.issuer_name,
+            "issuer_id": b.issuer_id.to_string(),
+            "role": b.role.name(),
+            "issued": b.issued,
+            "expires": b.expires,
+            "uses": b.uses,
+            "valid_for": b.valid_for_secs,
+            "chain": self.chain.len(),
+            "addresses": b.addresses,
+        })
+    }
+
+    /// Readable summary for `group-join --inspect`: `key: value` lines.
     pub fn describe(&self) -> String {
         let b = &self.body;
         let valid_for = b.valid_for_secs.map_or("the group's member lifetime".to_string(), |s| {

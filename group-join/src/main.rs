@@ -69,9 +69,14 @@ fn run(args: Args) -> anyhow::Result<()> {
     let inv = if PasswordInvitation::is_one(&bytes) {
         let pinv = PasswordInvitation::parse(&source, &bytes)?;
         if args.json {
-            anyhow::bail!(
-                "{source} is a password invitation: --inspect --json describes invitations for one identity only; leave out --json"
-            );
+            let mut v = pinv.describe_json();
+            let checked = pinv.verify(clock::now());
+            v["status"] = serde_json::json!(if checked.is_ok() { "valid" } else { "invalid" });
+            if let Err(e) = &checked {
+                v["error"] = serde_json::json!(e.to_string());
+            }
+            cli::write_stdout(format!("{v}\n").as_bytes())?;
+            return Ok(checked?);
         }
         if args.inspect {
             cli::write_stdout(pinv.describe().as_bytes())?;

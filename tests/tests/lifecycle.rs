@@ -694,6 +694,20 @@ fn password_invitations_admit_the_right_password_only() {
     let one = file("one.invite", &invite("1"));
     let single = file("single.invite", &invite("1"));
     assert!(!std::fs::read_to_string(&two).unwrap().contains("sesame"));
+    // What a password invitation says, for scripts: one object.
+    let inspected = g[0].home.run("group-join", &["--inspect", "--json", &two]).ok();
+    let v: serde_json::Value = serde_json::from_str(inspected.stdout.trim()).unwrap();
+    assert_eq!(
+        (&v["kind"], &v["uses"], &v["status"], &v["group"]),
+        (
+            &serde_json::json!("password"),
+            &serde_json::json!(2),
+            &serde_json::json!("valid"),
+            &serde_json::json!(GROUP)
+        ),
+        "{v}"
+    );
+    assert!(!inspected.stdout.contains("sesame"));
     let joiner = |name: &'static str| {
         let home = peergroup_tests::Home::new();
         home.run("identity-export", &[name]).ok();

@@ -197,6 +197,7 @@ async fn start(home: &Home, name: &str, peers: Vec<PeerSpec>) -> (node::Handle, 
         port_mapping: false,
         mdns: false,
         check_reach: true,
+        record_events: false,
     };
     let (h, e, _task) = node::start(cfg).await.unwrap();
     (h, e)

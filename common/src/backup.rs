@@ -524,6 +524,7 @@ fn check_records(identity: &Identity, m: &Membership, bodies: &[String]) -> Resu
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         quota: core::quota::QuotaLimits::default(),
         check_reach: false,
+        record_events: false,
     };
     let mut node = Core::new(cfg, core::store::MemStore::new(), now).map_err(|e| BackupError::Core(e.to_string()))?;
     let bodies: Vec<Vec<u8>> = decoded.into_iter().map(|(_, b)| b).collect();

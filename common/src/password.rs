@@ -513,23 +513,25 @@ impl PasswordInvitation {
         let valid_for = b.valid_for_secs.map_or("the group's member lifetime".to_string(), |s| {
             clock::format_duration(Duration::from_secs(s))
         });
+        // Printed before the signature is checked: every field made safe for a terminal.
+        let safe = crate::names::sanitize;
         format!(
             "kind: password invitation\ninvitation: {}\ngroup: {} ({})\nrole: {}\nissued by: {} ({})\nissued: {}\nexpires: {}\nuses: {}\nmembership lasts: {}\naddresses: {}\n",
             b.invitation_id,
-            b.group.name,
+            safe(&b.group.name),
             b.group.id,
             b.role,
-            b.issuer_name,
+            safe(&b.issuer_name),
             b.issuer_id,
-            b.issued,
-            b.expires,
+            safe(&b.issued),
+            safe(&b.expires),
             if b.uses == 1 {
                 "single use".to_string()
             } else {
                 format!("up to {} identities", b.uses)
             },
             valid_for,
-            b.addresses.join(", ")
+            safe(&b.addresses.join(", "))
         )
     }
 }
@@ -799,6 +801,44 @@ mod tests {
         let proof = joiner.on_challenge(&spake, &confirm, exporters.0);
         let admitted = proof.as_ref().is_ok_and(|p| admitter.on_proof(p));
         (proof, admitted)
+    }
+
+    /// Red-team finding: `--inspect` prints the body before its chain is checked, so
+    /// anyone can sign what it says: nothing of it may reach a terminal raw.
+    #[test]
+    fn what_inspect_prints_is_safe_for_a_terminal() {
+        let f = crate::credential::tests::fixture(clock::now());
+        let evil = "a\u{1b}]0;owned\u{7}\u{202e}b";
+        let mut group = f.creator.m.group.clone();
+        group.name = evil.into();
+        let inv = PasswordInvitation {
+            source_name: "x".into(),
+            body: Body {
+                format: 1,
+                invitation_id: Uuid::nil(),
+                group,
+                role: Role::Member,
+                valid_for_secs: None,
+                expires: evil.into(),
+                issued: evil.into(),
+                uses: 1,
+                issuer_id: ids().1,
+                issuer_name: evil.into(),
+                addresses: vec![evil.into()],
+                root_sha256: String::new(),
+                chain_sha256: Vec::new(),
+            },
+            body_bytes: Vec::new(),
+            signature: Vec::new(),
+            root: f.creator.m.root.clone(),
+            chain: Vec::new(),
+        };
+        let shown = inv.describe();
+        assert!(
+            !shown.chars().any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
+            "{shown:?}"
+        );
+        assert_eq!(shown.lines().count(), 10, "{shown}");
     }
 
     #[test]

@@ -465,11 +465,14 @@ impl Record {
 }
 
 /// The conflict rule: which of two copies of one record id wins. Higher version; then
-/// higher last-modifier id; then later modification time; then larger signature bytes.
-/// Deterministic, so every peer keeps the same copy.
+/// a deletion marker (an admin's deletion takes the highest version a record may
+/// carry, so nothing its creator signs later undoes it); then higher last-modifier id;
+/// then later modification time; then larger signature bytes. Deterministic, so every
+/// peer keeps the same copy.
 pub fn compare(a: &Record, b: &Record) -> Ordering {
     a.version
         .cmp(&b.version)
+        .then_with(|| a.deleted.cmp(&b.deleted))
         .then_with(|| a.modifier.cmp(&b.modifier))
         .then_with(|| a.modified_ms.cmp(&b.modified_ms))
         .then_with(|| a.signature.cmp(&b.signature))

@@ -50,6 +50,9 @@ pub enum RecordsError {
     /// A change to a record already deleted.
     #[error("record {0} is deleted")]
     Deleted(Uuid),
+    /// A record at the highest version it may carry: no member would take another.
+    #[error("record {0} has reached its last version: it can only be deleted by an admin")]
+    Final(Uuid),
     /// A lifetime over the group's.
     #[error("a record lives at most {0} from its creation (the group's message lifetime)")]
     TooLong(String),
@@ -134,9 +137,26 @@ impl Signer<'_> {
         self.sign(r)
     }
 
-    /// A deletion marker for `old`: no attributes, no data.
+    /// A deletion marker for `old`: no attributes, no data. An admin's deletion of
+    /// another member's record is final: it takes the highest version the record may
+    /// carry, and at equal versions a deletion wins (see [`crate::record::compare`]), so
+    /// its creator cannot sign it back.
     pub fn delete(&self, old: &Record) -> Result<Record, RecordsError> {
-        let mut r = self.next_version(old)?;
+        let ceiling = crate::core::admission::version_ceiling(old);
+        let by_admin = old.creator != self.me;
+        let mut r = if by_admin && old.version >= ceiling {
+            // Already at the ceiling (its creator went there first): the deletion
+            // wins at the same version.
+            self.next_version(&Record {
+                version: ceiling - 1,
+                ..old.clone()
+            })?
+        } else {
+            self.next_version(old)?
+        };
+        if by_admin {
+            r.version = ceiling;
+        }
         r.deleted = true;
         r.attributes.clear();
         r.data.clear();
@@ -149,6 +169,9 @@ impl Signer<'_> {
         }
         if old.deleted {
             return Err(RecordsError::Deleted(old.id));
+        }
+        if old.version >= crate::core::admission::version_ceiling(old) {
+            return Err(RecordsError::Final(old.id));
         }
         let mut r = old.clone();
         r.version = old.version.saturating_add(1);

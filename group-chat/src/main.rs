@@ -324,6 +324,7 @@ async fn online(
         port_mapping: !args.no_port_mapping && args.send.is_none(),
         mdns: !args.no_mdns && args.send.is_none(),
         check_reach: args.send.is_none(),
+        record_events: kinds.contains(&"record"),
     };
     // The output thread's own store connection and cursor, opened before going online so
     // that the first events are not held up behind it.

@@ -1064,7 +1064,7 @@ fn members_act_edit_delete_and_send_messages_that_expire_sooner() {
     alice.send("second try");
     let first = message(&mut bob, "first", &|e| e["text"] == "first try");
     let second = message(&mut bob, "second", &|e| e["text"] == "second try");
-    // A message of the session lives the hour asked, not the group's 14 days.
+    // A message of the session lives the hour asked, not the group's 7 days.
     let lives = |e: &Value| {
         let at = |k: &str| common::clock::parse_rfc3339(e[k].as_str().unwrap()).unwrap();
         (at("expires") - at("created")).whole_seconds()

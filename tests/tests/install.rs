@@ -77,6 +77,30 @@ fn install_puts_tools_man_pages_and_completions_under_the_prefix() {
     assert!(man.contains("search"), "{man}");
 }
 
+/// Red-team findings: a relative PREFIX was taken from the repository, not from where
+/// the script ran; a PREFIX that could take only part of it got that part.
+#[test]
+fn a_relative_prefix_is_where_the_user_is_and_a_prefix_that_cannot_take_all_gets_nothing() {
+    let here = tempfile::tempdir().unwrap();
+    let mut cmd = command(&workspace().join("scripts/install"), &["inst"]);
+    cmd.current_dir(here.path()).env("BIN_DIR", bin_dir());
+    let out = run_command(cmd, None);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(here.path().join("inst/bin/group-chat").exists());
+    assert!(!workspace().join("inst").exists());
+
+    let prefix = tempfile::tempdir().unwrap();
+    // A file where a folder must go (root may write anywhere: permissions would not do).
+    std::fs::create_dir_all(prefix.path().join("share/man")).unwrap();
+    std::fs::write(prefix.path().join("share/man/man1"), "in the way").unwrap();
+    let mut cmd = command(&workspace().join("scripts/install"), &[]);
+    cmd.arg(prefix.path()).env("BIN_DIR", bin_dir());
+    let out = run_command(cmd, None);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("cannot write to"), "{}", out.stderr);
+    assert!(!prefix.path().join("bin/group-chat").exists(), "nothing installed");
+}
+
 #[test]
 fn generate_refuses_what_it_does_not_know() {
     let out = run_command(

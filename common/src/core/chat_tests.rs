@@ -157,20 +157,159 @@ fn a_lifetime_asked_is_kept_within_the_groups_and_an_action_is_marked() {
     );
 }
 
+/// `h`'s node holding `r`, which `from` sent.
+fn holding(h: &Held, from: &Held, r: &Record, now: Now) -> Core<MemStore> {
+    let mut core = core_of(h, now);
+    core.handle(now, up(1, from));
+    core.handle(now, Input::Frame(1, records(&[r])));
+    core.flush(now);
+    drain(&mut core);
+    core
+}
+
+/// Red-team finding: a member put its message at the highest version a record may
+/// carry; an admin's deletion then went one above it, was kept by the admin's node
+/// alone and refused by every other, and the message could not be deleted.
+#[test]
+fn an_admins_deletion_is_final_even_of_a_message_at_its_last_version() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let t = ms(f.t0) + HOUR_MS;
+    let now = at_ms(t);
+    let mut last = chat_of(&f.member, t - 1000);
+    last.version = record::MAX_PLAIN_VERSION;
+    last.sign(&f.member.m.group.id, &f.member.key).unwrap();
+    let mut admin = holding(&f.admin, &f.member, &last, now);
+    assert_eq!(stored(&admin, &last.id).version, record::MAX_PLAIN_VERSION, "held");
+    // No newer version: an edit is refused, and nothing is kept.
+    let edit = Command::Edit {
+        id: last.id,
+        text: "x".into(),
+    };
+    let refused = answer(&mut admin, 1, edit, now);
+    assert!(
+        matches!(&refused, Err(CoreError::Change(why)) if why.contains("last version")),
+        "{refused:?}"
+    );
+    // The deletion takes the same version and wins there, on every node.
+    answer(&mut admin, 2, Command::Delete(last.id), now).unwrap();
+    let deletion = stored(&admin, &last.id);
+    assert!(deletion.deleted && deletion.version == record::MAX_PLAIN_VERSION);
+    assert_eq!(record::compare(&deletion, &last), std::cmp::Ordering::Greater);
+    let mut member = holding(&f.member, &f.admin, &last, now);
+    member.handle(now, Input::Frame(1, records(&[&deletion])));
+    member.flush(now);
+    assert!(stored(&member, &last.id).deleted, "a peer takes the admin's deletion");
+}
+
+/// Red-team finding: after an admin deleted a member's message, the member signed a
+/// newer version with its text and every node showed it again.
+#[test]
+fn a_member_cannot_undo_an_admins_deletion() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let t = ms(f.t0) + HOUR_MS;
+    let now = at_ms(t);
+    let original = chat_of(&f.member, t - 1000);
+    let mut admin = holding(&f.admin, &f.member, &original, now);
+    answer(&mut admin, 1, Command::Delete(original.id), now).unwrap();
+    let deletion = stored(&admin, &original.id);
+    assert_eq!(deletion.version, record::MAX_PLAIN_VERSION);
+    // The member's node takes the deletion; anything the member signs after it loses.
+    let mut member = holding(&f.member, &f.admin, &deletion, now);
+    assert!(matches!(
+        answer(
+            &mut member,
+            1,
+            Command::Edit {
+                id: original.id,
+                text: "back".into()
+            },
+            now
+        ),
+        Err(CoreError::NoMessage(_))
+    ));
+    let mut back = original.clone();
+    back.version = record::MAX_PLAIN_VERSION;
+    back.modified_ms = t;
+    back.sign(&f.member.m.group.id, &f.member.key).unwrap();
+    assert_eq!(record::compare(&deletion, &back), std::cmp::Ordering::Greater);
+    let mut beyond = original.clone();
+    beyond.version = record::MAX_PLAIN_VERSION + 1;
+    beyond.sign(&f.member.m.group.id, &f.member.key).unwrap();
+    assert!(admission::check_form(&beyond).is_err());
+    admin.handle(now, Input::Frame(1, records(&[&back, &beyond])));
+    admin.flush(now);
+    assert!(stored(&admin, &original.id).deleted);
+}
+
+/// Red-team finding: expiries were told whether or not the front end showed record
+/// events, unbounded: a member making thousands of records expire at once filled the
+/// front end's queue and whispers were dropped.
+#[test]
+fn expiries_are_told_only_when_asked_and_at_most_a_thousand_per_purge() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let t = ms(f.t0) + HOUR_MS;
+    let creator = f.member.m.membership.member_id;
+    let build = Uuid::new_v5(&f.member.m.group.id, b"build");
+    let mut store = MemStore::new();
+    let puts: Vec<_> = (0..1500)
+        .map(|i| {
+            let mut r = Record::new(build, creator, t - 2000 - i, 1000);
+            r.sign(&f.member.m.group.id, &f.member.key).unwrap();
+            crate::store::Put::new(r, false, 0)
+        })
+        .collect();
+    store.put_batch(&puts).unwrap_or_else(|e| match e {});
+    let told = |record_events: bool| {
+        let cfg = Config {
+            record_events,
+            ..config_of(&f.member)
+        };
+        let mut core = Core::new(cfg, store.clone(), at_ms(t)).unwrap();
+        drain(&mut core)
+            .iter()
+            .filter(|o| matches!(o, Output::Event(Event::Expired { .. })))
+            .count()
+    };
+    assert_eq!(told(false), 0);
+    assert_eq!(told(true), MAX_EXPIRED_EVENTS);
+}
+
+/// Red-team finding: a group whose lifetime read as 0 made the clamp of a lifetime
+/// asked for panic.
+#[test]
+fn a_lifetime_asked_never_panics_whatever_the_groups() {
+    let f = fixture(clock::from_unix(1_800_000_000));
+    let t = ms(f.t0) + HOUR_MS;
+    let mut cfg = config_of(&f.member);
+    cfg.membership.group.message_lifetime_secs = 0;
+    if let Ok(mut core) = Core::new(cfg, MemStore::new(), at_ms(t)) {
+        let post = Post {
+            text: "x".into(),
+            lifetime_ms: Some(1000),
+            action: false,
+        };
+        let _ = answer(&mut core, 1, Command::Publish(post), at_ms(t));
+    }
+}
+
 #[test]
 fn a_scripts_record_that_expires_is_told_of_and_a_chat_message_is_not() {
     let f = fixture(clock::from_unix(1_800_000_000));
     let t = ms(f.t0) + HOUR_MS;
-    let creator = f.member.m.membership.member_id;
     let mut store = MemStore::new();
     let build = Uuid::new_v5(&f.member.m.group.id, b"build");
     let mut puts = Vec::new();
+    // Records of another member (the admin), whose name the node knows from its
+    // membership record in the store (red-team finding: the name was its id prefix,
+    // the purge at start coming before the members were loaded).
+    let creator = f.admin.m.membership.member_id;
     for rtype in [build, CHAT_TYPE] {
         let mut r = Record::new(rtype, creator, t - 2000, 1000);
-        r.sign(&f.member.m.group.id, &f.member.key).unwrap();
+        r.sign(&f.admin.m.group.id, &f.admin.key).unwrap();
         puts.push(crate::store::Put::new(r, false, 0));
     }
     let expired_id = puts[0].record.id;
+    puts.push(crate::store::Put::new(membership_record(&f.admin, t - 5000), false, 0));
     store.put_batch(&puts).unwrap_or_else(|e| match e {});
     let mut core = Core::new(config_of(&f.member), store, at_ms(t)).unwrap();
     let expired: Vec<Event> = drain(&mut core)
@@ -186,7 +325,7 @@ fn a_scripts_record_that_expires_is_told_of_and_a_chat_message_is_not() {
             id: expired_id,
             rtype: build,
             creator,
-            name: core.admission.names().display(&creator),
+            name: f.admin.m.membership.common_name.clone(),
             created_ms: t - 2000,
             expires_ms: t - 1000,
         }]

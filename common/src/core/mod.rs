@@ -68,7 +68,7 @@ use crate::record::{
     self, AttrValue, CHAT_TYPE, CREDENTIAL_TYPE, MEMBERSHIP_TYPE, PRESENCE_TYPE, PROPERTIES_TYPE, REVOCATION_TYPE,
     Record, RecordError,
 };
-use crate::store::Put;
+use crate::store::{Put, Summary};
 use crate::sync::{Item, ItemSet, SyncKey};
 use crate::wire::{self, DialOutcome, Message, Purpose};
 use admission::{Admission, Held, HeldRecord, Lifetimes, Proof, Verdict};
@@ -95,6 +95,8 @@ pub const DEFAULT_MAX_NEIGHBOURS: usize = 8;
 pub const TICK: Duration = Duration::from_millis(200);
 /// How often expired records are purged.
 pub const PURGE_EVERY: Duration = Duration::from_secs(5);
+/// Most [`Event::Expired`] told per purge (the rest are logged).
+pub const MAX_EXPIRED_EVENTS: usize = 1000;
 /// Most direct (whisper) connections open at once, and from one member: enough for a
 /// busy person's conversations, far below the file descriptors a node has.
 pub const MAX_DIRECT: usize = 32;
@@ -250,6 +252,9 @@ pub struct Config {
     /// Ask neighbours to dial this node back at its addresses (see [`reach`]); off for
     /// a node that only sends and leaves.
     pub check_reach: bool,
+    /// Tell the front end when scripts' records expire ([`Event::Expired`]): only when
+    /// it shows record events.
+    pub record_events: bool,
 }
 
 /// A connection that finished its handshake and Hello exchange.
@@ -627,6 +632,7 @@ pub struct Core<S: RecordStore> {
     /// Reachability checks this node runs for its neighbours.
     dial_backs: reach::Helper,
     check_reach: bool,
+    record_events: bool,
     /// The candidates as the checks judge them: what presence advertises, whether the
     /// node is reachable.
     judged: reach::Judged,
@@ -737,6 +743,7 @@ impl<S: RecordStore> Core<S> {
             checks: reach::Checks::default(),
             dial_backs: reach::Helper::default(),
             check_reach: cfg.check_reach,
+            record_events: cfg.record_events,
             judged: reach::Judged {
                 advertised: Vec::new(),
                 dropped: Vec::new(),
@@ -760,9 +767,11 @@ impl<S: RecordStore> Core<S> {
             threads: cfg.threads.max(1),
         };
         core.judged = core.checks.judge(&core.candidates(), crate::membership::MAX_ADDRESSES);
-        core.purge(now);
+        let expired = core.purge(now);
         core.load_known(&summaries, now)?;
         drop(summaries);
+        // After the members are known: the events name their creators.
+        core.tell_expired(expired);
         core.publish_membership(now)?;
         for post in &cfg.initial_messages {
             core.publish_chat(post, now)?;
@@ -901,7 +910,8 @@ impl<S: RecordStore> Core<S> {
         }
         if now.instant.duration_since(self.last_purge) >= PURGE_EVERY {
             self.last_purge = now.instant;
-            self.purge(now);
+            let expired = self.purge(now);
+            self.tell_expired(expired);
         }
         if self.known_dirty {
             self.known_changed(now.instant);
@@ -1227,6 +1237,9 @@ impl<S: RecordStore> Core<S> {
     // ---- publishing ------------------------------------------------------------------
 
     fn sign_and_store(&mut self, mut r: Record, now: Now) -> Result<Uuid, CoreError> {
+        // What peers would refuse on sight is not kept here either (a version beyond
+        // the ceiling, above all): this node must hold what the others hold.
+        admission::check_form(&r).map_err(|e| CoreError::Change(e.to_string()))?;
         r.sign(&self.group, &self.identity.key)?;
         let body = r.encode();
         let counts = counted(&r.rtype);
@@ -1278,7 +1291,7 @@ impl<S: RecordStore> Core<S> {
         }
         // Never longer than the group's lifetime in force, whatever was asked.
         let group = self.admission.lifetimes_at(now.unix_ms()).message_ms;
-        let lifetime = post.lifetime_ms.map_or(group, |l| l.clamp(1, group));
+        let lifetime = post.lifetime_ms.map_or(group, |l| l.max(1).min(group));
         let created_ms = now.unix_ms().max(self.last_chat_ms.saturating_add(1));
         let mut r = Record::new(CHAT_TYPE, self.me, created_ms, lifetime);
         if post.action {
@@ -2331,22 +2344,18 @@ impl<S: RecordStore> Core<S> {
         }
     }
 
-    fn purge(&mut self, now: Now) {
+    /// Purges expired records; returns those of scripts' types, for
+    /// [`Core::tell_expired`].
+    fn purge(&mut self, now: Now) -> Vec<Summary> {
         let t = now.unix_ms();
+        let mut scripts = Vec::new();
         match self.store.purge_expired(t) {
             Ok(gone) => {
                 for s in gone {
                     let creator = s.creator;
                     self.items.remove(s.id.as_bytes());
-                    if !crate::records::is_reserved(&s.rtype) {
-                        self.emit(Event::Expired {
-                            id: s.id,
-                            rtype: s.rtype,
-                            creator,
-                            name: self.admission.names().display(&creator),
-                            created_ms: s.created_ms,
-                            expires_ms: s.expires_ms,
-                        });
+                    if self.record_events && !crate::records::is_reserved(&s.rtype) {
+                        scripts.push(s);
                     }
                     if counted(&s.rtype) {
                         self.quotas.remove(creator, s.created_ms, s.id);
@@ -2368,6 +2377,27 @@ impl<S: RecordStore> Core<S> {
                 member,
                 name: self.admission.names().display(&member),
             });
+        }
+        scripts
+    }
+
+    /// Tells the front end of scripts' records that expired, at most
+    /// [`MAX_EXPIRED_EVENTS`] per purge: a member can make many expire at one moment,
+    /// and the front end's event queue must keep room for whispers and member changes.
+    fn tell_expired(&mut self, gone: Vec<Summary>) {
+        let over = gone.len().saturating_sub(MAX_EXPIRED_EVENTS);
+        for s in gone.into_iter().take(MAX_EXPIRED_EVENTS) {
+            self.emit(Event::Expired {
+                id: s.id,
+                rtype: s.rtype,
+                creator: s.creator,
+                name: self.admission.names().display(&s.creator),
+                created_ms: s.created_ms,
+                expires_ms: s.expires_ms,
+            });
+        }
+        if over > 0 {
+            tracing::warn!("{over} more scripts' records expired at this purge than are told as events");
         }
     }
 

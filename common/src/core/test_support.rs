@@ -46,6 +46,7 @@ pub fn config_of(h: &Held) -> Config {
         threads: 1,
         quota: QuotaLimits::default(),
         check_reach: true,
+        record_events: true,
     }
 }
 

@@ -123,6 +123,9 @@ pub struct NodeConfig {
     /// Ask neighbours to dial this node back at its addresses, and advertise only
     /// those that work (see [`core::reach`]).
     pub check_reach: bool,
+    /// Tell the front end when scripts' records expire (only when it shows record
+    /// events).
+    pub record_events: bool,
 }
 
 /// Where a command's answer goes.
@@ -361,6 +364,7 @@ pub async fn start(cfg: NodeConfig) -> Result<(Handle, mpsc::Receiver<Event>, to
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()).min(8),
         quota: core::QuotaLimits::default(),
         check_reach: cfg.check_reach,
+        record_events: cfg.record_events,
     };
     let core = Core::new(core_cfg, store, now())?;
     for (member, cert) in core.known_certs() {

@@ -119,6 +119,7 @@ impl SimNode {
             quota: self.quota,
             // The simulation has no listeners to dial back.
             check_reach: false,
+            record_events: false,
         }
     }
 }

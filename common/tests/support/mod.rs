@@ -101,6 +101,7 @@ impl Fixture {
             port_mapping: false,
             mdns: false,
             check_reach: true,
+            record_events: false,
         };
         let (handle, events, task) = node::start(cfg).await.unwrap();
         let addr = handle.addresses[0]

@@ -55,5 +55,6 @@ pub mod store;
 pub mod sync;
 pub mod terminal;
 pub mod tls;
+pub mod verify;
 pub mod wire;
 pub mod xml;

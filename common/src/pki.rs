@@ -38,6 +38,16 @@ pub const ROOT_LIFETIME: Duration = Duration::from_secs(100 * 365 * 86_400);
 /// How far back a new certificate's validity starts, to tolerate small clock skew.
 pub const BACKDATE: Duration = Duration::from_secs(60);
 
+/// Whether 32 bytes are an Ed25519 public key on the curve and not of small order.
+pub fn ed25519_key_is_sound(key: &[u8]) -> bool {
+    let Ok(bytes) = <[u8; 32]>::try_from(key) else {
+        return false;
+    };
+    curve25519_dalek::edwards::CompressedEdwardsY(bytes)
+        .decompress()
+        .is_some_and(|p| !p.is_small_order())
+}
+
 /// DNS name a member's certificate carries; TLS peers are identified by member id.
 pub fn member_dns_name(member_id: &MemberId) -> String {
     format!("{member_id}.member.invalid")
@@ -403,7 +413,18 @@ impl Cert {
             }
             Ok(PublicKey::RSA(rsa)) if rsa.key_size() == 2048 => KeyType::Rsa2048,
             Ok(PublicKey::RSA(rsa)) if rsa.key_size() == 3072 => KeyType::Rsa3072,
-            _ if spki.algorithm.algorithm.to_id_string() == "1.3.101.112" => KeyType::Ed25519,
+            _ if spki.algorithm.algorithm.to_id_string() == "1.3.101.112" => {
+                // ZIP-215 (how records are checked, see crate::verify) takes a key of
+                // small order, and with it a signature that verifies for any message:
+                // whoever holds such a key, everyone could sign as it.
+                if !ed25519_key_is_sound(&spki.subject_public_key.data) {
+                    return Err(PkiError::UnsupportedKey {
+                        what: what.into(),
+                        found: "an Ed25519 key of small order (anyone could sign with it)".into(),
+                    });
+                }
+                KeyType::Ed25519
+            }
             Ok(PublicKey::RSA(rsa)) => {
                 return Err(PkiError::UnsupportedKey {
                     what: what.into(),

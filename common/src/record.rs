@@ -363,7 +363,7 @@ impl Record {
 
     /// Whether `cert` (the modifier's membership certificate) verifies the signature.
     pub fn verify_signature(&self, group: &Uuid, cert: &Cert) -> bool {
-        cert.verify(&self.signed_bytes(group), &self.signature)
+        crate::verify::verify(cert, &self.signed_bytes(group), &self.signature)
     }
 
     /// The wire and storage encoding.

@@ -5,7 +5,10 @@
 //! crafted signatures: a batch and single checks could disagree, and nodes with it.)
 //! Other key types are checked one at a time by aws-lc.
 
-use ed25519_zebra::{Signature, VerificationKeyBytes, batch};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use ed25519_zebra::{Signature, VerificationKey, VerificationKeyBytes, batch};
 
 use crate::pki::{Cert, KeyType};
 
@@ -37,12 +40,36 @@ impl<'a> Check<'a> {
     /// Whether it verifies.
     pub fn verify(&self) -> bool {
         match self.key_type {
-            KeyType::Ed25519 => self.ed25519().is_some_and(|item| item.verify_single().is_ok()),
+            KeyType::Ed25519 => self.ed25519_alone(),
             other => other
                 .verify_algorithm()
                 .verify_signature(self.key, self.message, self.signature)
                 .is_ok(),
         }
+    }
+
+    /// An Ed25519 check alone, with the key decoded once per key (see [`KEYS`]).
+    fn ed25519_alone(&self) -> bool {
+        let (Ok(key), Ok(sig)) = (<[u8; 32]>::try_from(self.key), <[u8; 64]>::try_from(self.signature)) else {
+            return false;
+        };
+        let cached = KEYS.lock().ok().and_then(|k| k.get(&key).copied());
+        let vk = match cached {
+            Some(vk) => vk,
+            None => {
+                let Ok(vk) = VerificationKey::try_from(key) else {
+                    return false;
+                };
+                if let Ok(mut keys) = KEYS.lock() {
+                    if keys.len() >= KEYS_CAP {
+                        keys.clear();
+                    }
+                    keys.insert(key, vk);
+                }
+                vk
+            }
+        };
+        vk.verify(&Signature::from(sig), self.message).is_ok()
     }
 
     /// The batch item of an Ed25519 check whose key and signature have the right
@@ -57,6 +84,13 @@ impl<'a> Check<'a> {
         )))
     }
 }
+
+/// Ed25519 keys decoded (a point decompression: a square root, about a fifth of a
+/// check alone); a group has few keys. Emptied when full.
+static KEYS: std::sync::LazyLock<Mutex<HashMap<[u8; 32], VerificationKey>>> =
+    std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
+/// Most keys [`KEYS`] holds.
+const KEYS_CAP: usize = 16_384;
 
 /// Whether `signature` over `message` verifies with `cert`'s key.
 pub fn verify(cert: &Cert, message: &[u8], signature: &[u8]) -> bool {
@@ -73,7 +107,7 @@ pub fn verify_all(checks: &[Check<'_>]) -> Vec<bool> {
         if c.key_type != KeyType::Ed25519 {
             out[i] = c.verify();
         } else if let Some(item) = c.ed25519() {
-            ed25519.push((i, item));
+            ed25519.push((i, c, item));
         }
     }
     settle(&ed25519, &mut out);
@@ -82,17 +116,17 @@ pub fn verify_all(checks: &[Check<'_>]) -> Vec<bool> {
 
 /// Checks `items` as one batch; when it fails, each half again, down to single
 /// checks: one bad signature among n costs about 2 log2(n) batches more, not n singles.
-fn settle(items: &[(usize, batch::Item)], out: &mut [bool]) {
+fn settle(items: &[(usize, &Check<'_>, batch::Item)], out: &mut [bool]) {
     match items {
         [] => {}
-        [(i, item)] => out[*i] = item.clone().verify_single().is_ok(),
+        [(i, check, _)] => out[*i] = check.ed25519_alone(),
         _ => {
             let mut b = batch::Verifier::new();
-            for (_, item) in items {
+            for (_, _, item) in items {
                 b.queue(item.clone());
             }
             if b.verify(rand_core::OsRng).is_ok() {
-                for (i, _) in items {
+                for (i, _, _) in items {
                     out[*i] = true;
                 }
             } else {
@@ -109,7 +143,6 @@ mod tests {
     use super::*;
     use curve25519_dalek::constants::EIGHT_TORSION;
     use curve25519_dalek::edwards::CompressedEdwardsY;
-    use ed25519_zebra::VerificationKey;
 
     /// ZIP-215's small-order cases (as ed25519-zebra's own tests make them): every
     /// canonical encoding of the 8 torsion points and the 6 low-order non-canonical

@@ -865,6 +865,33 @@ mod tests {
         assert!(id.len() == 40 && id.parse::<MemberId>().is_ok(), "{id}");
     }
 
+    /// Red-team finding: the refusal of small-order keys was tested on the function
+    /// only. A certificate whose Ed25519 key is the identity point (of order 1) is
+    /// refused when read.
+    #[test]
+    fn a_certificate_with_an_ed25519_key_of_small_order_is_refused() {
+        let key = KeyType::Ed25519.generate().unwrap();
+        let spec = CertSpec {
+            common_name: "x".into(),
+            claim: Claim::Identity,
+            not_before: clock::now(),
+            not_after: clock::add(clock::now(), Duration::from_secs(60)),
+        };
+        let der = self_signed(&spec, &key).unwrap();
+        assert!(Cert::parse(&der, "it").is_ok());
+        let raw = key.public_key_raw().to_vec();
+        let at = der
+            .windows(32)
+            .position(|w| w == raw.as_slice())
+            .expect("the key in the DER");
+        let mut weak = der.clone();
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        weak[at..at + 32].copy_from_slice(&identity);
+        let err = Cert::parse(&weak, "it").unwrap_err().to_string();
+        assert!(err.contains("small order"), "{err}");
+    }
+
     #[test]
     fn chains_verify_for_every_key_type() {
         for kt in [KeyType::Ed25519, KeyType::P256, KeyType::Rsa2048] {

@@ -17,8 +17,9 @@ pub const MAX_WANT_IDS: usize = 4096;
 /// Largest whisper text, in bytes: a chat message's limit.
 pub const MAX_WHISPER_BYTES: usize = crate::record::MAX_CHAT_BYTES;
 /// Protocol version spoken in `Hello` (2: Hello carries a tie-break nonce; 3: relay
-/// offers and hole punching; 4: reachability checks).
-pub const PROTOCOL_VERSION: u8 = 4;
+/// offers and hole punching; 4: reachability checks; 5: Ed25519 record signatures by
+/// ZIP-215's rules and no keys of small order: nodes of 4 would take other records).
+pub const PROTOCOL_VERSION: u8 = 5;
 /// Bytes of a relay circuit's token.
 pub const RELAY_TOKEN_BYTES: usize = 16;
 

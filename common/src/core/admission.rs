@@ -726,7 +726,8 @@ impl Admission {
     /// accept, see [`crate::verify`]), and a large frame on every core: signature
     /// checks are most of the work. The result has one entry per record, by position:
     /// `None` where the sequential path decides (a single record, records held already,
-    /// membership records, unknown signers).
+    /// membership, credential and property records, records refused on their form
+    /// alone, unknown signers).
     pub fn verify_batch(
         &self,
         records: &[(Record, Vec<u8>)],
@@ -745,6 +746,8 @@ impl Admission {
                     && r.rtype != CREDENTIAL_TYPE
                     && r.rtype != PROPERTIES_TYPE
                     && !is_duplicate(held(&r.id), r.version, &r.digest())
+                    // Refused on sight anyway: no signature check spent on them.
+                    && check_form(r).is_ok()
             })
             .filter_map(|(i, (r, _))| self.certs.get(&r.modifier).map(|c| (i, r, c)))
             .collect();

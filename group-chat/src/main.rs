@@ -465,9 +465,11 @@ async fn online(
             Ok(()) = seq.changed() => notify_records(&out_tx),
             line = line_rx.recv() => {
                 let Some(Some(line)) = line else { break };
-                match chat::parse_input(&line) {
+                let input = chat::parse_input(&line);
+                let action = matches!(input, Input::Action(_));
+                match input {
                     Input::Say(text) | Input::Action(text) => {
-                        let post = Post { action: matches!(chat::parse_input(&line), Input::Action(_)), text, lifetime_ms: lifetime.map(millis) };
+                        let post = Post { action, text, lifetime_ms: lifetime.map(millis) };
                         if let Err(e) = handle.post(post).await {
                             say(&out_tx, &mut dropped, mode, chat::error_line(mode, &e.to_string()));
                         }

@@ -1237,10 +1237,15 @@ impl<S: RecordStore> Core<S> {
     // ---- publishing ------------------------------------------------------------------
 
     fn sign_and_store(&mut self, mut r: Record, now: Now) -> Result<Uuid, CoreError> {
+        r.sign(&self.group, &self.identity.key)?;
+        self.store_own(r, now)
+    }
+
+    /// Stores and floods a record this node signed.
+    fn store_own(&mut self, r: Record, now: Now) -> Result<Uuid, CoreError> {
         // What peers would refuse on sight is not kept here either (a version beyond
         // the ceiling, above all): this node must hold what the others hold.
         admission::check_form(&r).map_err(|e| CoreError::Change(e.to_string()))?;
-        r.sign(&self.group, &self.identity.key)?;
         let body = r.encode();
         let counts = counted(&r.rtype);
         if counts {
@@ -1333,7 +1338,8 @@ impl<S: RecordStore> Core<S> {
             ),
             None => signer.delete(&old),
         };
-        self.sign_and_store(changed.map_err(|e| CoreError::Change(e.to_string()))?, now)
+        // Signed by the signer already.
+        self.store_own(changed.map_err(|e| CoreError::Change(e.to_string()))?, now)
     }
 
     fn publish_membership(&mut self, now: Now) -> Result<(), CoreError> {

@@ -125,6 +125,9 @@ impl Signer<'_> {
 
     /// The next version of `old`, with `change`, signed by this member.
     pub fn update(&self, old: &Record, change: Change) -> Result<Record, RecordsError> {
+        if old.version >= crate::core::admission::version_ceiling(old) {
+            return Err(RecordsError::Final(old.id));
+        }
         let mut r = self.next_version(old)?;
         if let Some(life) = change.lifetime_ms {
             r.expires_ms = self.expiry(old.created_ms, life)?;
@@ -144,17 +147,13 @@ impl Signer<'_> {
     pub fn delete(&self, old: &Record) -> Result<Record, RecordsError> {
         let ceiling = crate::core::admission::version_ceiling(old);
         let by_admin = old.creator != self.me;
-        let mut r = if by_admin && old.version >= ceiling {
-            // Already at the ceiling (its creator went there first): the deletion
-            // wins at the same version.
-            self.next_version(&Record {
-                version: ceiling - 1,
-                ..old.clone()
-            })?
-        } else {
-            self.next_version(old)?
-        };
+        if !by_admin && old.version >= ceiling {
+            return Err(RecordsError::Final(old.id));
+        }
+        let mut r = self.next_version(old)?;
         if by_admin {
+            // At the ceiling already (its creator went there first) the deletion wins
+            // at the same version.
             r.version = ceiling;
         }
         r.deleted = true;
@@ -169,9 +168,6 @@ impl Signer<'_> {
         }
         if old.deleted {
             return Err(RecordsError::Deleted(old.id));
-        }
-        if old.version >= crate::core::admission::version_ceiling(old) {
-            return Err(RecordsError::Final(old.id));
         }
         let mut r = old.clone();
         r.version = old.version.saturating_add(1);

@@ -45,6 +45,17 @@ pub fn parse<A: clap::Parser>() -> A {
     A::parse()
 }
 
+/// Exits with clap's usage error (exit 2) saying `message` unless `holds`: for a flag
+/// that goes with a plain flag, since a flag alone (SetTrue) is always "present" to
+/// clap's `requires`.
+pub fn require<A: clap::CommandFactory>(holds: bool, message: &str) {
+    if !holds {
+        A::command()
+            .error(clap::error::ErrorKind::MissingRequiredArgument, message)
+            .exit();
+    }
+}
+
 /// Writes `cmd`'s man page (`man`) or its completions for a shell (`bash`, `zsh`,
 /// `fish`) to `out`.
 pub fn generate(cmd: clap::Command, kind: &str, out: &mut Vec<u8>) -> Result<(), String> {

@@ -112,16 +112,7 @@ fn selected(events: &[String]) -> Vec<&'static str> {
 
 fn main() -> ExitCode {
     let args = cli::parse::<Args>();
-    // A flag alone (SetTrue) is always "present" to clap's requires: checked here.
-    if args.since.is_some() && !args.history {
-        use clap::CommandFactory;
-        Args::command()
-            .error(
-                clap::error::ErrorKind::MissingRequiredArgument,
-                "--since goes with --history",
-            )
-            .exit();
-    }
+    cli::require::<Args>(args.since.is_none() || args.history, "--since goes with --history");
     // Read the local offset while single-threaded: the time crate refuses later.
     let offset = UtcOffset::current_local_offset().unwrap_or(UtcOffset::UTC);
     cli::init_logging();

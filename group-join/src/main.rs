@@ -47,16 +47,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = cli::parse::<Args>();
-    // A flag alone (SetTrue) is always "present" to clap's requires: checked here.
-    if args.json && !args.inspect {
-        use clap::CommandFactory;
-        Args::command()
-            .error(
-                clap::error::ErrorKind::MissingRequiredArgument,
-                "--json goes with --inspect",
-            )
-            .exit();
-    }
+    cli::require::<Args>(!args.json || args.inspect, "--json goes with --inspect");
     cli::run("group-join", || run(args))
 }
 

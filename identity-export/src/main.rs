@@ -49,16 +49,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = cli::parse::<Args>();
-    // A flag alone (SetTrue) is always "present" to clap's requires: checked here.
-    if args.json && !args.list {
-        use clap::CommandFactory;
-        Args::command()
-            .error(
-                clap::error::ErrorKind::MissingRequiredArgument,
-                "--json goes with --list",
-            )
-            .exit();
-    }
+    cli::require::<Args>(!args.json || args.list, "--json goes with --list");
     cli::run("identity-export", || run(args))
 }
 

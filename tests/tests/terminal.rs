@@ -28,17 +28,26 @@ fn prompt_line(screen: &str) -> &str {
     screen.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("")
 }
 
-#[test]
-fn a_person_types_edits_completes_and_leaves_while_messages_arrive() {
+/// alice at a terminal (with `env`) and bob in a pipe, both online and present to
+/// each other; `None` (skipped, or a failure under CI=true) without tmux.
+fn alice_and_bob(env: &[(&str, &str)]) -> Option<(Vec<Member>, Tmux, Peer)> {
     if let Err(why) = Tmux::available() {
         skip_or_fail(&why);
-        return;
+        return None;
     }
     let g = group(&["alice", "bob"]);
     let mut bob: Peer = g[1].online();
-    let term = at_terminal(&g[0], &[]);
+    let term = at_terminal(&g[0], env);
     term.wait("alice ready", LIMIT, |s| s.contains("ready"));
     wait_present(&mut bob, &g[0]);
+    Some((g, term, bob))
+}
+
+#[test]
+fn a_person_types_edits_completes_and_leaves_while_messages_arrive() {
+    let Some((g, term, mut bob)) = alice_and_bob(&[]) else {
+        return;
+    };
 
     // Half a line typed when bob's message arrives: it is printed above the prompt,
     // and what alice typed stays as it was.
@@ -135,15 +144,9 @@ fn a_person_types_edits_completes_and_leaves_while_messages_arrive() {
 /// raw mode as the process ended: the shell after it had no echo.
 #[test]
 fn quit_leaves_the_terminal_as_it_was() {
-    if let Err(why) = Tmux::available() {
-        skip_or_fail(&why);
+    let Some((_g, term, _bob)) = alice_and_bob(&[]) else {
         return;
-    }
-    let g = group(&["alice", "bob"]);
-    let mut bob: Peer = g[1].online();
-    let term = at_terminal(&g[0], &[]);
-    term.wait("alice ready", LIMIT, |s| s.contains("ready"));
-    wait_present(&mut bob, &g[0]);
+    };
     term.keys(&["/quit", "Enter"]);
     term.wait("a clean exit", LIMIT, |s| s.contains("EXIT 0"));
     term.assert_terminal_restored();
@@ -151,15 +154,9 @@ fn quit_leaves_the_terminal_as_it_was() {
 
 #[test]
 fn ctrl_c_leaves_and_no_color_turns_colour_off() {
-    if let Err(why) = Tmux::available() {
-        skip_or_fail(&why);
+    let Some((g, term, mut bob)) = alice_and_bob(&[("NO_COLOR", "1")]) else {
         return;
-    }
-    let g = group(&["alice", "bob"]);
-    let mut bob: Peer = g[1].online();
-    let term = at_terminal(&g[0], &[("NO_COLOR", "1")]);
-    term.wait("alice ready", LIMIT, |s| s.contains("ready"));
-    wait_present(&mut bob, &g[0]);
+    };
     bob.send("plain please");
     term.wait("bob's message", LIMIT, |s| s.contains("<bob> plain please"));
     let coloured = term.screen_with_colours();

@@ -120,12 +120,22 @@ fn settle(items: &[(usize, &Check<'_>, batch::Item)], out: &mut [bool]) {
     match items {
         [] => {}
         [(i, check, _)] => out[*i] = check.ed25519_alone(),
-        _ if batch_ok(items) => {
-            for (i, _, _) in items {
-                out[*i] = true;
+        _ => match batch_ok(items) {
+            Ok(true) => {
+                for (i, _, _) in items {
+                    out[*i] = true;
+                }
             }
-        }
-        _ => bisect(items, out),
+            Ok(false) => bisect(items, out),
+            Err(NoRandomness) => alone(items, out),
+        },
+    }
+}
+
+/// Checks each of `items` alone.
+fn alone(items: &[(usize, &Check<'_>, batch::Item)], out: &mut [bool]) {
+    for (i, check, _) in items {
+        out[*i] = check.ed25519_alone();
     }
 }
 
@@ -139,43 +149,101 @@ const BISECT_MIN: usize = 8;
 /// signatures must not make a node work much harder than single checks would).
 fn bisect(items: &[(usize, &Check<'_>, batch::Item)], out: &mut [bool]) {
     if items.len() <= BISECT_MIN {
-        for (i, check, _) in items {
-            out[*i] = check.ed25519_alone();
-        }
-        return;
+        return alone(items, out);
     }
     let (left, right) = items.split_at(items.len() / 2);
-    let (left_ok, right_ok) = (batch_ok(left), batch_ok(right));
+    let (Ok(left_ok), Ok(right_ok)) = (batch_ok(left), batch_ok(right)) else {
+        return alone(items, out);
+    };
     for (half, ok) in [(left, left_ok), (right, right_ok)] {
         if ok {
             for (i, _, _) in half {
                 out[*i] = true;
             }
         } else if !left_ok && !right_ok {
-            for (i, check, _) in half {
-                out[*i] = check.ed25519_alone();
-            }
+            alone(half, out);
         } else {
             bisect(half, out);
         }
     }
 }
 
+/// The system's random source failed: a batch cannot be checked safely.
+struct NoRandomness;
+
 /// Whether `items` pass as one batch.
-fn batch_ok(items: &[(usize, &Check<'_>, batch::Item)]) -> bool {
+fn batch_ok(items: &[(usize, &Check<'_>, batch::Item)]) -> Result<bool, NoRandomness> {
     #[cfg(test)]
-    BATCHED.with(|n| n.set(n.get() + items.len()));
+    {
+        BATCHED.with(|n| n.set(n.get() + items.len()));
+        BATCHES.with(|n| n.set(n.get() + 1));
+    }
     let mut b = batch::Verifier::new();
     for (_, _, item) in items {
         b.queue(item.clone());
     }
-    b.verify(rand_core::OsRng).is_ok()
+    let mut rng = Coefficients { failed: false };
+    let ok = b.verify(&mut rng).is_ok();
+    if rng.failed {
+        // Coefficients a sender could guess would let a crafted batch pass: the batch's
+        // answer is not used, its items are checked alone (the same answers, slower).
+        tracing::warn!(
+            "the system's random source failed: {} signatures checked one at a time",
+            items.len()
+        );
+        return Err(NoRandomness);
+    }
+    Ok(ok)
 }
+
+/// The random coefficients of a batch, from the system's random source (getrandom).
+/// Its failure is remembered instead of ending the process, as `OsRng` would.
+struct Coefficients {
+    failed: bool,
+}
+
+impl rand_core::RngCore for Coefficients {
+    fn next_u32(&mut self) -> u32 {
+        rand_core::impls::next_u32_via_fill(self)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        rand_core::impls::next_u64_via_fill(self)
+    }
+
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        #[cfg(test)]
+        let broken = RANDOM_FAILS.with(std::cell::Cell::get);
+        #[cfg(not(test))]
+        let broken = false;
+        if broken || rand_core::RngCore::try_fill_bytes(&mut rand_core::OsRng, dest).is_err() {
+            self.failed = true;
+            dest.fill(0);
+        }
+    }
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl rand_core::CryptoRng for Coefficients {}
 
 #[cfg(test)]
 thread_local! {
     /// Items checked in batches on this thread (tests count the work).
     static BATCHED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Batches checked on this thread.
+    static BATCHES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Whether the random source fails on this thread (tests break it).
+    static RANDOM_FAILS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Batches and items in them checked on this thread so far (tests count the work).
+#[cfg(test)]
+pub(crate) fn batch_work() -> (usize, usize) {
+    (BATCHES.with(|n| n.get()), BATCHED.with(|n| n.get()))
 }
 
 #[cfg(test)]
@@ -302,6 +370,21 @@ mod tests {
                 signature: &sigs[i],
             })
             .collect()
+    }
+
+    /// A random source that fails gives the same answers as single checks (a forged
+    /// signature among good ones is still refused, the good ones taken), no panic.
+    #[test]
+    fn a_failing_random_source_falls_back_to_single_checks() {
+        let (vks, messages, mut sigs) = good(24);
+        sigs[7][40] ^= 1;
+        let checks = checks_of(&vks, &messages, &sigs);
+        let expected: Vec<bool> = checks.iter().map(Check::verify).collect();
+        assert_eq!(expected.iter().filter(|ok| !**ok).count(), 1);
+        RANDOM_FAILS.with(|f| f.set(true));
+        let got = std::panic::catch_unwind(|| verify_all(&checks));
+        RANDOM_FAILS.with(|f| f.set(false));
+        assert_eq!(got.expect("no panic"), expected);
     }
 
     /// Red-team finding: bisecting every failed batch down to single items made a frame

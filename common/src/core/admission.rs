@@ -721,16 +721,18 @@ impl Admission {
         &self.revocations
     }
 
-    /// Verifies the signatures of the records of one frame before the sequential checks,
-    /// Ed25519 ones in batches (ZIP-215: a batch accepts exactly what single checks
-    /// accept, see [`crate::verify`]), and a large frame on every core: signature
-    /// checks are most of the work. The result has one entry per record, by position:
-    /// `None` where the sequential path decides (a single record, records held already,
-    /// membership, credential and property records, records refused on their form
-    /// alone, unknown signers).
+    /// Verifies the signatures of records received together (every frame one connection
+    /// sent since the last commit) before the sequential checks, Ed25519 ones in
+    /// batches (ZIP-215: a batch accepts exactly what single checks accept, see
+    /// [`crate::verify`]), and a large batch on every core: signature checks are most
+    /// of the work. The result has one entry per record, by position: `None` where the
+    /// sequential path decides (a single record, records held already, membership,
+    /// credential and property records, records refused on their form alone, unknown
+    /// signers). A result stays valid while the record waits: a member id is the hash
+    /// of its key, so the signer's key cannot change meanwhile.
     pub fn verify_batch(
         &self,
-        records: &[(Record, Vec<u8>)],
+        records: &[&Record],
         held: impl Fn(&Uuid) -> Option<Item>,
         threads: usize,
     ) -> Vec<Option<bool>> {
@@ -740,8 +742,9 @@ impl Admission {
         }
         let work: Vec<(usize, &Record, &Cert)> = records
             .iter()
+            .copied()
             .enumerate()
-            .filter(|(_, (r, _))| {
+            .filter(|(_, r)| {
                 r.rtype != MEMBERSHIP_TYPE
                     && r.rtype != CREDENTIAL_TYPE
                     && r.rtype != PROPERTIES_TYPE
@@ -749,7 +752,7 @@ impl Admission {
                     // Refused on sight anyway: no signature check spent on them.
                     && check_form(r).is_ok()
             })
-            .filter_map(|(i, (r, _))| self.certs.get(&r.modifier).map(|c| (i, r, c)))
+            .filter_map(|(i, r)| self.certs.get(&r.modifier).map(|c| (i, r, c)))
             .collect();
         let group = self.group;
         // What each signed: computed once, outside the checks.
@@ -1126,13 +1129,7 @@ mod tests {
         // signature, one of them altered, get different results.
         let mut forged = r.clone();
         forged.data = b"not what was signed".to_vec();
-        let batch: Vec<(Record, Vec<u8>)> = std::iter::repeat_n(r.clone(), PARALLEL_VERIFY_MIN)
-            .chain([forged.clone()])
-            .map(|r| {
-                let b = r.encode();
-                (r, b)
-            })
-            .collect();
+        let batch: Vec<&Record> = std::iter::repeat_n(&r, PARALLEL_VERIFY_MIN).chain([&forged]).collect();
         let results = a.verify_batch(&batch, |_| None, 2);
         assert_eq!(results.len(), batch.len());
         assert_eq!(results[0], Some(true));

@@ -167,6 +167,9 @@ pub enum ConnReason {
     SyncFlood,
     /// A record that does not decode.
     MalformedRecord(RecordError),
+    /// Records whose signatures do not verify, more than a few (honest members forward
+    /// only records they verified).
+    BadSignatures,
     /// The dialled address answered as another member than the one named.
     WrongMember(String),
     /// The peer failed authentication (incoming connections).
@@ -191,6 +194,7 @@ impl fmt::Display for ConnReason {
             ConnReason::BadSync(e) => write!(f, "bad sync message: {e}"),
             ConnReason::SyncFlood => f.write_str("too many sync messages"),
             ConnReason::MalformedRecord(e) => write!(f, "malformed record: {e}"),
+            ConnReason::BadSignatures => f.write_str("records whose signatures do not verify"),
             ConnReason::WrongMember(t) | ConnReason::Transport(t) => f.write_str(t),
             ConnReason::AuthFailed(t) => write!(f, "authentication failed: {t}"),
             ConnReason::Revoked => f.write_str("its membership was revoked"),

@@ -87,10 +87,11 @@ fn records(rs: &[&Record]) -> Message {
     }
 }
 
-/// Attack 1: `[F, G x 63]` in one frame, F a copy of the attacker's own G claiming
-/// alice as creator and modifier, with other text but G's signature. Checked on the
-/// parallel path (64 records, several threads), where results were once kept by
-/// (id, signature) with the last one winning.
+/// Attack 1: `[F, G, G2 .. G64]` in one frame, F a copy of the attacker's own G
+/// claiming alice as creator and modifier, with other text but G's signature. Checked
+/// on the parallel path (65 distinct records, several threads), where results were once
+/// kept by (id, signature) with the last one winning. (Copies alike in every byte are
+/// checked once, so the batch is made of distinct records.)
 #[test]
 fn a_forged_copy_cannot_borrow_the_signature_of_a_valid_record_in_the_same_batch() {
     let mut b = Bench::new(3, 4);
@@ -102,12 +103,16 @@ fn a_forged_copy_cannot_borrow_the_signature_of_a_valid_record_in_the_same_batch
     f.creator = b.sim.nodes[alice].id;
     f.modifier = f.creator;
     f.data = b"alice says: send me your password".to_vec();
-    let mut frame = vec![&f];
-    frame.extend(std::iter::repeat_n(&g, 63));
+    let others: Vec<Record> = (0..admission::PARALLEL_VERIFY_MIN)
+        .map(|k| b.chat(mallory, &format!("filler {k}")))
+        .collect();
+    let mut frame = vec![&f, &g];
+    frame.extend(others.iter());
     b.feed(conn, records(&frame));
     let stored = b.stored(&g.id).expect("G is stored");
     assert_eq!(stored.creator, b.sim.nodes[mallory].id, "F was stored as alice's");
     assert_eq!(stored.data, g.data);
+    assert!(others.iter().all(|r| b.stored(&r.id).is_some()));
 }
 
 /// Bytes of the frames among `outputs` sent on `conn`.
@@ -364,4 +369,180 @@ fn an_own_message_past_the_quota_is_refused_with_the_reason() {
     let items = b.core.items().len();
     assert!(matches!(publish(&mut b, 2), Err(CoreError::OverQuota)));
     assert_eq!(b.core.items().len(), items, "the refused message was kept");
+}
+
+/// Takes in frames as the driver does between two commits (no flush between them),
+/// then commits; returns the outputs and the signature batches checked meanwhile
+/// (batches, items in them).
+fn feed_together(b: &mut Bench, frames: Vec<(ConnId, Message)>) -> (Vec<Output>, (usize, usize)) {
+    let (batches, items) = crate::verify::batch_work();
+    for (conn, msg) in frames {
+        b.core.handle(b.now, Input::Frame(conn, msg));
+    }
+    b.core.flush(b.now);
+    let (batches_after, items_after) = crate::verify::batch_work();
+    (b.drain(), (batches_after - batches, items_after - items))
+}
+
+/// Frames of one record each, the common case under load: taken in together, their
+/// signatures are one batch, not single checks one frame at a time.
+#[test]
+fn frames_that_arrive_together_are_checked_as_one_batch() {
+    let mut b = Bench::new(3, 1);
+    let alice = b.connect(1);
+    let chats: Vec<Record> = (0..6).map(|k| b.chat(1, &format!("message {k}"))).collect();
+    let frames = chats.iter().map(|r| (alice, records(&[r]))).collect();
+    let (_, work) = feed_together(&mut b, frames);
+    assert_eq!(work, (1, 6), "six frames, one batch of six");
+    for r in &chats {
+        assert!(b.stored(&r.id).is_some(), "a message of the batch was not stored");
+    }
+}
+
+/// A record flooded by several neighbours arrives from each: its signature is checked
+/// once, with the first copy.
+#[test]
+fn a_record_sent_by_several_neighbours_is_checked_once() {
+    let mut b = Bench::new(3, 1);
+    let (alice, bob) = (b.connect(1), b.connect(2));
+    let chats: Vec<Record> = (0..4).map(|k| b.chat(1, &format!("message {k}"))).collect();
+    let all: Vec<&Record> = chats.iter().collect();
+    let (_, work) = feed_together(&mut b, vec![(alice, records(&all)), (bob, records(&all))]);
+    assert_eq!(work, (1, 4), "the copies from bob were checked again");
+}
+
+/// Records whose signatures fail close, past a few, the connection that sent them
+/// (honest members forward only what they verified); what it sent after is dropped,
+/// what came before is taken; the others' records cost nothing more: their batch
+/// passes at once.
+#[test]
+fn bad_signatures_close_their_connection_and_cost_the_others_nothing() {
+    let mut b = Bench::new(3, 1);
+    let (alice, mallory) = (b.connect(1), b.connect(2));
+    let good: Vec<Record> = (0..16).map(|k| b.chat(1, &format!("alice {k}"))).collect();
+    let mut own: Vec<Record> = (0..16).map(|k| b.chat(2, &format!("mallory {k}"))).collect();
+    let forged = 5..=(5 + BAD_SIGNATURES_TOLERATED as usize);
+    for k in forged.clone() {
+        own[k].data = b"not what was signed".to_vec();
+    }
+    let later = b.chat(2, "after the forgery");
+    let frames = vec![
+        (mallory, records(&own.iter().collect::<Vec<_>>())),
+        (alice, records(&good.iter().collect::<Vec<_>>())),
+        (mallory, records(&[&later])),
+    ];
+    let (outputs, (_, items)) = feed_together(&mut b, frames);
+    assert!(
+        outputs
+            .iter()
+            .any(|o| matches!(o, Output::Close { conn } if *conn == mallory)),
+        "the forger's connection stays"
+    );
+    assert!(outputs.iter().any(|o| matches!(
+        o,
+        Output::Event(Event::Connection {
+            reason: Some(ConnReason::BadSignatures),
+            ..
+        })
+    )));
+    assert!(
+        !outputs
+            .iter()
+            .any(|o| matches!(o, Output::Close { conn } if *conn == alice))
+    );
+    for r in &good {
+        assert!(b.stored(&r.id).is_some(), "alice's messages paid for mallory's forgery");
+    }
+    assert!(
+        own[..5].iter().all(|r| b.stored(&r.id).is_some()),
+        "what came before was lost"
+    );
+    assert!(
+        own[5..].iter().all(|r| b.stored(&r.id).is_none()),
+        "a forgery, or what followed, was stored"
+    );
+    assert!(
+        b.stored(&later.id).is_none(),
+        "what came after the forgeries was admitted"
+    );
+    // Alice's 16 once; mallory's 17 (the later one batched with the frame before it)
+    // with their bisection, within the bound of `verify::bisect` (about 3n).
+    assert!(items <= 16 + 3 * 17, "{items} batch items for 33 signatures");
+}
+
+/// A few bad signatures (a member whose store holds a damaged record sends it at every
+/// sync) are refused without closing the connection.
+#[test]
+fn a_few_bad_signatures_are_refused_and_the_connection_stays() {
+    let mut b = Bench::new(3, 1);
+    let alice = b.connect(1);
+    let mut chats: Vec<Record> = (0..8).map(|k| b.chat(1, &format!("alice {k}"))).collect();
+    for r in chats.iter_mut().take(BAD_SIGNATURES_TOLERATED as usize) {
+        r.data = b"damaged".to_vec();
+    }
+    let (outputs, _) = feed_together(&mut b, vec![(alice, records(&chats.iter().collect::<Vec<_>>()))]);
+    assert!(!outputs.iter().any(|o| matches!(o, Output::Close { .. })));
+    let held: Vec<bool> = chats.iter().map(|r| b.stored(&r.id).is_some()).collect();
+    assert_eq!(held, [false, false, false, false, true, true, true, true]);
+}
+
+/// An expired record is refused before its signature is looked at; one whose
+/// signature failed in a batch counts against its sender all the same (a member must
+/// not make a node search batches of bad signatures for free).
+#[test]
+fn bad_signatures_count_whatever_else_is_wrong_with_the_record() {
+    let mut b = Bench::new(3, 1);
+    let mallory = b.connect(2);
+    let node = &b.sim.nodes[2];
+    let stale: Vec<Record> = (0..32)
+        .map(|k| {
+            let mut r = Record::new(CHAT_TYPE, node.id, b.now.unix_ms() - 120_000, 60_000);
+            r.data = format!("stale {k}").into_bytes();
+            r.sign(&node.group_id(), &node.key()).unwrap();
+            r.data = b"not what was signed".to_vec();
+            r
+        })
+        .collect();
+    let (outputs, _) = feed_together(&mut b, vec![(mallory, records(&stale.iter().collect::<Vec<_>>()))]);
+    assert!(
+        outputs
+            .iter()
+            .any(|o| matches!(o, Output::Close { conn } if *conn == mallory)),
+        "expired records with bad signatures cost batches and kept the connection"
+    );
+}
+
+/// Altered copies of alice's records (same id, version and signature, other text) sent
+/// first by mallory do not take the place of alice's genuine copies in the batches:
+/// alice's pass as one batch of their own, and are stored.
+#[test]
+fn altered_copies_sent_first_do_not_push_the_genuine_ones_out_of_their_batch() {
+    let mut b = Bench::new(3, 1);
+    let (alice, mallory) = (b.connect(1), b.connect(2));
+    let genuine: Vec<Record> = (0..16).map(|k| b.chat(1, &format!("alice {k}"))).collect();
+    let altered: Vec<Record> = genuine
+        .iter()
+        .map(|r| {
+            let mut a = r.clone();
+            a.data = b"altered".to_vec();
+            a
+        })
+        .collect();
+    let frames = vec![
+        (mallory, records(&altered.iter().collect::<Vec<_>>())),
+        (alice, records(&genuine.iter().collect::<Vec<_>>())),
+    ];
+    let (outputs, work) = feed_together(&mut b, frames);
+    // Mallory's 16 fail: one batch and its two halves; alice's 16: one batch.
+    assert_eq!(work, (4, 48), "alice's records were not checked as a batch");
+    assert!(
+        genuine
+            .iter()
+            .all(|r| b.stored(&r.id).is_some_and(|s| s.data == r.data))
+    );
+    assert!(
+        outputs
+            .iter()
+            .any(|o| matches!(o, Output::Close { conn } if *conn == mallory))
+    );
 }

@@ -71,7 +71,7 @@ use crate::record::{
 use crate::store::{Put, Summary};
 use crate::sync::{Item, ItemSet, SyncKey};
 use crate::wire::{self, DialOutcome, Message, Purpose};
-use admission::{Admission, Held, HeldRecord, Lifetimes, Proof, Verdict};
+use admission::{Admission, Held, HeldRecord, Lifetimes, Proof, Rejection, Verdict};
 pub use event::{Advertised, ConnChange, ConnKind, ConnReason, Event, MemberChange, MemberInfo, Status, Via};
 use flow::{Flow, FlowAction, OwedItem};
 use known::KnownPeers;
@@ -575,6 +575,8 @@ struct Conn {
     observed: Option<IpAddr>,
     /// When a relayed connection replaced by a direct one closes.
     retire_at: Option<Instant>,
+    /// Records it sent whose signatures failed (see [`BAD_SIGNATURES_TOLERATED`]).
+    bad_signatures: u32,
 }
 
 /// The node's state machine over a record store `S`.
@@ -654,12 +656,39 @@ pub struct Core<S: RecordStore> {
     /// Records admitted from peers but not yet committed: one commit for every frame
     /// that arrived together (group commit), then one flood.
     batch: Vec<(Put, Option<ConnId>)>,
+    /// Record frames taken in but not yet admitted, in arrival order: admitted at the
+    /// next flush (or before any other input), so the signatures of every frame one
+    /// connection sent meanwhile are checked as one batch.
+    inbox: Vec<Inbound>,
+    /// Bytes of the records in `inbox`.
+    inbox_bytes: usize,
     rng: Rng,
     stats: Arc<Stats>,
     advertised: Vec<String>,
     max_neighbours: usize,
     discover: bool,
     threads: usize,
+}
+
+/// Records with bad signatures a connection may send before it is closed. Honest
+/// members forward only what they verified, by the same rules, so one is already a
+/// sign of a hostile or broken peer; a few are let pass so that a member whose store
+/// holds a damaged record (it would send it at every sync) stays connected, refused
+/// only that record. What they cost is bounded all the same: once past this, the
+/// rest of what the connection sent is dropped unchecked.
+pub const BAD_SIGNATURES_TOLERATED: u32 = 4;
+
+/// Most bytes of record frames taken in before they are admitted without waiting for
+/// the flush (the driver takes at most [`crate::node::MAX_EVENTS_PER_COMMIT`] frames
+/// between commits; this bounds what a driver that flushes seldom holds).
+pub const INBOX_BYTES: usize = 8 * 1024 * 1024;
+
+/// A frame of records taken in, waiting for the next flush.
+#[derive(Debug)]
+struct Inbound {
+    from: ConnId,
+    via_sync: bool,
+    records: Vec<(Record, Vec<u8>)>,
 }
 
 impl<S: RecordStore> Core<S> {
@@ -759,6 +788,8 @@ impl<S: RecordStore> Core<S> {
             stopping: false,
             auth_window: (now.instant, 0),
             batch: Vec::new(),
+            inbox: Vec::new(),
+            inbox_bytes: 0,
             rng: Rng::new(cfg.seed),
             stats: Arc::new(Stats::default()),
             advertised: cfg.advertised,
@@ -932,6 +963,7 @@ impl<S: RecordStore> Core<S> {
     /// Commits the admitted records in one transaction, then floods each to every
     /// neighbour but the one it came from.
     pub fn flush(&mut self, now: Now) {
+        self.admit_inbox(now);
         if !self.evicted.is_empty() {
             let evicted = std::mem::take(&mut self.evicted);
             if let Err(e) = self.store.delete(&evicted) {
@@ -2222,6 +2254,7 @@ impl<S: RecordStore> Core<S> {
                 shown,
                 observed: up.observed,
                 retire_at: None,
+                bad_signatures: 0,
             },
         );
         // A member answered at an address mDNS found: it is kept.
@@ -2569,23 +2602,95 @@ impl<S: RecordStore> Core<S> {
             .map(|(id, _)| *id)
     }
 
+    /// Takes in a frame of records: decoded now, admitted at the next flush with every
+    /// other frame that arrived meanwhile (see [`Core::admit_inbox`]).
     fn on_records(&mut self, from: ConnId, bodies: Vec<Vec<u8>>, via_sync: bool, now: Now) {
         let mut records = Vec::with_capacity(bodies.len());
         for body in bodies {
             match Record::decode(&body) {
                 Ok(r) => records.push((r, body)),
-                Err(e) => return self.close(from, ConnReason::MalformedRecord(e), now),
+                Err(e) => {
+                    // What came before it is admitted before the connection goes.
+                    self.admit_inbox(now);
+                    return self.close(from, ConnReason::MalformedRecord(e), now);
+                }
             }
         }
-        let items = &self.items;
-        let verified = self
-            .admission
-            .verify_batch(&records, |id| items.get(id.as_bytes()), self.threads);
-        let mut accepted = Vec::new();
-        for ((r, body), signature_ok) in records.into_iter().zip(verified) {
-            self.admit(r, body, via_sync, Some(from), signature_ok, now, &mut accepted);
+        self.inbox_bytes += records.iter().map(|(_, b)| b.len()).sum::<usize>();
+        self.inbox.push(Inbound {
+            from,
+            via_sync,
+            records,
+        });
+        if self.inbox_bytes > INBOX_BYTES {
+            self.admit_inbox(now);
         }
-        self.batch.extend(accepted.into_iter().map(|p| (p, Some(from))));
+    }
+
+    /// Admits the frames taken in since the last flush, in arrival order. Signatures
+    /// are checked first, one batch per connection over all its frames (a connection
+    /// whose signatures fail pays for the search through its own batch alone), each
+    /// record once however many neighbours sent it: a later copy is a duplicate by
+    /// the time it is admitted, or is checked alone if the first copy was refused.
+    fn admit_inbox(&mut self, now: Now) {
+        if self.inbox.is_empty() {
+            return;
+        }
+        let inbox = std::mem::take(&mut self.inbox);
+        self.inbox_bytes = 0;
+        // Keyed by the whole encoding: copies alike in every byte are judged alike, so
+        // an altered copy sent first cannot take an honest copy's place in the batch.
+        let mut first_copies: HashSet<&[u8]> = HashSet::new();
+        let mut by_conn: HashMap<ConnId, Vec<(usize, usize)>> = HashMap::new();
+        for (f, frame) in inbox.iter().enumerate() {
+            for (i, (_, body)) in frame.records.iter().enumerate() {
+                if first_copies.insert(body.as_slice()) {
+                    by_conn.entry(frame.from).or_default().push((f, i));
+                }
+            }
+        }
+        let mut verified: Vec<Vec<Option<bool>>> = inbox.iter().map(|f| vec![None; f.records.len()]).collect();
+        for positions in by_conn.values() {
+            let records: Vec<&Record> = positions.iter().map(|&(f, i)| &inbox[f].records[i].0).collect();
+            let items = &self.items;
+            let results = self
+                .admission
+                .verify_batch(&records, |id| items.get(id.as_bytes()), self.threads);
+            for (&(f, i), ok) in positions.iter().zip(results) {
+                verified[f][i] = ok;
+            }
+        }
+        drop(first_copies);
+        for (frame, verified) in inbox.into_iter().zip(verified) {
+            let from = frame.from;
+            let mut accepted = Vec::new();
+            for ((r, body), signature_ok) in frame.records.into_iter().zip(verified) {
+                // Closed meanwhile (cut off by a revocation, or for bad signatures):
+                // the rest of what it sent is dropped, as if it had arrived later.
+                if !self.conns.contains_key(&from) {
+                    break;
+                }
+                // A bad signature counts whatever else is wrong with the record (an
+                // expired one is refused before its signature is looked at, but its
+                // check in the batch was paid for).
+                if signature_ok == Some(false) {
+                    self.charge_bad_signature(from, now);
+                    continue;
+                }
+                self.admit(r, body, frame.via_sync, Some(from), signature_ok, now, &mut accepted);
+            }
+            self.batch.extend(accepted.into_iter().map(|p| (p, Some(from))));
+        }
+    }
+
+    /// Counts a record with a bad signature against the connection that sent it, and
+    /// closes it past [`BAD_SIGNATURES_TOLERATED`].
+    fn charge_bad_signature(&mut self, conn: ConnId, now: Now) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        c.bad_signatures += 1;
+        if c.bad_signatures > BAD_SIGNATURES_TOLERATED {
+            self.close(conn, ConnReason::BadSignatures, now);
+        }
     }
 
     /// Decides whether a received record is stored (see [`admission`]); accepted
@@ -2613,6 +2718,11 @@ impl<S: RecordStore> Core<S> {
             }
             Verdict::Reject(why) => {
                 tracing::info!("rejected record {} from {}: {why}", r.id, r.creator);
+                if why == Rejection::BadSignature
+                    && let Some(conn) = from
+                {
+                    self.charge_bad_signature(conn, now);
+                }
                 return;
             }
             Verdict::Accept(proof) => proof,

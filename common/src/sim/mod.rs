@@ -249,6 +249,47 @@ pub struct Sim {
     /// A digest of every happening's time and node, in order: equal for two runs only
     /// if they happened alike.
     pub trace: u64,
+    /// What each node received and spent so far.
+    pub load: Load,
+    /// How the record being watched spread, if one is (see [`Sim::watch`]).
+    pub spread: Option<Spread>,
+    /// Time spent watching it during the current happening (not the node's).
+    watching: Duration,
+}
+
+/// What each node received and spent, for the scale benchmark (`simbench`).
+#[derive(Debug, Clone, Default)]
+pub struct Load {
+    /// Frame bytes delivered to each node (with the framing the driver counts).
+    pub bytes_in: Vec<u64>,
+    /// Time each node's core spent on its inputs and outputs, on this process's clock
+    /// (with the decoding of each frame it sends, which stands for its receiver's
+    /// reader; not the watching of a record).
+    pub busy: Vec<Duration>,
+}
+
+/// How one record spread through the group.
+#[derive(Debug, Clone)]
+pub struct Spread {
+    /// The record watched.
+    pub id: Uuid,
+    /// For each node, the hops its first copy took (`Some(0)` at the origin).
+    pub hops: Vec<Option<u32>>,
+    /// For each node, when its first copy arrived (simulated time).
+    pub reached: Vec<Option<Duration>>,
+    /// Copies delivered to each node (the first and every duplicate).
+    pub copies: Vec<u32>,
+    /// Bytes of the frames that carried it, over all nodes (its share of each frame).
+    pub bytes: u64,
+    /// Time nodes spent on the frames that carried it, over all nodes.
+    pub busy: Duration,
+}
+
+impl Spread {
+    /// Whether every node has it.
+    pub fn complete(&self) -> bool {
+        self.hops.iter().all(Option::is_some)
+    }
 }
 
 /// A deterministic Ed25519 key from the simulation's randomness.
@@ -399,6 +440,12 @@ impl Sim {
             budgets: Budgets::default(),
             broken: 0,
             trace: 0,
+            load: Load {
+                bytes_in: vec![0; n],
+                busy: vec![Duration::ZERO; n],
+            },
+            spread: None,
+            watching: Duration::ZERO,
         };
         for i in 0..n {
             sim.boot(i);
@@ -544,8 +591,64 @@ impl Sim {
         self.now
     }
 
+    /// Watches record `id`, which node `origin` holds already, spread from there.
+    pub fn watch(&mut self, id: Uuid, origin: usize) {
+        let n = self.nodes.len();
+        let mut spread = Spread {
+            id,
+            hops: vec![None; n],
+            reached: vec![None; n],
+            copies: vec![0; n],
+            bytes: 0,
+            busy: Duration::ZERO,
+        };
+        spread.hops[origin] = Some(0);
+        spread.reached[origin] = Some(self.now);
+        self.spread = Some(spread);
+    }
+
+    /// Notes a delivery to `node` of a frame from `sender` for the watched record; the
+    /// bytes it carried for it if it did.
+    fn note_spread(&mut self, node: usize, sender: usize, msg: &Message, frame_bytes: usize) -> Option<u64> {
+        let spread = self.spread.as_mut()?;
+        let Message::Records { bodies, .. } = msg else {
+            return None;
+        };
+        let body = bodies
+            .iter()
+            .find(|b| crate::record::Record::decode(b).is_ok_and(|r| r.id == spread.id))?;
+        // Its share of the frame: its body, and the framing in proportion.
+        let total: usize = bodies.iter().map(Vec::len).sum::<usize>().max(1);
+        let share = (frame_bytes as u64 * body.len() as u64) / total as u64;
+        spread.copies[node] += 1;
+        spread.bytes += share;
+        if spread.hops[node].is_none()
+            && let Some(h) = spread.hops[sender]
+        {
+            spread.hops[node] = Some(h + 1);
+            spread.reached[node] = Some(self.now);
+        }
+        Some(share)
+    }
+
     fn happen(&mut self, what: Happening) {
+        let started = Instant::now();
+        let node = what.node();
+        self.watching = Duration::ZERO;
+        let watched = self.happen_timed(what);
+        let spent = started.elapsed().saturating_sub(self.watching);
+        if let Some(b) = self.load.busy.get_mut(node) {
+            *b += spent;
+        }
+        if watched && let Some(s) = self.spread.as_mut() {
+            s.busy += spent;
+        }
+    }
+
+    /// Carries out one happening; whether it delivered the watched record.
+    fn happen_timed(&mut self, what: Happening) -> bool {
         let now = self.clock();
+        let mut watched = false;
         let (node, input) = match what {
             Happening::Tick { node, boot } => {
                 let queued: Vec<(ConnId, usize, u64)> = self
@@ -556,7 +659,7 @@ impl Sim {
                     .collect();
                 let n = &mut self.nodes[node];
                 let Some(core) = n.core.as_mut().filter(|_| n.boots == boot) else {
-                    return;
+                    return false;
                 };
                 for (id, bytes, delivered) in queued {
                     core.handle(now, Input::Queued(id, bytes, delivered));
@@ -567,17 +670,29 @@ impl Sim {
                 }
                 self.schedule(TICK, Happening::Tick { node, boot });
                 self.carry_out(node);
-                return;
+                return false;
             }
             Happening::Deliver { node, conn, msg, bytes } => {
                 let Some(peer) = self.ends.get(&conn).filter(|e| e.alive).map(|e| e.peer) else {
-                    return;
+                    return false;
                 };
+                let mut from = None;
                 if let Some(sender) = self.ends.get_mut(&peer) {
                     sender.in_flight = sender.in_flight.saturating_sub(bytes);
                     sender.delivered += bytes as u64;
+                    from = Some(sender.node);
                 }
                 self.frames += 1;
+                if let Some(b) = self.load.bytes_in.get_mut(node) {
+                    *b += bytes as u64;
+                }
+                if let Some(sender) = from
+                    && self.spread.is_some()
+                {
+                    let t = Instant::now();
+                    watched = self.note_spread(node, sender, &msg, bytes).is_some();
+                    self.watching = t.elapsed();
+                }
                 (node, Input::Frame(conn, msg))
             }
             Happening::Up { node, up } => {
@@ -586,7 +701,7 @@ impl Sim {
                     .get(&up.id)
                     .is_some_and(|e| e.alive && e.boot == self.nodes[node].boots)
                 {
-                    return;
+                    return false;
                 }
                 (node, Input::Up(up))
             }
@@ -598,7 +713,7 @@ impl Sim {
                 expected,
             } => {
                 if self.nodes[node].boots != boot {
-                    return;
+                    return false;
                 }
                 let reason = ConnReason::Transport("connect: unreachable".into());
                 (
@@ -616,14 +731,18 @@ impl Sim {
                 (node, Input::Down(conn, closed))
             }
             Happening::Publish { node, text } => (node, Input::Command(0, Command::Publish(text.into()))),
-            Happening::Attack { node, round } => return self.attack_round(node, round),
+            Happening::Attack { node, round } => {
+                self.attack_round(node, round);
+                return false;
+            }
         };
         let Some(core) = self.nodes[node].core.as_mut() else {
-            return;
+            return false;
         };
         core.handle(now, input);
         core.flush(now);
         self.carry_out(node);
+        watched
     }
 
     /// Carries out node `i`'s outputs on the simulated network.

@@ -6,8 +6,61 @@ use std::time::Instant;
 
 use time::OffsetDateTime;
 
+use super::store::Never;
 use super::*;
 use crate::credential::tests::Held;
+
+/// A memory store that counts its reads of the whole store: (summaries, scans by
+/// type). A node's start reads every summary once and scans nothing (a scan by type
+/// reads every chat body: slow starts with big stores).
+pub struct Counted {
+    /// The records.
+    pub inner: MemStore,
+    /// (summaries read, scans by type) so far.
+    pub reads: std::rc::Rc<std::cell::Cell<(usize, usize)>>,
+}
+
+impl Counted {
+    /// Counts the reads of `inner`.
+    pub fn new(inner: MemStore) -> Counted {
+        Counted {
+            inner,
+            reads: std::rc::Rc::default(),
+        }
+    }
+}
+
+impl RecordStore for Counted {
+    type Error = Never;
+    fn put_batch(&mut self, batch: &[Put]) -> Result<(), Never> {
+        self.inner.put_batch(batch)
+    }
+    fn get(&self, id: &Uuid) -> Result<Option<Record>, Never> {
+        self.inner.get(id)
+    }
+    fn bodies(&self, ids: &[Uuid]) -> Result<Vec<Vec<u8>>, Never> {
+        self.inner.bodies(ids)
+    }
+    fn summaries(&self) -> Result<Vec<crate::store::Summary>, Never> {
+        let (s, t) = self.reads.get();
+        self.reads.set((s + 1, t));
+        self.inner.summaries()
+    }
+    fn of_type(&self, rtype: &Uuid) -> Result<Vec<Record>, Never> {
+        let (s, t) = self.reads.get();
+        self.reads.set((s, t + 1));
+        self.inner.of_type(rtype)
+    }
+    fn purge_expired(&mut self, now_ms: i64) -> Result<Vec<crate::store::Summary>, Never> {
+        self.inner.purge_expired(now_ms)
+    }
+    fn delete(&mut self, ids: &[Uuid]) -> Result<(), Never> {
+        self.inner.delete(ids)
+    }
+    fn last_seq(&self) -> i64 {
+        self.inner.last_seq()
+    }
+}
 
 /// The core's time at `t`.
 pub fn at(t: OffsetDateTime) -> Now {

@@ -87,9 +87,9 @@ fn records(rs: &[&Record]) -> Message {
     }
 }
 
-/// Attack 1: `[F, G, G2 .. G64]` in one frame, F a copy of the attacker's own G
-/// claiming alice as creator and modifier, with other text but G's signature. Checked
-/// on the parallel path (65 distinct records, several threads), where results were once
+/// Attack 1: `[F, G, G1 .. Gn]` in one frame (n = `PARALLEL_VERIFY_MIN`), F a copy of
+/// the attacker's own G claiming alice as creator and modifier, with other text but G's
+/// signature. Checked on the parallel path (n + 2 distinct records, several threads), where results were once
 /// kept by (id, signature) with the last one winning. (Copies alike in every byte are
 /// checked once, so the batch is made of distinct records.)
 #[test]

@@ -1167,7 +1167,7 @@ impl<S: RecordStore> Core<S> {
     /// id in id order, as [`RecordStore::of_type`] gives them. The store has no index
     /// on type: a scan by type reads every chat body again, five times per start
     /// (3/4 of starting with 100,000 records), while these types are a few per member.
-    fn stored_of_type(&self, summaries: &[crate::store::Summary], rtype: &Uuid) -> Result<Vec<Record>, CoreError> {
+    fn stored_of_type(&self, summaries: &[Summary], rtype: &Uuid) -> Result<Vec<Record>, CoreError> {
         let mut ids: Vec<Uuid> = summaries.iter().filter(|s| s.rtype == *rtype).map(|s| s.id).collect();
         ids.sort_unstable();
         let bodies = self.store.bodies(&ids).map_err(|e| CoreError::Store(e.to_string()))?;
@@ -1175,7 +1175,7 @@ impl<S: RecordStore> Core<S> {
     }
 
     /// Loads verified memberships and live presence from the store at start.
-    fn load_known(&mut self, summaries: &[crate::store::Summary], now: Now) -> Result<(), CoreError> {
+    fn load_known(&mut self, summaries: &[Summary], now: Now) -> Result<(), CoreError> {
         let t = now.unix_ms();
         let stored = |e: S::Error| CoreError::Store(e.to_string());
         for r in self.stored_of_type(summaries, &MEMBERSHIP_TYPE)? {
@@ -3222,7 +3222,7 @@ fn pack(bodies: Vec<Vec<u8>>) -> Vec<Vec<Vec<u8>>> {
 
 /// The records among `summaries` that revocation `rev` does not keep (its subject's,
 /// other than revocations), with their creation times.
-fn doomed_among(rev: &revocation::Revocation, summaries: &[crate::store::Summary]) -> Vec<(Uuid, i64)> {
+fn doomed_among(rev: &revocation::Revocation, summaries: &[Summary]) -> Vec<(Uuid, i64)> {
     summaries
         .iter()
         .filter(|s| {
@@ -3240,50 +3240,8 @@ fn doomed_among(rev: &revocation::Revocation, summaries: &[crate::store::Summary
 
 #[cfg(test)]
 mod tests {
-    use std::cell::Cell;
-    use std::rc::Rc;
-
     use super::*;
     use crate::sim::{LinkParams, SIM_EPOCH_SECS, Sim};
-    use crate::store::Summary;
-
-    /// A memory store that fails every write while `fail` is set.
-    struct Flaky {
-        inner: MemStore,
-        fail: Rc<Cell<bool>>,
-    }
-
-    impl RecordStore for Flaky {
-        type Error = String;
-        fn put_batch(&mut self, batch: &[Put]) -> Result<(), String> {
-            if self.fail.get() {
-                return Err("disk full".into());
-            }
-            self.inner.put_batch(batch).map_err(|e| match e {})
-        }
-        fn get(&self, id: &Uuid) -> Result<Option<Record>, String> {
-            Ok(self.inner.get(id).unwrap_or_else(|e| match e {}))
-        }
-        fn bodies(&self, ids: &[Uuid]) -> Result<Vec<Vec<u8>>, String> {
-            Ok(self.inner.bodies(ids).unwrap_or_else(|e| match e {}))
-        }
-        fn summaries(&self) -> Result<Vec<Summary>, String> {
-            Ok(self.inner.summaries().unwrap_or_else(|e| match e {}))
-        }
-        fn of_type(&self, rtype: &Uuid) -> Result<Vec<Record>, String> {
-            Ok(self.inner.of_type(rtype).unwrap_or_else(|e| match e {}))
-        }
-        fn purge_expired(&mut self, now_ms: i64) -> Result<Vec<Summary>, String> {
-            Ok(self.inner.purge_expired(now_ms).unwrap_or_else(|e| match e {}))
-        }
-        fn delete(&mut self, ids: &[Uuid]) -> Result<(), String> {
-            self.inner.delete(ids).unwrap_or_else(|e| match e {});
-            Ok(())
-        }
-        fn last_seq(&self) -> i64 {
-            self.inner.last_seq()
-        }
-    }
 
     /// Regression (a member restarted after a peer that stopped without deleting its
     /// presence never heard it joined): a live presence loaded from the store at start
@@ -3307,7 +3265,7 @@ mod tests {
         inner
             .put_batch(&[Put::new(presence, false, 0)])
             .unwrap_or_else(|e| match e {});
-        let store = test_support::Counted::new(inner);
+        let store = test_support::TestStore::new(inner);
         let reads = store.reads.clone();
         let mut core = Core::new(sim.nodes[0].config(1), store, now).unwrap();
         let joined = std::iter::from_fn(|| core.poll_output()).any(|o| {
@@ -3326,11 +3284,8 @@ mod tests {
             instant: Instant::now(),
             unix_ns: SIM_EPOCH_SECS * 1_000_000_000,
         };
-        let fail = Rc::new(Cell::new(false));
-        let store = Flaky {
-            inner: MemStore::new(),
-            fail: fail.clone(),
-        };
+        let store = test_support::TestStore::new(MemStore::new());
+        let fail = store.fail.clone();
         let mut core = sim.core_over(0, store, now).unwrap();
         let peer = &sim.nodes[1];
         let up = ConnUp {

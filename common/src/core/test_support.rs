@@ -6,56 +6,62 @@ use std::time::Instant;
 
 use time::OffsetDateTime;
 
-use super::store::Never;
 use super::*;
 use crate::credential::tests::Held;
 
-/// A memory store that counts its reads of the whole store: (summaries, scans by
-/// type). A node's start reads every summary once and scans nothing (a scan by type
-/// reads every chat body: slow starts with big stores).
-pub struct Counted {
+/// A memory store for tests: every write fails while `fail` is set (a full disk), and
+/// its reads of the whole store are counted in `reads`: (summaries, scans by type). A
+/// node's start reads every summary once and scans nothing (a scan by type reads every
+/// chat body: slow starts with big stores).
+pub struct TestStore {
     /// The records.
     pub inner: MemStore,
+    /// Whether writes fail.
+    pub fail: std::rc::Rc<std::cell::Cell<bool>>,
     /// (summaries read, scans by type) so far.
     pub reads: std::rc::Rc<std::cell::Cell<(usize, usize)>>,
 }
 
-impl Counted {
-    /// Counts the reads of `inner`.
-    pub fn new(inner: MemStore) -> Counted {
-        Counted {
+impl TestStore {
+    /// `inner`, its writes working, its reads counted from zero.
+    pub fn new(inner: MemStore) -> TestStore {
+        TestStore {
             inner,
+            fail: std::rc::Rc::default(),
             reads: std::rc::Rc::default(),
         }
     }
 }
 
-impl RecordStore for Counted {
-    type Error = Never;
-    fn put_batch(&mut self, batch: &[Put]) -> Result<(), Never> {
-        self.inner.put_batch(batch)
+impl RecordStore for TestStore {
+    type Error = String;
+    fn put_batch(&mut self, batch: &[Put]) -> Result<(), String> {
+        if self.fail.get() {
+            return Err("disk full".into());
+        }
+        self.inner.put_batch(batch).map_err(|e| match e {})
     }
-    fn get(&self, id: &Uuid) -> Result<Option<Record>, Never> {
-        self.inner.get(id)
+    fn get(&self, id: &Uuid) -> Result<Option<Record>, String> {
+        self.inner.get(id).map_err(|e| match e {})
     }
-    fn bodies(&self, ids: &[Uuid]) -> Result<Vec<Vec<u8>>, Never> {
-        self.inner.bodies(ids)
+    fn bodies(&self, ids: &[Uuid]) -> Result<Vec<Vec<u8>>, String> {
+        self.inner.bodies(ids).map_err(|e| match e {})
     }
-    fn summaries(&self) -> Result<Vec<crate::store::Summary>, Never> {
+    fn summaries(&self) -> Result<Vec<Summary>, String> {
         let (s, t) = self.reads.get();
         self.reads.set((s + 1, t));
-        self.inner.summaries()
+        self.inner.summaries().map_err(|e| match e {})
     }
-    fn of_type(&self, rtype: &Uuid) -> Result<Vec<Record>, Never> {
+    fn of_type(&self, rtype: &Uuid) -> Result<Vec<Record>, String> {
         let (s, t) = self.reads.get();
         self.reads.set((s, t + 1));
-        self.inner.of_type(rtype)
+        self.inner.of_type(rtype).map_err(|e| match e {})
     }
-    fn purge_expired(&mut self, now_ms: i64) -> Result<Vec<crate::store::Summary>, Never> {
-        self.inner.purge_expired(now_ms)
+    fn purge_expired(&mut self, now_ms: i64) -> Result<Vec<Summary>, String> {
+        self.inner.purge_expired(now_ms).map_err(|e| match e {})
     }
-    fn delete(&mut self, ids: &[Uuid]) -> Result<(), Never> {
-        self.inner.delete(ids)
+    fn delete(&mut self, ids: &[Uuid]) -> Result<(), String> {
+        self.inner.delete(ids).map_err(|e| match e {})
     }
     fn last_seq(&self) -> i64 {
         self.inner.last_seq()
